@@ -1,0 +1,165 @@
+"""The ``overparam`` command line.
+
+    overparam train [--dataset mnist1d --model mlp --width 256 ...] [--config FILE] [--set k=v ...]
+    overparam data list
+    overparam data fetch NAME [--root DIR]
+    overparam version
+
+Bad input prints one line (``error: ...``) and exits with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from overparam.errors import OverparamError
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train one model and print its metrics",
+                       description="Train one model. Flags override the config file; --set overrides both.")
+    p.add_argument("--config", help="YAML or TOML file with data/model/train/seed sections")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=0.1 --set model.width=512")
+    p.add_argument("--dataset", help="dataset name (see `overparam data list`)")
+    p.add_argument("--n-train", type=int, help="class-stratified training subset size")
+    p.add_argument("--label-noise", type=float, help="fraction of training labels made wrong")
+    p.add_argument("--model", help="model name: mlp, two_layer, cnn5, resnet18, cnn1d, deep_linear")
+    p.add_argument("--width", type=int, help="model width (hidden units, or channels k for CNNs)")
+    p.add_argument("--depth", type=int, help="number of hidden layers (mlp, deep_linear)")
+    p.add_argument("--optimizer", help="sgd, gd, adam, adamw, sam")
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=float, help="training budget in epochs")
+    p.add_argument("--steps", type=int, help="training budget in steps (instead of epochs)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    p.add_argument("--out", help="directory for run.json and the final checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict[str, object]:
+    mapping = {
+        "dataset": "data.name", "n_train": "data.n_train", "label_noise": "data.label_noise",
+        "model": "model.name", "width": "model.width", "depth": "model.depth",
+        "optimizer": "train.optimizer", "lr": "train.lr", "momentum": "train.momentum",
+        "batch_size": "train.batch_size", "seed": "seed",
+    }
+    out = {key: getattr(args, attr) for attr, key in mapping.items() if getattr(args, attr) is not None}
+    if args.epochs is not None:
+        out.update({"train.epochs": args.epochs, "train.steps": None})
+    if args.steps is not None:
+        out.update({"train.steps": args.steps, "train.epochs": None})
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from overparam.config import RunConfig, load_config_file, parse_override
+    from overparam.run import run_one
+    from overparam.train import save_checkpoint
+
+    config = RunConfig.from_dict(load_config_file(args.config)) if args.config else RunConfig()
+    config = config.with_overrides(_flag_overrides(args))
+    config = config.with_overrides(dict(parse_override(o) for o in args.overrides))
+    out = Path(args.out) if args.out else None
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  TextColumn("{task.fields[status]}"), console=console, disable=args.quiet) as bar:
+        task = bar.add_task("train", total=None, status="")
+
+        def progress(step: int, total: int, metrics: dict) -> None:
+            shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            bar.update(task, completed=step, total=total, status=shown)
+
+        record = run_one(config, device=args.device, progress=progress, quiet=args.quiet)
+
+    m = record.metrics
+    line = f"status={record.status} steps={m['steps']} params={m['num_parameters']} " + " ".join(
+        f"{k}={m[k]:.4f}" for k in ("train_loss", "train_acc", "test_loss", "test_acc") if k in m)
+    print(f"{config.data.name}/{config.model.name} seed={config.seed} run={record.run_key}: {line} "
+          f"({record.wall_time_s:.1f}s on {record.provenance['device']})")
+    if record.status == "diverged":
+        print(f"diverged: {m['divergence']}")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "run.json").write_text(json.dumps(record.to_json(), indent=2, default=str))
+        save_checkpoint(out / "checkpoint", record.model, meta={"run_key": record.run_key, "config": record.config})
+        print(f"wrote {out / 'run.json'} and {out / 'checkpoint'}")
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from overparam.data import DATASETS
+    from overparam.data.images import is_cached
+    from overparam.data.sources import data_root
+
+    table = Table(title=f"datasets (cache: {data_root()})")
+    for column in ("name", "kind", "available", "description"):
+        table.add_column(column)
+    for entry in DATASETS.values():
+        available = ("cached" if is_cached(entry.name) else "download needed") if entry.kind == "download" else "local"
+        table.add_row(entry.name, entry.kind, available, entry.description)
+    Console().print(table)
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from overparam.data import get_entry, load
+
+    entry = get_entry(args.name)
+    dataset = load(entry.name, root=args.root, device="cpu") if entry.kind == "download" else load(entry.name)
+    print(f"{dataset.name}: train {tuple(dataset.x_train.shape)}, test {tuple(dataset.x_test.shape)}, "
+          f"classes {dataset.num_classes}; source: {dataset.info.get('source', entry.kind)}")
+    return 0
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    import torch
+
+    from overparam import __version__
+    from overparam.device import resolve_device
+
+    print(f"overparam {__version__} (torch {torch.__version__}, default device {resolve_device(None)})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="overparam", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    data = sub.add_parser("data", help="list or fetch datasets").add_subparsers(dest="data_command", required=True)
+    data.add_parser("list", help="list datasets and whether they are cached")
+    fetch = data.add_parser("fetch", help="download (or generate) a dataset and verify it")
+    fetch.add_argument("name")
+    fetch.add_argument("--root", help="directory that already holds the files (real datasets)")
+    sub.add_parser("version", help="print versions and the default device")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"train": cmd_train, "version": cmd_version}
+    handler = handlers.get(args.command) or {"list": cmd_data_list, "fetch": cmd_data_fetch}[args.data_command]
+    try:
+        return handler(args)
+    except OverparamError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
