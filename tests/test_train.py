@@ -192,7 +192,7 @@ def test_mse_on_classification_uses_one_hot_targets():
     ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'"),
     ({"lr": -1.0}, "lr must be a positive"),
     ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
-    ({"epochs": None, "steps": None}, "exactly one of epochs and steps"),
+    ({"epochs": 3, "steps": 100}, "set one of epochs and steps, not both"),
     ({"schedule": "exp"}, "unknown lr schedule 'exp'"),
     ({"loss": "hinge"}, "unknown loss 'hinge'"),
     ({"lr_scaling": "cubic"}, "unknown lr scaling rule 'cubic'"),

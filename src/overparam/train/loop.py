@@ -46,7 +46,8 @@ LOSSES = ("cross_entropy", "mse")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train. Exactly one of ``epochs`` / ``steps`` sets the budget."""
+    """How to train. The budget is ``epochs`` or ``steps`` (at most one may be set; with
+    neither, 10 epochs)."""
 
     optimizer: str = "sgd"
     lr: float = 0.05
@@ -58,7 +59,7 @@ class TrainConfig:
     batch_size: int = 128
     lr_scaling: str = "none"  # none | linear | sqrt, relative to base_batch_size
     base_batch_size: int = 128
-    epochs: float | None = 10
+    epochs: float | None = None
     steps: int | None = None
     schedule: str = "constant"  # constant | step | cosine
     warmup_steps: int = 0
@@ -85,8 +86,10 @@ class TrainConfig:
             check_positive_int(name, getattr(self, name))
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be a positive finite number, got {self.lr!r}")
-        if (self.epochs is None) == (self.steps is None):
-            raise ConfigError(f"set exactly one of epochs and steps, got epochs={self.epochs!r}, steps={self.steps!r}")
+        if self.epochs is not None and self.steps is not None:
+            raise ConfigError(f"set one of epochs and steps, not both: got epochs={self.epochs!r}, steps={self.steps!r}")
+        if self.epochs is None and self.steps is None:
+            object.__setattr__(self, "epochs", 10)
         if self.steps is not None:
             check_positive_int("steps", self.steps)
         if self.epochs is not None and not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
