@@ -59,7 +59,7 @@ def test_run_key_depends_only_on_non_default_fields():
     assert a.run_key() != RunConfig().run_key()
     assert a.run_key() != a.with_overrides(["seed=1"]).run_key()
     # Setting a field to its default value does not rename the run.
-    assert RunConfig().with_overrides(["train.momentum=0.0"]).run_key() == RunConfig().run_key()
+    assert RunConfig().with_overrides(["train.momentum=0.9"]).run_key() == RunConfig().run_key()
 
 
 def test_yaml_and_toml_files(tmp_path):

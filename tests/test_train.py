@@ -70,7 +70,7 @@ def test_full_batch_gd_step_equals_the_closed_form_least_squares_gradient():
     ds = regression_data()
     model = nn.Linear(5, 1, bias=False).double()
     w0 = model.weight.detach().clone().reshape(-1)
-    config = TrainConfig(optimizer="gd", lr=0.1, loss="mse", steps=1, gd_chunk_size=7)
+    config = TrainConfig(optimizer="gd", lr=0.1, momentum=0.0, loss="mse", steps=1, gd_chunk_size=7)
     fit(model, ds, config)
     x, y = ds.x_train, ds.y_train
     expected = w0 - 0.1 * (2.0 / len(x)) * x.T @ (x @ w0 - y)
@@ -80,7 +80,7 @@ def test_full_batch_gd_step_equals_the_closed_form_least_squares_gradient():
 def test_gd_converges_to_least_squares_solution():
     ds = regression_data(n=64, d=5)
     model = nn.Linear(5, 1, bias=False).double()
-    fit(model, ds, TrainConfig(optimizer="gd", lr=0.2, loss="mse", steps=400))
+    fit(model, ds, TrainConfig(optimizer="gd", lr=0.2, momentum=0.0, loss="mse", steps=400))
     solution = torch.linalg.lstsq(ds.x_train, ds.y_train.unsqueeze(1)).solution.reshape(-1)
     torch.testing.assert_close(model.weight.detach().reshape(-1), solution, rtol=1e-8, atol=1e-8)
 

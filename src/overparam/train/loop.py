@@ -51,7 +51,7 @@ class TrainConfig:
 
     optimizer: str = "sgd"
     lr: float = 0.05
-    momentum: float = 0.0
+    momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
