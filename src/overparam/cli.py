@@ -71,12 +71,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
-    with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+    with Progress(TextColumn("step"), BarColumn(bar_width=24), MofNCompleteColumn(), TimeRemainingColumn(),
                   TextColumn("{task.fields[status]}"), console=console, disable=args.quiet) as bar:
         task = bar.add_task("train", total=None, status="")
 
         def progress(step: int, total: int, metrics: dict) -> None:
-            shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            shown = "  ".join(f"{split} loss {metrics[split + '_loss']:.3f}"
+                              + (f" acc {metrics[split + '_acc']:.3f}" if split + "_acc" in metrics else "")
+                              for split in ("train", "test"))
             bar.update(task, completed=step, total=total, status=shown)
 
         record = run_one(config, device=args.device, progress=progress, quiet=args.quiet)
