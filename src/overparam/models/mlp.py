@@ -1,18 +1,16 @@
-"""Fully connected networks in standard or NTK parameterization.
+"""Fully connected networks in the standard and NTK parameterizations, and the two-layer net
+in its three scalings (NTK, mean field, standard).
 
-``Dense`` follows Neural Tangents' ``stax.Dense(out, W_std, b_std, parameterization=...)``:
+The two parameterizations follow Neural Tangents' ``stax.Dense(out, W_std, b_std,
+parameterization=...)`` exactly. For a layer with fan-in n and input x of shape (batch, n):
 
-- ``'ntk'``: W (out, fan_in) and b (out,) are drawn N(0, 1) and the layer computes
-  ``w_std / sqrt(fan_in) * x @ W.T + b_std * b``.
-- ``'standard'``: W ~ N(0, w_std^2 / fan_in), b ~ N(0, b_std^2), and the layer computes
-  ``x @ W.T + b``.
+- ``'ntk'``:      W, b ~ N(0, 1) entrywise, and  y = (w_std / sqrt(n)) x W^T + b_std b
+- ``'standard'``: W ~ N(0, w_std^2 / n), b ~ N(0, b_std^2), and  y = x W^T + b
 
-Both give the same function distribution at initialization; they differ in how gradients
-scale with width (in NTK parameterization the gradient w.r.t. W carries the factor
-w_std / sqrt(fan_in), so each weight moves O(1/sqrt(width)) and training becomes lazy as the
-width grows). As in Neural Tangents, biases exist even when ``b_std = 0``: in standard
-parameterization they start at zero; in NTK parameterization they are N(0, 1) times 0, so
-they neither contribute at init nor receive gradient.
+Both give every output unit the same distribution at initialisation, N(0, w_std^2 |x|^2 / n +
+b_std^2) for a fixed x, but gradients differ: the NTK-parameterization gradient with respect to
+W is w_std / sqrt(n) times the standard one at the same function, which is what makes the
+infinite-width limit a kernel method with an O(1) learning rate.
 """
 
 from __future__ import annotations
@@ -20,141 +18,151 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+import torch.nn.functional as F
+from torch import nn
 
-from overparam.errors import ModelError, check_positive_int, choice_error
+from overparam.models.common import check_choice, check_scale, check_size, make_activation
 
 PARAMETERIZATIONS = ("standard", "ntk")
-ACTIVATIONS = ("relu", "tanh", "erf", "gelu", "linear")
-
-
-def activation_fn(name: str):
-    functions = {"relu": torch.relu, "tanh": torch.tanh, "erf": torch.erf,
-                 "gelu": nn.functional.gelu, "linear": lambda x: x}
-    if name not in functions:
-        raise choice_error("activation", name, ACTIVATIONS, ModelError)
-    return functions[name]
-
-
-def _check_std(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or not math.isfinite(value):
-        raise ModelError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+TWO_LAYER_SCALINGS = ("ntk", "mean_field", "standard")
 
 
 class Dense(nn.Module):
-    """y = w_std/sqrt(fan_in) x W^T + b_std b (ntk) or y = x W^T + b (standard).
+    """A fully connected layer, (batch, in_features) -> (batch, out_features), in Neural
+    Tangents' ``'standard'`` or ``'ntk'`` parameterization (see the module docstring).
 
-    Shapes: x (n, fan_in) -> (n, fan_out); weight (fan_out, fan_in); bias (fan_out,).
+    Attributes: ``weight`` (out_features, in_features), ``bias`` (out_features,),
+    ``parameterization``, ``w_std``, ``b_std``.
+
+    The bias exists even when ``b_std = 0``, as in Neural Tangents: in ``'standard'`` it starts
+    at zero (and is trained); in ``'ntk'`` it is drawn N(0, 1) but multiplied by ``b_std = 0``,
+    so it never affects the output and gets zero gradient.
+
+    Initialisation draws standard normals for ``weight`` then ``bias`` and, in ``'standard'``,
+    multiplies them by w_std / sqrt(in_features) and b_std. So with the same generator the two
+    parameterizations compute the same function at initialisation.
     """
 
-    def __init__(self, fan_in: int, fan_out: int, parameterization: str = "standard", w_std: float = 1.0,
-                 b_std: float = 0.0) -> None:
+    def __init__(self, in_features: int, out_features: int, parameterization: str = "standard",
+                 w_std: float = 1.0, b_std: float = 0.0) -> None:
         super().__init__()
-        check_positive_int("fan_in", fan_in, cls=ModelError)
-        check_positive_int("fan_out", fan_out, cls=ModelError)
-        if parameterization not in PARAMETERIZATIONS:
-            raise choice_error("parameterization", parameterization, PARAMETERIZATIONS, ModelError)
-        self.fan_in, self.fan_out = fan_in, fan_out
-        self.parameterization = parameterization
-        self.w_std, self.b_std = _check_std("w_std", w_std), _check_std("b_std", b_std)
-        self.weight = nn.Parameter(torch.empty(fan_out, fan_in))
-        self.bias = nn.Parameter(torch.empty(fan_out))
+        self.in_features = check_size("in_features", in_features)
+        self.out_features = check_size("out_features", out_features)
+        self.parameterization = check_choice("parameterization", parameterization, PARAMETERIZATIONS)
+        self.w_std = check_scale("w_std", w_std)
+        self.b_std = check_scale("b_std", b_std, allow_zero=True)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(out_features))
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        self.weight.normal_(0.0, 1.0, generator=generator)
-        self.bias.normal_(0.0, 1.0, generator=generator)
+        """Re-draw the weights from ``generator`` (the global RNG when None)."""
+        self.weight.normal_(generator=generator)
+        self.bias.normal_(generator=generator)
         if self.parameterization == "standard":
-            self.weight.mul_(self.w_std / math.sqrt(self.fan_in))
+            self.weight.mul_(self.w_std / math.sqrt(self.in_features))
             self.bias.mul_(self.b_std)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.parameterization == "ntk":
-            return (self.w_std / math.sqrt(self.fan_in)) * (x @ self.weight.T) + self.b_std * self.bias
-        return x @ self.weight.T + self.bias
+            return F.linear(x, self.weight * (self.w_std / math.sqrt(self.in_features)), self.bias * self.b_std)
+        return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
-        return (f"{self.fan_in}, {self.fan_out}, parameterization={self.parameterization!r}, "
-                f"w_std={self.w_std}, b_std={self.b_std}")
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"parameterization={self.parameterization!r}, w_std={self.w_std}, b_std={self.b_std}")
 
 
 class MLP(nn.Module):
-    """``depth`` hidden Dense layers of ``width`` units with an activation, then a Dense
-    readout, all in one parameterization; the output is multiplied by ``alpha``.
+    """A fully connected network of ``depth`` hidden layers of ``width`` units.
 
-    f(x) = alpha * Dense_L(phi(... phi(Dense_1(flatten(x))))). ``depth=0`` is a linear model.
-    ``alpha`` is the init-scale multiplier of lazy training (Chizat et al. 2019): a large
-    alpha makes training lazy; divide the loss by alpha^2 to keep the same time scale.
-    Input (n, *shape) with prod(shape) = in_features -> output (n, out_features).
+    f(x) = alpha * D_out(σ(D_depth(... σ(D_1(flatten(x))) ...))), every D a :class:`Dense` with
+    the given ``parameterization``, ``w_std`` and ``b_std`` (the readout too, as in Neural
+    Tangents' ``stax.serial(Dense, act, ..., Dense)``). ``depth = 0`` is a linear model.
+
+    Input: (batch, *shape) with prod(shape) = in_features, flattened from dim 1.
+    Output: (batch, out_features).
+
+    ``alpha`` multiplies the output: the init-scale knob of Chizat, Oyallon & Bach (2019) "On
+    lazy training". A large alpha trains lazily (close to the linearised model) and a small one
+    richly. A study varying alpha should divide the loss by alpha**2 so that the time scale of
+    training stays comparable across alphas (their L(α f) / α²).
+
+    Activations: 'relu', 'tanh', 'erf', 'gelu' (exact), 'linear' (identity).
     """
 
     def __init__(self, in_features: int, width: int, depth: int, out_features: int,
                  parameterization: str = "standard", w_std: float = 1.0, b_std: float = 0.0,
                  activation: str = "relu", alpha: float = 1.0) -> None:
         super().__init__()
-        check_positive_int("in_features", in_features, cls=ModelError)
-        check_positive_int("width", width, cls=ModelError)
-        check_positive_int("depth", depth, minimum=0, cls=ModelError)
-        check_positive_int("out_features", out_features, cls=ModelError)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-            raise ModelError(f"alpha must be a number > 0, got {alpha!r}")
-        self.activation_name = activation
-        self.act = activation_fn(activation)
-        self.alpha = float(alpha)
-        sizes = [in_features] + [width] * depth + [out_features]
-        self.layers = nn.ModuleList(Dense(a, b, parameterization, w_std, b_std) for a, b in zip(sizes[:-1], sizes[1:]))
+        check_size("width", width)
+        check_size("depth", depth, minimum=0)
+        self.alpha = check_scale("alpha", alpha)
+        self.activation = make_activation(activation)
+        sizes = [in_features] + [width] * depth
+        self.hidden = nn.ModuleList(Dense(n_in, n_out, parameterization, w_std, b_std)
+                                    for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+        self.readout = Dense(sizes[-1], out_features, parameterization, w_std, b_std)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        for layer in self.layers:
+        """Re-draw every layer, input to output, from ``generator`` (the global RNG when None)."""
+        for layer in [*self.hidden, self.readout]:
             layer.reset_parameters(generator)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x.reshape(len(x), -1)
-        for layer in self.layers[:-1]:
-            x = self.act(layer(x))
-        return self.alpha * self.layers[-1](x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.flatten(1)
+        for layer in self.hidden:
+            h = self.activation(layer(h))
+        return self.alpha * self.readout(h)
 
 
 class TwoLayer(nn.Module):
-    """A two-layer network f(x) = alpha * s(m) * sum_j a_j phi(w_j . x / sqrt(d)).
+    """A two-layer network without biases, in one of three scalings.
 
-    ``scaling`` sets s(m) for width m: 'ntk' 1/sqrt(m) (lazy as m grows), 'mean_field' 1/m
-    (features keep moving, Mei et al. 2018, Chizat & Bach 2018), 'standard' 1 with a_j
-    initialised N(0, 1/m) instead. w_j ~ N(0, I_d), a_j ~ N(0, 1) (ntk, mean_field). No biases.
-    Shapes: x (n, d) -> (n, out_features); first.weight (m, d), second.weight (out, m).
+    With d = in_features, m = width, w_j the rows of ``w`` (m, d) and a_j the columns of ``a``
+    (out_features, m):
+
+    - ``'ntk'``:        f(x) = alpha / sqrt(m) * sum_j a_j σ(w_j·x / sqrt(d)),  a, w ~ N(0, 1)
+    - ``'mean_field'``: f(x) = alpha / m       * sum_j a_j σ(w_j·x / sqrt(d)),  a, w ~ N(0, 1)
+    - ``'standard'``:   f(x) = alpha           * sum_j a_j σ(w_j·x),  w ~ N(0, 1/d), a ~ N(0, 1/m)
+
+    'ntk' and 'standard' compute the same function from the same generator (they differ in
+    gradient scale); mean field is 'ntk' times 1/sqrt(m), so its output vanishes at init as m
+    grows and its features move O(1) during training (Mei, Montanari & Nguyen 2018; Chizat &
+    Bach 2018). ``alpha`` is the lazy/rich multiplier of :class:`MLP`.
+
+    Input: (batch, *shape) with prod(shape) = d, flattened from dim 1. Output: (batch, out_features).
     """
-
-    SCALINGS = ("ntk", "mean_field", "standard")
 
     def __init__(self, in_features: int, width: int, out_features: int, activation: str = "relu",
                  scaling: str = "ntk", alpha: float = 1.0) -> None:
         super().__init__()
-        check_positive_int("in_features", in_features, cls=ModelError)
-        check_positive_int("width", width, cls=ModelError)
-        check_positive_int("out_features", out_features, cls=ModelError)
-        if scaling not in self.SCALINGS:
-            raise choice_error("scaling", scaling, self.SCALINGS, ModelError)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-            raise ModelError(f"alpha must be a number > 0, got {alpha!r}")
-        self.act = activation_fn(activation)
-        self.scaling, self.alpha, self.width, self.in_features = scaling, float(alpha), width, in_features
-        self.first = nn.Linear(in_features, width, bias=False)
-        self.second = nn.Linear(width, out_features, bias=False)
+        self.in_features = check_size("in_features", in_features)
+        self.width = check_size("width", width)
+        check_size("out_features", out_features)
+        self.scaling = check_choice("scaling", scaling, TWO_LAYER_SCALINGS)
+        self.alpha = check_scale("alpha", alpha)
+        self.activation = make_activation(activation)
+        standard = scaling == "standard"
+        self.input_scale = 1.0 if standard else 1 / math.sqrt(in_features)
+        self.output_scale = {"ntk": 1 / math.sqrt(width), "mean_field": 1 / width, "standard": 1.0}[scaling]
+        self.w = nn.Parameter(torch.empty(width, in_features))
+        self.a = nn.Parameter(torch.empty(out_features, width))
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        self.first.weight.normal_(0.0, 1.0, generator=generator)
-        self.second.weight.normal_(0.0, 1.0, generator=generator)
+        """Re-draw ``w`` then ``a`` from ``generator`` (the global RNG when None)."""
+        self.w.normal_(generator=generator)
+        self.a.normal_(generator=generator)
         if self.scaling == "standard":
-            self.second.weight.mul_(1.0 / math.sqrt(self.width))
+            self.w.mul_(1 / math.sqrt(self.in_features))
+            self.a.mul_(1 / math.sqrt(self.width))
 
-    @property
-    def output_scale(self) -> float:
-        return {"ntk": 1.0 / math.sqrt(self.width), "mean_field": 1.0 / self.width, "standard": 1.0}[self.scaling]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.activation(F.linear(x.flatten(1), self.w) * self.input_scale)
+        return (self.alpha * self.output_scale) * F.linear(h, self.a)
 
-    def forward(self, x: Tensor) -> Tensor:
-        hidden = self.act(self.first(x.reshape(len(x), -1)) / math.sqrt(self.in_features))
-        return self.alpha * self.output_scale * self.second(hidden)
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, width={self.width}, scaling={self.scaling!r}, alpha={self.alpha}"
