@@ -42,3 +42,17 @@ def test_data_list_shows_every_dataset(tmp_path):
     assert result.returncode == 0, result.stderr
     for name in ("mnist1d", "mnist", "fashion-mnist", "cifar10", "linear_regression", "matrix_sensing"):
         assert name in result.stdout
+
+
+def test_data_fetch_generates_and_reports_a_dataset():
+    result = overparam("data", "fetch", "mnist1d")
+    assert result.returncode == 0, result.stderr
+    assert "mnist1d: train (4000, 40), test (1000, 40), classes 10" in result.stdout
+
+
+def test_data_fetch_offline_names_the_file_to_place(tmp_path):
+    import os
+
+    result = overparam("data", "fetch", "cifar10", env={**os.environ, "OVERPARAM_DATA": str(tmp_path)})
+    assert result.returncode == 2
+    assert "cifar-10-python.tar.gz" in result.stderr and str(tmp_path / "cifar10") in result.stderr

@@ -218,6 +218,7 @@ def test_checkpoint_round_trip_without_pickle(tmp_path):
                        optimizer.state_dict()["state"][0]["momentum_buffer"])
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoint_refuses_a_pickled_optimizer_file(tmp_path):
     import pickle
 

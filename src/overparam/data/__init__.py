@@ -32,8 +32,9 @@ class DatasetEntry:
 
     @property
     def options(self) -> list[str]:
-        """Keyword options the source accepts (beyond root/download/quiet for real data)."""
-        hidden = {"root", "download", "quiet"}
+        """Keyword options the source accepts. Real data take root/download/quiet as arguments
+        of ``load``; synthetic data take ``seed``, ``n_train`` and ``n_test`` from ``load``."""
+        hidden = {"root", "download", "quiet", "seed", "n_train", "n_test"}
         return [p for p in inspect.signature(self.source).parameters if p not in hidden]
 
 
@@ -95,6 +96,9 @@ def load(
         device: 'cpu' (default), 'cuda', or None/'auto' for the best available.
         options: passed to the source (e.g. ``p=1000`` for ``linear_regression``,
             ``num_samples`` for ``mnist1d``); an option the source does not take is an error.
+
+    Synthetic datasets are generated from ``seed`` at exactly ``n_train``/``n_test`` examples
+    (when given) instead of being subsampled.
     """
     entry = get_entry(name)
     unknown = sorted(set(options) - set(entry.options))
@@ -112,6 +116,14 @@ def load(
     else:
         if root is not None:
             raise ConfigError(f"dataset {name!r} is built locally and takes no root directory (got {str(root)!r})")
+        if entry.kind == "synthetic":
+            # A synthetic problem is drawn afresh per seed, at exactly the requested sizes.
+            sizes = {"n_train": n_train, "n_test": n_test}
+            accepted = inspect.signature(entry.source).parameters
+            passed = {k: v for k, v in sizes.items() if v is not None and k in accepted}
+            options = {**options, **passed, "seed": seed}
+            n_train = None if "n_train" in passed else n_train
+            n_test = None if "n_test" in passed else n_test
         raw = entry.source(**options)
     info = {"name": name, "kind": entry.kind, "seed": seed, "options": dict(options)}
     info.update({k: v for k, v in raw.extras.items() if isinstance(v, (str, int, float))})

@@ -57,7 +57,8 @@ class Dense(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Re-draw the weights from ``generator`` (the global RNG when None)."""
+        """Re-draw the weights from ``generator`` (the global RNG when None), which must live on
+        the parameters' device."""
         self.weight.normal_(generator=generator)
         self.bias.normal_(generator=generator)
         if self.parameterization == "standard":
