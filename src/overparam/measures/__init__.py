@@ -1,0 +1,1 @@
+"""Measures: pure functions on (model, loss, data) with exact-answer tests."""
