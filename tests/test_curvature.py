@@ -84,8 +84,24 @@ def test_small_network_top_k_matches_dense_hessian_with_uneven_batches():
     result = hessian_eigenvalues(model, loss_fn, batches, k=4, tol=1e-8)
     assert result.converged
     torch.testing.assert_close(result.values, exact, rtol=1e-6, atol=0)
-    assert (result.residuals < 1e-6).all()
-    assert result.num_hvps == result.iterations + 4
+    assert result.num_hvps == result.iterations  # residuals come from stored products
+    dense = dense_hessian(model, loss_fn, x, y)
+    for i in range(4):  # the reported residuals are the true ones
+        v, lam = result.vectors[:, i], result.values[i]
+        true = ((dense @ v - lam * v).norm() / lam.abs()).item()
+        assert result.residuals[i].item() == pytest.approx(true, rel=1e-4, abs=1e-12)
+
+
+def test_both_stopping_criteria_meet_the_requested_accuracy():
+    model, loss_fn, x, y = small_net_problem(n=60, seed=2)
+    exact = torch.linalg.eigvalsh(dense_hessian(model, loss_fn, x, y)).max().item()
+    gap = hessian_eigenvalues(model, loss_fn, (x, y), tol=1e-3, criterion="gap")
+    residual = hessian_eigenvalues(model, loss_fn, (x, y), tol=1e-3, criterion="residual")
+    for result in (gap, residual):
+        assert result.converged and abs(result.values[0].item() - exact) <= 1e-3 * exact
+    # the residual criterion certifies |θ − λ| <= r: its reported residual covers the error
+    assert abs(residual.values[0].item() - exact) <= residual.residuals[0].item() * exact * (1 + 1e-9)
+    assert gap.num_hvps <= residual.num_hvps
 
 
 def test_forward_over_reverse_equals_the_graph_hvp():
@@ -181,5 +197,7 @@ def test_bad_arguments_are_named():
         hessian_trace(model, loss_fn, (x, y), method="exact")
     with pytest.raises(ConfigError, match="40 inputs but 39 targets"):
         hessian_eigenvalues(model, loss_fn, (x, y[:39]))
+    with pytest.raises(ConfigError, match="unknown criterion 'power'"):
+        hessian_eigenvalues(model, loss_fn, (x, y), criterion="power")
     with pytest.raises(ConfigError, match="v0 must be"):
         hessian_eigenvalues(model, loss_fn, (x, y), v0=torch.zeros(3))
