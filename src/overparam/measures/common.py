@@ -136,7 +136,8 @@ def mean_loss_and_grad(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batc
     """The mean loss over all examples in ``batches`` and its gradient w.r.t. ``params``
     (batch means weighted by batch size). With ``create_graph`` the gradient keeps its graph.
 
-    Returns (loss as a 0-dim tensor, list of gradients shaped like ``params``).
+    Parameters the loss does not reach get zero gradients. Returns (loss as a 0-dim tensor,
+    list of gradients shaped like ``params``).
     """
     n = num_examples(batches)
     total = None
@@ -144,8 +145,9 @@ def mean_loss_and_grad(model: nn.Module, loss_fn: LossFn, batches: Sequence[Batc
     for x, y in batches:
         weight = len(x) / n
         loss = loss_fn(model(x), y) * weight
-        batch_grads = torch.autograd.grad(loss, params, create_graph=create_graph)
-        grads = [g + b for g, b in zip(grads, batch_grads)]
+        if loss.requires_grad:  # a loss no parameter reaches has zero gradient
+            batch_grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
+            grads = [g if b is None else g + b for g, b in zip(grads, batch_grads)]  # unused: zero gradient
         total = loss.detach() if total is None else total + loss.detach()
         if cost is not None:
             cost.forward += len(x)
