@@ -1,6 +1,9 @@
 """The ``overparam`` command line.
 
     overparam train [--dataset mnist1d --model mlp --width 256 ...] [--config FILE] [--set k=v ...]
+    overparam run STUDY [--preset quick] [--seeds N] [--out DIR] [--workers N] [--set k=v ...]
+    overparam studies
+    overparam export DIR [--format csv|parquet]
     overparam data list
     overparam data fetch NAME [--root DIR]
     overparam version
@@ -98,6 +101,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from overparam.config import load_config_file
+    from overparam.sweep.execute import run_study
+
+    out = Path(args.out) if args.out else Path("runs") / args.study
+    summary = run_study(args.study, preset=args.preset, file_values=load_config_file(args.config) if args.config else None,
+                        overrides=args.overrides, seeds=args.seeds, out=out, workers=args.workers,
+                        device=None if args.device == "auto" else args.device, progress=not args.quiet)
+    counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
+    print(f"{summary.study}: {summary.total} runs in the grid, {summary.skipped} already done, ran {summary.ran}; "
+          f"store {out / 'results.sqlite'}: {counts}")
+    for key, why in summary.failures:
+        print(f"failed {key}: {why}")
+    return 1 if summary.failures else 0
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    from overparam.studies import STUDIES
+
+    for study in STUDIES.values():
+        presets = ", ".join(study.presets) or "-"
+        print(f"{study.name:<16} {study.description} (presets: {presets})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from overparam.sweep.export import export
+
+    print(export(args.directory, args.format))
+    return 0
+
+
 def cmd_data_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -145,13 +180,29 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = data.add_parser("fetch", help="download (or generate) a dataset and verify it")
     fetch.add_argument("name")
     fetch.add_argument("--root", help="directory that already holds the files (real datasets)")
+    run = sub.add_parser("run", help="run a study's sweep into a results store (resumable)")
+    run.add_argument("study", help="study name (see `overparam studies`)")
+    run.add_argument("--preset", help="config preset, e.g. quick or paper")
+    run.add_argument("--config", help="YAML or TOML file of study config values")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a study config value (lists for grid axes), e.g. --set seeds=3")
+    run.add_argument("--seeds", type=int, help="number of seeds per grid point")
+    run.add_argument("--out", help="output directory holding results.sqlite (default runs/STUDY)")
+    run.add_argument("--workers", type=int, default=1, help="parallel worker processes (local backend)")
+    run.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    run.add_argument("--quiet", action="store_true", help="no progress display")
+    sub.add_parser("studies", help="list the studies")
+    exp = sub.add_parser("export", help="export a results store to a table")
+    exp.add_argument("directory")
+    exp.add_argument("--format", default="csv", help="csv or parquet")
     sub.add_parser("version", help="print versions and the default device")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "version": cmd_version}
+    handlers = {"train": cmd_train, "version": cmd_version, "run": cmd_run, "studies": cmd_studies,
+                "export": cmd_export}
     handler = handlers.get(args.command) or {"list": cmd_data_list, "fetch": cmd_data_fetch}[args.data_command]
     try:
         return handler(args)

@@ -47,6 +47,22 @@ def build_model(config: RunConfig, dataset: data_module.Dataset, device: torch.d
     return model.to(device=device, dtype=dataset.x_train.dtype if dataset.x_train.is_floating_point() else None)
 
 
+def validate(configs: Sequence[RunConfig]) -> None:
+    """Check that every config's model can be built for its data, without training: each
+    distinct dataset is loaded once (on the CPU) and each model is built on the meta device
+    (no memory, no compute). Raises the ConfigError/ModelError a run would hit."""
+    shapes: dict[str, tuple[tuple[int, ...], int]] = {}
+    for config in configs:
+        key = repr(config.data) + str(config.seed)
+        if key not in shapes:
+            dataset = load_data(config, torch.device("cpu"), quiet=True)
+            outputs = dataset.num_classes if dataset.num_classes is not None else _regression_outputs(dataset)
+            shapes[key] = (dataset.input_shape, outputs)
+        input_shape, outputs = shapes[key]
+        with torch.device("meta"):
+            models.build(config.model.name, input_shape, outputs, **config.model.options)
+
+
 def _regression_outputs(dataset: data_module.Dataset) -> int:
     return 1 if dataset.y_train.dim() == 1 else int(dataset.y_train.shape[1])
 

@@ -1,0 +1,95 @@
+"""The study protocol: a config with presets, the grid of runs it expands to, one run.
+
+A study is a :class:`Study` object in the registry (``overparam.studies.STUDIES``):
+
+- ``config_type``: a frozen dataclass of typed fields with defaults (validated in
+  ``__post_init__``); ``presets`` maps a preset name ('quick', 'paper', ...) to overrides.
+- ``grid(config) -> list[RunSpec]``: every run of the sweep, each with a stable key (a hash of
+  its resolved parameters), the parameters as JSON and the seed.
+- ``run_one(spec, device) -> RunOutcome``: data -> model -> train -> measures for one run.
+
+Configs resolve as: defaults < preset < config file < ``--set key=value`` overrides (values
+parsed as YAML, so ``--set widths=[32,64]`` gives a list); an unknown key or a bad value is a
+``ConfigError`` before anything runs. The resolved config is stored with every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from overparam.config import parse_override
+from overparam.errors import ConfigError, choice_error
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One grid point: ``params`` (JSON-serializable) fully determine the run with ``seed``."""
+
+    key: str
+    params: dict[str, Any]
+    seed: int
+
+
+@dataclass
+class RunOutcome:
+    status: str  # done | diverged
+    metrics: dict[str, Any]
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def run_key(study: str, params: Mapping[str, Any], seed: int) -> str:
+    """A stable 16-hex-digit key of a study's run parameters and seed."""
+    text = json.dumps({"study": study, "params": params, "seed": seed}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str
+    config_type: type
+    grid: Callable[[Any], list[RunSpec]]
+    run_one: Callable[[RunSpec, str | None], RunOutcome]
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def resolve(self, preset: str | None = None, file_values: Mapping[str, Any] | None = None,
+                overrides: list[str] | Mapping[str, Any] = ()) -> Any:
+        """Defaults < preset < file < overrides -> a validated config instance."""
+        values: dict[str, Any] = {}
+        if preset is not None:
+            if preset not in self.presets:
+                raise choice_error(f"preset for study {self.name!r}", preset, self.presets)
+            values.update(self.presets[preset])
+        values.update(file_values or {})
+        pairs = overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
+        declared = {f.name for f in dataclasses.fields(self.config_type)}
+        defaults = config_dict(self.config_type())
+        for key, value in pairs:
+            head, _, rest = key.partition(".")
+            if rest and head in declared and isinstance(defaults.get(head), dict):
+                # dotted key into a mapping field: --set model.width=64 -> model["width"] = 64
+                nested = dict(values.get(head, defaults[head]))
+                nested[rest] = value
+                values[head] = nested
+            else:
+                values[key] = value
+        unknown = sorted(set(values) - declared)
+        if unknown:
+            raise ConfigError(f"study {self.name!r} has no config key(s) {unknown}; accepted: {sorted(declared)}")
+        coerced = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        try:
+            return self.config_type(**coerced)
+        except TypeError as error:
+            raise ConfigError(f"study {self.name!r}: {error}") from error
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A study config as plain JSON-ready data."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))

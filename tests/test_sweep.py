@@ -1,0 +1,152 @@
+"""Sweeps: grid expansion, config errors, resume, failures, a real kill, workers, export."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+from dataclasses import dataclass
+
+import pytest
+
+from overparam.errors import ConfigError
+from overparam.studies import STUDIES, RunOutcome, RunSpec, Study, get_study
+from overparam.studies.base import run_key
+from overparam.sweep.execute import run_study
+from overparam.sweep.store import ResultsStore
+
+TINY = ["data.n_train=120", "data.n_test=100"]
+
+
+def test_grid_expansion_and_stable_keys():
+    study = get_study("train")
+    config = study.resolve("tiny", overrides=["axes={model.width: [4, 8, 16], train.lr: [0.1, 0.01]}", "seeds=2"])
+    specs = study.grid(config)
+    assert len(specs) == 3 * 2 * 2 and len({s.key for s in specs}) == 12
+    assert {s.params["model"]["options"]["width"] for s in specs} == {4, 8, 16}
+    assert [s.key for s in study.grid(config)] == [s.key for s in specs]  # deterministic
+    assert study.resolve("tiny", overrides=["model.width=32"]).model["width"] == 32  # dotted into a mapping
+
+
+@pytest.mark.parametrize("override, match", [
+    ("sedes=3", r"no config key\(s\) \['sedes'\]"),
+    ("seeds=0", "seeds must be an integer >= 1, got 0"),
+    ("axes={model.width: 8}", "must be a non-empty list"),
+    ("axes={model.width: [8, -1]}", "width must be an integer >= 1, got -1"),
+    ("axes={train.optimizer: [sgd, lbfgs]}", "unknown optimizer 'lbfgs'"),
+])
+def test_bad_study_configs_fail_before_anything_runs(tmp_path, override, match):
+    with pytest.raises(ConfigError, match=match):
+        run_study("train", preset="tiny", overrides=[override], out=tmp_path, progress=False)
+    assert not (tmp_path / "results.sqlite").exists() or ResultsStore(tmp_path).runs() == []
+
+
+def test_unknown_study_and_preset():
+    with pytest.raises(ConfigError, match="unknown study 'bach_size'"):
+        get_study("bach_size")
+    with pytest.raises(ConfigError, match="unknown preset for study 'train' 'huge'"):
+        get_study("train").resolve("huge")
+
+
+def test_resume_skips_done_runs_and_adds_only_new_points(tmp_path):
+    first = run_study("train", preset="tiny", overrides=TINY, out=tmp_path, progress=False)
+    assert (first.total, first.ran, first.counts["done"]) == (4, 4, 4)
+    again = run_study("train", preset="tiny", overrides=TINY, out=tmp_path, progress=False)
+    assert (again.skipped, again.ran) == (4, 0)
+    more = run_study("train", preset="tiny", overrides=TINY, seeds=3, out=tmp_path, progress=False)
+    assert (more.total, more.skipped, more.ran, more.counts["done"]) == (6, 4, 2, 6)
+    with ResultsStore(tmp_path) as store:
+        row = store.runs("train")[0]
+        assert row["config"]["study_config"]["seeds"] == 2 and row["attempts"] == 1
+        assert "train_loss" in store.curves("train", row["run_key"])
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    values: tuple = (1, -1, 2)
+    seeds: int = 1
+
+
+def toy_grid(config):
+    return [RunSpec(run_key("toy", {"v": v}, 0), {"v": v}, 0) for v in config.values]
+
+
+def toy_run(spec, device):
+    if spec.params["v"] < 0:
+        raise ValueError(f"negative value {spec.params['v']}")
+    return RunOutcome("done", {"v2": spec.params["v"] ** 2}, {"c": [(0, 1.0)]})
+
+
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setitem(STUDIES, "toy", Study("toy", "test study", ToyConfig, toy_grid, toy_run))
+    summary = run_study("toy", out=tmp_path, progress=False)
+    assert summary.counts["done"] == 2 and summary.counts["failed"] == 1
+    assert summary.failures[0][1] == "ValueError: negative value -1"
+    with ResultsStore(tmp_path) as store:
+        (failed,) = store.runs("toy", status="failed")
+        assert "Traceback" in failed["error"] and failed["config"]["params"] == {"v": -1}
+    retry = run_study("toy", out=tmp_path, progress=False)
+    assert retry.ran == 1  # failed runs are retried, done ones are not
+
+
+def test_a_run_that_cannot_be_built_fails_before_the_sweep_starts(tmp_path):
+    with pytest.raises(ConfigError, match="n_train=99999 exceeds the 4000 examples"):
+        run_study("train", preset="tiny", overrides=["axes={data.n_train: [100, 99999]}"], out=tmp_path,
+                  progress=False)
+
+
+def test_process_pool_workers(tmp_path):
+    summary = run_study("train", preset="tiny", overrides=TINY, workers=2, out=tmp_path, progress=False)
+    assert summary.counts["done"] == 4
+
+
+def test_killing_a_running_sweep_loses_nothing_completed_and_resume_duplicates_nothing(tmp_path):
+    args = [sys.executable, "-m", "overparam.cli", "run", "train", "--preset", "tiny", "--out", str(tmp_path),
+            "--device", "cpu", "--quiet", "--set", "axes={model.width: [4, 6, 8, 10, 12, 14, 16, 18]}",
+            "--set", "data.n_train=400", "--set", "train.epochs=2", "--seeds", "2"]
+    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done_before, deadline = [], time.time() + 120
+    while time.time() < deadline and len(done_before) < 3:
+        time.sleep(0.1)
+        try:
+            with sqlite3.connect(tmp_path / "results.sqlite", timeout=5) as db:
+                done_before = db.execute("SELECT run_key, metrics, updated_at FROM runs WHERE status='done'").fetchall()
+        except sqlite3.OperationalError:
+            pass
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    assert len(done_before) >= 3
+    with ResultsStore(tmp_path) as store:
+        counts = store.status_counts("train")
+        assert counts["done"] >= len(done_before) and counts["done"] < 16, counts
+        assert counts["running"] <= 1
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    with ResultsStore(tmp_path) as store:
+        runs = store.runs("train")
+        assert len(runs) == 16 and all(r["status"] == "done" for r in runs)
+        by_key = {r["run_key"]: r for r in runs}
+        for key, metrics, updated in done_before:  # completed before the kill: untouched
+            assert by_key[key]["attempts"] == 1 and by_key[key]["updated_at"] == updated
+        curve_rows = store._db.execute("SELECT COUNT(*) FROM curves").fetchone()[0]
+        distinct = store._db.execute("SELECT COUNT(*) FROM (SELECT DISTINCT run_key, name, step FROM curves)").fetchone()[0]
+        assert curve_rows == distinct
+
+
+def test_export_csv_round_trip(tmp_path):
+    run_study("train", preset="tiny", overrides=TINY, out=tmp_path, progress=False)
+    from overparam.sweep.export import export
+
+    path = export(tmp_path, "csv")
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"done"}
+    assert {r["params.model.options.width"] for r in rows} == {"8", "16"}
+    assert all(0 <= float(r["metrics.test_acc"]) <= 1 for r in rows)
+    with pytest.raises(ConfigError, match="unknown export format 'xlsx'"):
+        export(tmp_path, "xlsx")
