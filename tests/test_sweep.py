@@ -150,3 +150,20 @@ def test_export_csv_round_trip(tmp_path):
     assert all(0 <= float(r["metrics.test_acc"]) <= 1 for r in rows)
     with pytest.raises(ConfigError, match="unknown export format 'xlsx'"):
         export(tmp_path, "xlsx")
+
+
+def test_ray_backend_on_a_real_local_instance(tmp_path):
+    pytest.importorskip("ray")
+    summary = run_study("train", preset="tiny", overrides=TINY, out=tmp_path, progress=False, backend="ray",
+                        workers=2)
+    assert summary.counts["done"] == 4 and summary.ran == 4
+    again = run_study("train", preset="tiny", overrides=TINY, seeds=3, out=tmp_path, progress=False, backend="ray",
+                      workers=2)
+    assert (again.ran, again.counts["done"]) == (2, 6)
+    with ResultsStore(tmp_path) as store:
+        assert all("train_loss" in store.curves("train", r["run_key"]) for r in store.runs("train"))
+
+
+def test_unknown_backend(tmp_path):
+    with pytest.raises(ConfigError, match="unknown backend 'slurm'"):
+        run_study("train", preset="tiny", overrides=TINY, out=tmp_path, progress=False, backend="slurm")

@@ -1,7 +1,7 @@
 """The ``overparam`` command line.
 
     overparam train [--dataset mnist1d --model mlp --width 256 ...] [--config FILE] [--set k=v ...]
-    overparam run STUDY [--preset quick] [--seeds N] [--out DIR] [--workers N] [--set k=v ...]
+    overparam run STUDY [--preset quick] [--seeds N] [--out DIR] [--workers N] [--backend local|ray] [--set k=v ...]
     overparam studies
     overparam export DIR [--format csv|parquet]
     overparam data list
@@ -108,7 +108,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / args.study
     summary = run_study(args.study, preset=args.preset, file_values=load_config_file(args.config) if args.config else None,
                         overrides=args.overrides, seeds=args.seeds, out=out, workers=args.workers,
-                        device=None if args.device == "auto" else args.device, progress=not args.quiet)
+                        device=None if args.device == "auto" else args.device, progress=not args.quiet,
+                        backend=args.backend, address=args.address)
     counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
     print(f"{summary.study}: {summary.total} runs in the grid, {summary.skipped} already done, ran {summary.ran}; "
           f"store {out / 'results.sqlite'}: {counts}")
@@ -189,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, help="number of seeds per grid point")
     run.add_argument("--out", help="output directory holding results.sqlite (default runs/STUDY)")
     run.add_argument("--workers", type=int, default=1, help="parallel worker processes (local backend)")
+    run.add_argument("--backend", default="local", help="local (inline or process pool) or ray")
+    run.add_argument("--address", help="Ray cluster address to join (default: start a local instance)")
     run.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     run.add_argument("--quiet", action="store_true", help="no progress display")
     sub.add_parser("studies", help="list the studies")
