@@ -167,3 +167,28 @@ def test_ray_backend_on_a_real_local_instance(tmp_path):
 def test_unknown_backend(tmp_path):
     with pytest.raises(ConfigError, match="unknown backend 'slurm'"):
         run_study("train", preset="tiny", overrides=TINY, out=tmp_path, progress=False, backend="slurm")
+
+
+def test_report_renders_from_a_partially_filled_store(tmp_path):
+    import json
+
+    from overparam.cli import main
+
+    run_study("train", preset="tiny", overrides=[*TINY, "axes={model.width: [8, 16, 4]}"], out=tmp_path,
+              progress=False)
+    with ResultsStore(tmp_path) as store:  # a later, unfinished invocation: pending and failed rows
+        store.add_pending("train", [("zz-pending", {"params": {}}, 9), ("zz-failed", {"params": {}}, 8)])
+        store.mark_running("train", "zz-failed")
+        store.finish("train", "zz-failed", status="failed", metrics={},
+                     error="Traceback (most recent call last):\n  ...\nRuntimeError: out of memory")
+    assert main(["report", str(tmp_path)]) == 0
+    markdown = (tmp_path / "report.md").read_text()
+    assert "8 runs of 'train': 6 done, 1 failed, 0 diverged, 1 pending" in markdown
+    assert "RuntimeError: out of memory" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [row.split(" | ")[0] for row in rows] == ["| 4", "| 8", "| 16"]  # numeric order
+    assert json.loads((tmp_path / "claims.json").read_text()) == []
+    html = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    png = (tmp_path / "figures" / "test_accuracy.png").read_bytes()
+    assert png.startswith(b"\x89PNG")

@@ -3,6 +3,7 @@
     overparam train [--dataset mnist1d --model mlp --width 256 ...] [--config FILE] [--set k=v ...]
     overparam run STUDY [--preset quick] [--seeds N] [--out DIR] [--workers N] [--backend local|ray] [--set k=v ...]
     overparam studies
+    overparam report DIR
     overparam export DIR [--format csv|parquet]
     overparam data list
     overparam data fetch NAME [--root DIR]
@@ -127,6 +128,14 @@ def cmd_studies(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from overparam.sweep.report import build_report
+
+    paths = build_report(args.directory)
+    print(f"wrote {paths.markdown}, {paths.html}, {paths.claims} and {len(paths.figures)} figure(s)")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from overparam.sweep.export import export
 
@@ -195,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     run.add_argument("--quiet", action="store_true", help="no progress display")
     sub.add_parser("studies", help="list the studies")
+    rep = sub.add_parser("report", help="render report.md/html, figures and claims.json from a results store")
+    rep.add_argument("directory")
     exp = sub.add_parser("export", help="export a results store to a table")
     exp.add_argument("directory")
     exp.add_argument("--format", default="csv", help="csv or parquet")
@@ -205,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "version": cmd_version, "run": cmd_run, "studies": cmd_studies,
-                "export": cmd_export}
+                "export": cmd_export, "report": cmd_report}
     handler = handlers.get(args.command) or {"list": cmd_data_list, "fetch": cmd_data_fetch}[args.data_command]
     try:
         return handler(args)

@@ -7,6 +7,8 @@ A study is a :class:`Study` object in the registry (``overparam.studies.STUDIES`
 - ``grid(config) -> list[RunSpec]``: every run of the sweep, each with a stable key (a hash of
   its resolved parameters), the parameters as JSON and the seed.
 - ``run_one(spec, device) -> RunOutcome``: data -> model -> train -> measures for one run.
+- ``summarize(rows, config) -> list[Section]``: claims, tables and figures from stored rows
+  alone (so a report can be rebuilt after a crash, or from a partial sweep).
 
 Configs resolve as: defaults < preset < config file < ``--set key=value`` overrides (values
 parsed as YAML, so ``--set widths=[32,64]`` gives a list); an unknown key or a bad value is a
@@ -58,6 +60,8 @@ class Study:
     grid: Callable[[Any], list[RunSpec]]
     run_one: Callable[[RunSpec, str | None], RunOutcome]
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # (store rows of this study, resolved config) -> report sections (text, figures, claims)
+    summarize: Callable[[list[dict[str, Any]], Any], list[Any]] | None = None
 
     def resolve(self, preset: str | None = None, file_values: Mapping[str, Any] | None = None,
                 overrides: list[str] | Mapping[str, Any] = ()) -> Any:

@@ -61,12 +61,69 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
     return RunOutcome(record.status, record.metrics, record.curves, record.wall_time_s, record.provenance)
 
 
+def _value_at(params: dict[str, Any], dotted: str) -> Any:
+    """The value of a dotted RunConfig key in stored params (model/data options live in 'options')."""
+    node: Any = params
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part not in node and "options" in node:
+            node = node["options"]
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def summarize(rows: list[dict[str, Any]], config: TrainSweepConfig) -> list:
+    """Final test/train accuracy per grid point, mean over seeds with a 95% bootstrap CI, and a
+    figure of test accuracy against the first axis. The generic study makes no published claims."""
+    from overparam.report import Section, bootstrap_ci, errorbar_plot, new_figure
+
+    done = [r for r in rows if r["status"] == "done"]
+    axes = list(config.axes)
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in done:
+        point = tuple(_value_at(row["config"]["params"], axis) for axis in axes)
+        groups.setdefault(point, []).append(row["metrics"])
+    lines = ["| " + " | ".join(axes + ["n", "test acc (95% CI)", "train acc (95% CI)"]) + " |",
+             "|" + "---|" * (len(axes) + 3)]
+    curve = []
+    def order(point: tuple) -> tuple:
+        return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in point)
+
+    for point in sorted(groups, key=order):
+        metrics = groups[point]
+        test = bootstrap_ci([m["test_acc"] for m in metrics if "test_acc" in m])
+        train = bootstrap_ci([m["train_acc"] for m in metrics if "train_acc" in m])
+        cells = [str(v) for v in point] + [str(len(metrics)), f"{test[0]:.4f} [{test[1]:.4f}, {test[2]:.4f}]",
+                                          f"{train[0]:.4f} [{train[1]:.4f}, {train[2]:.4f}]"]
+        lines.append("| " + " | ".join(cells) + " |")
+        curve.append((point, test, len(metrics)))
+    figures = []
+    if axes and curve and all(isinstance(p[0], (int, float)) for p, _, _ in curve):
+        fig, ax = new_figure()
+        curve.sort(key=lambda item: item[0][0])
+        errorbar_plot(ax, [p[0] for p, _, _ in curve], [c[0] for _, c, _ in curve], [c[1] for _, c, _ in curve],
+                      [c[2] for _, c, _ in curve], "test accuracy", [n for _, _, n in curve])
+        ax.set_xlabel(axes[0])
+        ax.set_ylabel("test accuracy")
+        if min(p[0] for p, _, _ in curve) > 0:
+            from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+            ax.set_xscale("log")
+            ax.set_xticks([p[0] for p, _, _ in curve])
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(f"test accuracy vs {axes[0]}")
+        figures.append(("test_accuracy", fig))
+    text = "Final metrics per grid point, mean over seeds with a 95% bootstrap CI.\n\n" + "\n".join(lines)
+    return [Section("train: accuracy per grid point", text, figures, [])]
+
+
 STUDY = Study(
     name="train",
     description="a grid of plain training runs over RunConfig axes x seeds (the generic study)",
     config_type=TrainSweepConfig,
     grid=grid,
     run_one=run_one,
+    summarize=summarize,
     presets={
         "quick": {"train": {"lr": 0.05, "batch_size": 64, "epochs": 5}},
         "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 200}, "model": {"name": "mlp", "width": 16,
