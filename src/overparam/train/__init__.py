@@ -1,6 +1,7 @@
 """Training: one loop with callbacks, optimizers and schedules, checkpoints."""
 
 from overparam.train.checkpoint import load_checkpoint, save_checkpoint
+from overparam.train.ensemble import fit_ensemble
 from overparam.train.loop import (
     Callback,
     TrainConfig,
@@ -14,5 +15,5 @@ from overparam.train.optim import LR_SCALING, OPTIMIZERS, SCHEDULES, lr_factor, 
 
 __all__ = [
     "Callback", "LR_SCALING", "OPTIMIZERS", "SCHEDULES", "TrainConfig", "TrainResult", "TrainState",
-    "evaluate", "fit", "load_checkpoint", "loss_function", "lr_factor", "save_checkpoint", "scaled_lr",
+    "evaluate", "fit", "fit_ensemble", "load_checkpoint", "loss_function", "lr_factor", "save_checkpoint", "scaled_lr",
 ]
