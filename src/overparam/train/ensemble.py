@@ -71,7 +71,7 @@ from overparam.errors import ConfigError, choice_error
 from overparam.models.common import Erf
 from overparam.models.mlp import MLP
 from overparam.seeding import derive_seed
-from overparam.train.loop import LOSSES, TrainConfig, TrainResult, steps_per_epoch
+from overparam.train.loop import LOSSES, TrainConfig, TrainResult
 from overparam.train.optim import lr_factor
 
 BATCHED_OPTIMIZERS = ("sgd", "gd")
@@ -478,12 +478,7 @@ def fit_ensemble(models: Sequence[nn.Module], data: Dataset, config: TrainConfig
 
     classification = data.num_classes is not None
     n = data.n_train
-    batch_size = config.effective_batch_size(n)
-    total = config.total_steps(n)
-    per_epoch = steps_per_epoch(n, batch_size, config.drop_last)
-    if per_epoch == 0:
-        raise ConfigError(f"batch_size={config.batch_size} with drop_last leaves no batch of {n} examples")
-    eval_every = config.eval_every or per_epoch
+    batch_size, total, per_epoch, eval_every = config.step_plan(n)
     gd = config.optimizer == "gd"
     members = [_Member(s, c, s if config.data_seed is None else config.data_seed, c.effective_lr(n))
                for s, c in zip(seeds, configs)]

@@ -111,6 +111,15 @@ class TrainConfig:
     def effective_batch_size(self, n_train: int) -> int:
         return n_train if self.optimizer == "gd" else min(self.batch_size, n_train)
 
+    def step_plan(self, n_train: int) -> tuple[int, int, int, int]:
+        """(batch size, total steps, steps per epoch, steps between evaluations) for a
+        training set of ``n_train`` examples; raises if drop_last leaves no batch."""
+        batch_size = self.effective_batch_size(n_train)
+        per_epoch = steps_per_epoch(n_train, batch_size, self.drop_last)
+        if per_epoch == 0:
+            raise ConfigError(f"batch_size={self.batch_size} with drop_last leaves no batch of {n_train} examples")
+        return batch_size, self.total_steps(n_train), per_epoch, self.eval_every or per_epoch
+
     def total_steps(self, n_train: int) -> int:
         if self.steps is not None:
             return self.steps
@@ -234,13 +243,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, *, seed: int = 0,
     classification = data.num_classes is not None
     loss_fn = loss_function(config.loss, data.num_classes)
     n = data.n_train
-    batch_size = config.effective_batch_size(n)
+    batch_size, total, per_epoch, eval_every = config.step_plan(n)
     base_lr = config.effective_lr(n)
-    total = config.total_steps(n)
-    per_epoch = steps_per_epoch(n, batch_size, config.drop_last)
-    if per_epoch == 0:
-        raise ConfigError(f"batch_size={config.batch_size} with drop_last leaves no batch of {n} examples")
-    eval_every = config.eval_every or per_epoch
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(config.optimizer, params, lr=base_lr, momentum=config.momentum,
                                nesterov=config.nesterov, weight_decay=config.weight_decay, betas=config.betas)
