@@ -118,3 +118,21 @@ def test_a_killed_writer_loses_nothing_it_finished(tmp_path, sig):
         assert store.status_counts("s")["running"] <= 1
         assert store.requeue_interrupted() <= 1
         assert store.status_counts("s")["running"] == 0
+
+
+def test_a_version_1_store_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    from overparam.sweep.store import _SCHEMA
+
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:  # the version-1 layout: no provenance column
+        db.executescript(_SCHEMA.replace("    provenance TEXT,\n", ""))
+        db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        db.execute("INSERT INTO runs (study, run_key, config, seed, status, metrics, created_at, updated_at) "
+                   "VALUES ('s', 'k', '{}', 0, 'done', '{\"acc\": 0.5}', 0, 0)")
+    with ResultsStore(tmp_path) as store:
+        (run,) = store.runs("s")
+        assert run["metrics"] == {"acc": 0.5} and run["provenance"] == {}
+        store.add_pending("s", [("k2", {}, 1)])
+        store.finish("s", "k2", status="done", metrics={}, provenance={"device": "cpu", "batched_with": 3})
+        assert store.runs("s", status="done")[1]["provenance"]["batched_with"] == 3

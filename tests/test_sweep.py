@@ -124,7 +124,7 @@ def test_killing_a_running_sweep_loses_nothing_completed_and_resume_duplicates_n
     with ResultsStore(tmp_path) as store:
         counts = store.status_counts("train")
         assert counts["done"] >= len(done_before) and counts["done"] < 16, counts
-        assert counts["running"] <= 1
+        assert counts["running"] <= 2  # the unit in flight: one grid point, its two seeds batched
     result = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     with ResultsStore(tmp_path) as store:
@@ -192,3 +192,41 @@ def test_report_renders_from_a_partially_filled_store(tmp_path):
     assert "data:image/png;base64," in html
     png = (tmp_path / "figures" / "test_accuracy.png").read_bytes()
     assert png.startswith(b"\x89PNG")
+
+
+def test_batched_sweep_matches_separate_runs(tmp_path):
+    """Seeds x LRs on one fixed dataset (data.seed) train as one vectorized model; every
+    stored run matches the same run trained alone (--no-batch)."""
+    overrides = [*TINY, "data.seed=7", "axes={train.lr: [0.02, 0.1]}", "seeds=3"]
+    batched = run_study("train", preset="tiny", overrides=overrides, out=tmp_path / "batched", progress=False)
+    alone = run_study("train", preset="tiny", overrides=overrides, out=tmp_path / "alone", progress=False, batch=False)
+    assert batched.counts["done"] == alone.counts["done"] == 6
+    with ResultsStore(tmp_path / "batched") as a, ResultsStore(tmp_path / "alone") as b:
+        rows_a, rows_b = {r["run_key"]: r for r in a.runs("train")}, {r["run_key"]: r for r in b.runs("train")}
+        assert rows_a.keys() == rows_b.keys()
+        for key, row in rows_a.items():
+            assert row["provenance"]["batched_with"] == 6
+            assert "batched_with" not in rows_b[key]["provenance"]
+            for name in ("train_loss", "test_loss", "test_acc"):
+                assert row["metrics"][name] == pytest.approx(rows_b[key]["metrics"][name], rel=1e-4, abs=1e-5)
+            curve_a, curve_b = a.curves("train", key)["train_loss"], b.curves("train", key)["train_loss"]
+            assert [s for s, _ in curve_a] == [s for s, _ in curve_b]
+            assert [v for _, v in curve_a] == pytest.approx([v for _, v in curve_b], rel=1e-4)
+
+
+def test_runs_on_per_seed_data_are_not_batched(tmp_path):
+    from overparam.config import RunConfig
+    from overparam.run import run_batch
+
+    base = RunConfig.from_dict({"data": {"name": "mnist1d", "n_train": 100, "n_test": 50},
+                                "model": {"name": "mlp", "width": 8, "depth": 1}, "train": {"epochs": 1}})
+    per_seed = run_batch([base.with_overrides({"seed": s}) for s in range(2)], device="cpu", quiet=True)
+    fixed = run_batch([base.with_overrides({"seed": s, "data.seed": 0}) for s in range(2)], device="cpu", quiet=True)
+    adam = run_batch([base.with_overrides({"seed": s, "data.seed": 0, "train.optimizer": "adam"}) for s in range(2)],
+                     device="cpu", quiet=True)
+    assert [r.provenance.get("batched_with") for r in per_seed] == [None, None]  # different subsets
+    assert [r.provenance.get("batched_with") for r in fixed] == [2, 2]
+    assert [r.provenance.get("batched_with") for r in adam] == [None, None]  # fit_ensemble: sgd/gd only
+    assert [r.config["seed"] for r in fixed] == [0, 1]
+    assert fixed[0].metrics["test_acc"] != fixed[1].metrics["test_acc"] or \
+        fixed[0].metrics["train_loss"] != fixed[1].metrics["train_loss"]

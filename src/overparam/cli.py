@@ -110,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_study(args.study, preset=args.preset, file_values=load_config_file(args.config) if args.config else None,
                         overrides=args.overrides, seeds=args.seeds, out=out, workers=args.workers,
                         device=None if args.device == "auto" else args.device, progress=not args.quiet,
-                        backend=args.backend, address=args.address)
+                        backend=args.backend, address=args.address, batch=not args.no_batch)
     counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
     print(f"{summary.study}: {summary.total} runs in the grid, {summary.skipped} already done, ran {summary.ran}; "
           f"store {out / 'results.sqlite'}: {counts}")
@@ -202,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", default="local", help="local (inline or process pool) or ray")
     run.add_argument("--address", help="Ray cluster address to join (default: start a local instance)")
     run.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    run.add_argument("--no-batch", action="store_true",
+                     help="train every run alone (default: runs differing only in seed/LR train as one batched model)")
     run.add_argument("--quiet", action="store_true", help="no progress display")
     sub.add_parser("studies", help="list the studies")
     rep = sub.add_parser("report", help="render report.md/html, figures and claims.json from a results store")

@@ -37,6 +37,9 @@ class DataConfig:
     standardize: bool | str = False
     flatten: bool = False
     options: dict[str, Any] = field(default_factory=dict)  # source options, e.g. {"p": 1000}
+    # Seed of the data draw (subset, label noise, synthetic problem); None: the run's seed.
+    # Fixing it keeps one dataset across seeds, so only init and data order vary.
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         from overparam.data import get_entry
@@ -49,6 +52,8 @@ class DataConfig:
             if getattr(self, name) is not None:
                 check_positive_int(f"data.{name}", getattr(self, name))
         check_fraction("data.label_noise", self.label_noise, closed_upper=True)
+        if self.seed is not None:
+            check_positive_int("data.seed", self.seed, minimum=0)
         if self.standardize not in (False, True, "global", "feature"):
             raise ConfigError(f"data.standardize must be false, true, 'global' or 'feature', got {self.standardize!r}")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +16,7 @@ from overparam.config import RunConfig
 from overparam.device import resolve_device
 from overparam.provenance import provenance
 from overparam.seeding import derive_seed
-from overparam.train import Callback, TrainResult, fit
+from overparam.train import Callback, TrainResult, ensemble_unsupported, fit, fit_ensemble
 
 
 @dataclass
@@ -53,7 +55,7 @@ def validate(configs: Sequence[RunConfig]) -> None:
     (no memory, no compute). Raises the ConfigError/ModelError a run would hit."""
     shapes: dict[str, tuple[tuple[int, ...], int]] = {}
     for config in configs:
-        key = repr(config.data) + str(config.seed)
+        key = repr(config.data) + str(config.seed if config.data.seed is None else config.data.seed)
         if key not in shapes:
             dataset = load_data(config, torch.device("cpu"), quiet=True)
             outputs = dataset.num_classes if dataset.num_classes is not None else _regression_outputs(dataset)
@@ -70,7 +72,8 @@ def _regression_outputs(dataset: data_module.Dataset) -> int:
 def load_data(config: RunConfig, device: torch.device, dtype: torch.dtype = torch.float32,
               quiet: bool = False) -> data_module.Dataset:
     d = config.data
-    return data_module.load(d.name, n_train=d.n_train, n_test=d.n_test, label_noise=d.label_noise, seed=config.seed,
+    seed = config.seed if d.seed is None else d.seed
+    return data_module.load(d.name, n_train=d.n_train, n_test=d.n_test, label_noise=d.label_noise, seed=seed,
                             standardize=d.standardize, flatten=d.flatten, device=device, dtype=dtype, quiet=quiet,
                             **d.options)
 
@@ -81,6 +84,11 @@ def run_one(config: RunConfig, *, device: str | torch.device | None = None, dtyp
     dataset = load_data(config, target, dtype, quiet=quiet)
     model = build_model(config, dataset, target)
     result: TrainResult = fit(model, dataset, config.train, seed=config.seed, callbacks=callbacks, progress=progress)
+    return _record(config, dataset, model, result, target)
+
+
+def _record(config: RunConfig, dataset: data_module.Dataset, model: torch.nn.Module, result: TrainResult,
+            target: torch.device, **extra_provenance: Any) -> RunRecord:
     metrics = dict(result.metrics)
     metrics.update(
         steps=result.steps, epochs=result.epochs, lr=result.lr, batch_size=result.batch_size,
@@ -89,4 +97,50 @@ def run_one(config: RunConfig, *, device: str | torch.device | None = None, dtyp
         num_noisy_labels=len(dataset.noisy_indices), divergence=result.divergence,
     )
     return RunRecord(config.run_key(), config.to_dict(), result.status, metrics, result.curves, result.wall_time_s,
-                     {**provenance(target), "data": dataset.info}, model)
+                     {**provenance(target), "data": dataset.info, **extra_provenance}, model)
+
+
+def batch_signature(config: RunConfig) -> str:
+    """Runs with equal signatures differ at most in seed and learning rate: candidates to be
+    trained together by :func:`run_batch`."""
+    plain = config.to_dict()
+    plain.pop("seed")
+    plain["train"].pop("lr")
+    return json.dumps(plain, sort_keys=True)
+
+
+def _same_data(a: data_module.Dataset, b: data_module.Dataset) -> bool:
+    return all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("x_train", "y_train", "x_test", "y_test"))
+
+
+def run_batch(configs: Sequence[RunConfig], *, device: str | torch.device | None = None,
+              dtype: torch.dtype = torch.float32, quiet: bool = False) -> list[RunRecord]:
+    """``[run_one(c) for c in configs]``, with the runs that share a batch signature (equal
+    but for seed and LR) and identical data trained together by :func:`fit_ensemble` (one
+    vectorized model; each member follows its separate run's trajectory up to float rounding).
+    Runs whose data differ (a per-seed subset, label noise or synthetic draw; fix it across
+    seeds with ``data.seed``), or whose model/optimizer fit_ensemble does not support, train
+    one at a time. Records come back in the order of ``configs``."""
+    target = resolve_device(device)
+    records: list[RunRecord | None] = [None] * len(configs)
+    groups: dict[str, list[int]] = {}
+    for i, config in enumerate(configs):
+        groups.setdefault(batch_signature(config), []).append(i)
+    for indices in groups.values():
+        datasets = {i: load_data(configs[i], target, dtype, quiet=quiet) for i in indices}
+        while indices:  # split the candidates into runs on identical data
+            same = [i for i in indices if i == indices[0] or _same_data(datasets[indices[0]], datasets[i])]
+            indices = [i for i in indices if i not in same]
+            dataset = datasets[same[0]]
+            built = [build_model(configs[i], dataset, target) for i in same]
+            train_config = configs[same[0]].train
+            if len(same) > 1 and ensemble_unsupported(built, train_config) is None:
+                results = fit_ensemble(built, dataset, train_config, [configs[i].seed for i in same],
+                                       lrs=[configs[i].train.lr for i in same])
+                for i, model, result in zip(same, built, results):
+                    records[i] = _record(configs[i], datasets[i], model, result, target, batched_with=len(same))
+            else:
+                for i, model in zip(same, built):
+                    result = fit(model, datasets[i], configs[i].train, seed=configs[i].seed)
+                    records[i] = _record(configs[i], datasets[i], model, result, target)
+    return records  # type: ignore[return-value]

@@ -7,6 +7,8 @@ A study is a :class:`Study` object in the registry (``overparam.studies.STUDIES`
 - ``grid(config) -> list[RunSpec]``: every run of the sweep, each with a stable key (a hash of
   its resolved parameters), the parameters as JSON and the seed.
 - ``run_one(spec, device) -> RunOutcome``: data -> model -> train -> measures for one run.
+- optionally ``batch_key(spec)`` and ``run_batch(specs, device)``: runs with one batch key are
+  executed together (the sweep executor groups them; ``--no-batch`` turns it off).
 - ``summarize(rows, config) -> list[Section]``: claims, tables and figures from stored rows
   alone (so a report can be rebuilt after a crash, or from a partial sweep).
 
@@ -62,6 +64,11 @@ class Study:
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # (store rows of this study, resolved config) -> report sections (text, figures, claims)
     summarize: Callable[[list[dict[str, Any]], Any], list[Any]] | None = None
+    # Optional batched execution: runs whose batch_key is equal (and not None) may be handed
+    # to run_batch together, which returns one outcome per spec in order (e.g. seeds trained
+    # as one vectorized model). Each outcome must match what run_one gives for its spec.
+    batch_key: Callable[[RunSpec], Any] | None = None
+    run_batch: Callable[[list[RunSpec], str | None], list[RunOutcome]] | None = None
 
     def resolve(self, preset: str | None = None, file_values: Mapping[str, Any] | None = None,
                 overrides: list[str] | Mapping[str, Any] = ()) -> Any:

@@ -61,6 +61,19 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
     return RunOutcome(record.status, record.metrics, record.curves, record.wall_time_s, record.provenance)
 
 
+def batch_key(spec: RunSpec) -> str:
+    from overparam.run import batch_signature
+
+    return batch_signature(RunConfig.from_dict(spec.params))
+
+
+def run_batch(specs: list[RunSpec], device: str | None) -> list[RunOutcome]:
+    from overparam.run import run_batch as train_batch
+
+    records = train_batch([RunConfig.from_dict(s.params) for s in specs], device=device, quiet=True)
+    return [RunOutcome(r.status, r.metrics, r.curves, r.wall_time_s, r.provenance) for r in records]
+
+
 def _value_at(params: dict[str, Any], dotted: str) -> Any:
     """The value of a dotted RunConfig key in stored params (model/data options live in 'options')."""
     node: Any = params
@@ -124,6 +137,8 @@ STUDY = Study(
     grid=grid,
     run_one=run_one,
     summarize=summarize,
+    batch_key=batch_key,
+    run_batch=run_batch,
     presets={
         "quick": {"train": {"lr": 0.05, "batch_size": 64, "epochs": 5}},
         "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 200}, "model": {"name": "mlp", "width": 16,

@@ -31,12 +31,41 @@ class SweepSummary:
     failures: list[tuple[str, str]]  # (run key, last line of the traceback)
 
 
-def _execute(study_name: str, spec: RunSpec, device: str | None) -> tuple[str, RunOutcome | None, str | None]:
-    """Run one grid point; never raises (a failure comes back as its traceback)."""
+Result = tuple[str, "RunOutcome | None", "str | None"]  # (run key, outcome, traceback)
+
+MAX_BATCH = 32  # runs trained together at most (bounds the memory of one batched model)
+
+
+def _execute(study_name: str, specs: list[RunSpec], device: str | None) -> list[Result]:
+    """Run one unit of work (one grid point, or several the study batches); never raises: a
+    failure comes back as its traceback (for every run of a failed batch)."""
+    study = get_study(study_name)
     try:
-        return spec.key, get_study(study_name).run_one(spec, device), None
+        if len(specs) == 1:
+            return [(specs[0].key, study.run_one(specs[0], device), None)]
+        outcomes = study.run_batch(specs, device)
+        return [(spec.key, outcome, None) for spec, outcome in zip(specs, outcomes, strict=True)]
     except Exception:  # noqa: BLE001 - every failure is recorded, the sweep goes on
-        return spec.key, None, traceback.format_exc()
+        error = traceback.format_exc()
+        return [(spec.key, None, error) for spec in specs]
+
+
+def work_units(study: Study, todo: list[RunSpec], batch: bool) -> list[list[RunSpec]]:
+    """Group the runs to do into units: runs with one (non-None) batch key together, in
+    chunks of at most MAX_BATCH, when the study can batch and ``batch`` is on; else one each."""
+    if not batch or study.batch_key is None or study.run_batch is None:
+        return [[spec] for spec in todo]
+    groups: dict[Any, list[RunSpec]] = {}
+    units = []
+    for spec in todo:
+        key = study.batch_key(spec)
+        if key is None:
+            units.append([spec])
+        else:
+            groups.setdefault(key, []).append(spec)
+    for members in groups.values():
+        units.extend(members[i:i + MAX_BATCH] for i in range(0, len(members), MAX_BATCH))
+    return units
 
 
 BACKENDS = ("local", "ray")
@@ -44,13 +73,15 @@ BACKENDS = ("local", "ray")
 
 def run_sweep(study: Study, config: Any, out: str | Path, *, workers: int = 1, device: str | None = None,
               progress: bool = True, backend: str = "local", address: str | None = None,
-              num_cpus_per_run: float = 1.0, num_gpus_per_run: float = 0.0) -> SweepSummary:
+              num_cpus_per_run: float = 1.0, num_gpus_per_run: float = 0.0, batch: bool = True) -> SweepSummary:
     """Run every grid point of ``study`` under ``config`` not yet done in ``out``'s store.
 
     backend 'local': inline (``workers=1``) or a spawn process pool of ``workers``.
     backend 'ray': each run is a Ray task with ``num_cpus_per_run``/``num_gpus_per_run``;
     ``address`` joins an existing cluster, otherwise a local instance is started (and shut
     down afterwards). Results flow back to this driver, which alone writes the store.
+    ``batch``: let the study train runs that differ only in seed (and LR) together, as one
+    vectorized model (one unit of work, one task); False runs every grid point alone.
     """
     check_positive_int("workers", workers)
     if backend not in BACKENDS:
@@ -63,6 +94,7 @@ def run_sweep(study: Study, config: Any, out: str | Path, *, workers: int = 1, d
                                        for s in specs])
         todo_keys = set(store.todo(study.name, [s.key for s in specs]))
         todo = [s for s in specs if s.key in todo_keys]
+        units = work_units(study, todo, batch)
         failures: list[tuple[str, str]] = []
 
         def record(key: str, outcome: RunOutcome | None, error: str | None) -> None:
@@ -78,35 +110,39 @@ def run_sweep(study: Study, config: Any, out: str | Path, *, workers: int = 1, d
         with Progress(TextColumn(f"{study.name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       TextColumn("{task.fields[last]}"), disable=not progress, transient=False) as bar:
             task = bar.add_task(study.name, total=len(todo), last="")
-            if backend == "ray":
-                for key, outcome, error, spec in _ray_results(study.name, todo, device, address, num_cpus_per_run,
-                                                              num_gpus_per_run, workers,
-                                                              lambda spec: store.mark_running(study.name, spec.key,
-                                                                                              device=device)):
-                    record(key, outcome, error)
-                    bar.update(task, advance=1, last=spec.key)
-            elif workers == 1:
-                for spec in todo:
+            def start(unit: list[RunSpec]) -> None:
+                for spec in unit:
                     store.mark_running(study.name, spec.key, device=device)
-                    record(*_execute(study.name, spec, device))
-                    bar.update(task, advance=1, last=spec.key)
+
+            def finish(results: list[Result]) -> None:
+                for result in results:
+                    record(*result)
+                bar.update(task, advance=len(results), last=results[-1][0])
+
+            if backend == "ray":
+                for results in _ray_results(study.name, units, device, address, num_cpus_per_run, num_gpus_per_run,
+                                            workers, start):
+                    finish(results)
+            elif workers == 1:
+                for unit in units:
+                    start(unit)
+                    finish(_execute(study.name, unit, device))
             else:
                 context = multiprocessing.get_context("spawn")
                 with futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                    pending = {}
-                    for spec in todo:
-                        store.mark_running(study.name, spec.key, device=device)
-                        pending[pool.submit(_execute, study.name, spec, device)] = spec
+                    pending = []
+                    for unit in units:
+                        start(unit)
+                        pending.append(pool.submit(_execute, study.name, unit, device))
                     for done in futures.as_completed(pending):
-                        record(*done.result())
-                        bar.update(task, advance=1, last=pending[done].key)
+                        finish(done.result())
         counts = store.status_counts(study.name)
     return SweepSummary(study.name, len(specs), len(specs) - len(todo), len(todo), counts, failures)
 
 
-def _ray_results(study_name: str, todo: list[RunSpec], device: str | None, address: str | None, num_cpus: float,
-                 num_gpus: float, workers: int, on_submit):
-    """Yield (key, outcome, error, spec) as Ray tasks finish."""
+def _ray_results(study_name: str, units: list[list[RunSpec]], device: str | None, address: str | None,
+                 num_cpus: float, num_gpus: float, workers: int, on_submit):
+    """Yield each unit's results as its Ray task finishes."""
     try:
         import ray
     except ImportError as error:
@@ -120,17 +156,18 @@ def _ray_results(study_name: str, todo: list[RunSpec], device: str | None, addre
     try:
         remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(_execute)
         pending = {}
-        for spec in todo:
-            on_submit(spec)
-            pending[remote.remote(study_name, spec, device)] = spec
+        for unit in units:
+            on_submit(unit)
+            pending[remote.remote(study_name, unit, device)] = unit
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            spec = pending.pop(ready[0])
+            unit = pending.pop(ready[0])
             try:
-                key, outcome, error = ray.get(ready[0])
-            except Exception:  # noqa: BLE001 - a task that died (worker crash) is a failed run
-                key, outcome, error = spec.key, None, traceback.format_exc()
-            yield key, outcome, error, spec
+                results = ray.get(ready[0])
+            except Exception:  # noqa: BLE001 - a task that died (worker crash) fails its runs
+                error = traceback.format_exc()
+                results = [(spec.key, None, error) for spec in unit]
+            yield results
     finally:
         if started_here:
             ray.shutdown()
@@ -138,8 +175,9 @@ def _ray_results(study_name: str, todo: list[RunSpec], device: str | None, addre
 
 def run_study(name: str, *, preset: str | None = None, file_values: dict | None = None, overrides=(),
               seeds: int | None = None, out: str | Path, workers: int = 1, device: str | None = None,
-              progress: bool = True, backend: str = "local", address: str | None = None) -> SweepSummary:
+              progress: bool = True, backend: str = "local", address: str | None = None,
+              batch: bool = True) -> SweepSummary:
     study = get_study(name)
     config = study.resolve(preset, file_values, [*overrides, *([f"seeds={seeds}"] if seeds is not None else [])])
     return run_sweep(study, config, out, workers=workers, device=device, progress=progress, backend=backend,
-                     address=address)
+                     address=address, batch=batch)

@@ -3,7 +3,8 @@
 Tables
     runs    one row per (study, run_key): the resolved config JSON, seed, status
             (pending | running | done | failed | diverged), metrics JSON, error text, wall time,
-            device, package version, git revision, attempts, timestamps.
+            device, package version, git revision, full provenance JSON (versions, data digest,
+            batching), attempts, timestamps.
     curves  (study, run_key, name, step, value): training curves and measures along training.
     meta    schema version.
 
@@ -29,7 +30,7 @@ from overparam.errors import ConfigError, DataError
 
 STATUSES = ("pending", "running", "done", "failed", "diverged")
 FINAL_STATUSES = ("done", "diverged")  # a resumed sweep skips these; failed runs are retried
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.provenance (a version-1 store is upgraded in place)
 FILENAME = "results.sqlite"
 
 _SCHEMA = f"""
@@ -46,6 +47,7 @@ CREATE TABLE IF NOT EXISTS runs (
     device TEXT,
     package_version TEXT,
     git_revision TEXT,
+    provenance TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
@@ -97,6 +99,9 @@ class ResultsStore:
                 row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
                 if row is None:
                     self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                elif int(row["value"]) == 1:  # added column; old rows keep NULL provenance
+                    self._db.execute("ALTER TABLE runs ADD COLUMN provenance TEXT")
+                    self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
                 elif int(row["value"]) != SCHEMA_VERSION:
                     raise DataError(f"{self.path} has schema version {row['value']}; this overparam reads "
                                     f"version {SCHEMA_VERSION}")
@@ -159,9 +164,10 @@ class ResultsStore:
         with self._transaction():
             updated = self._db.execute(
                 "UPDATE runs SET status=?, metrics=?, error=?, wall_time_s=?, device=COALESCE(?, device), "
-                "package_version=?, git_revision=?, updated_at=? WHERE study=? AND run_key=?",
+                "package_version=?, git_revision=?, provenance=?, updated_at=? WHERE study=? AND run_key=?",
                 (status, _json(dict(metrics)), error, wall_time_s, provenance.get("device"),
-                 provenance.get("overparam"), provenance.get("git_revision"), time.time(), study, run_key)).rowcount
+                 provenance.get("overparam"), provenance.get("git_revision"), _json(dict(provenance)), time.time(),
+                 study, run_key)).rowcount
             if not updated:
                 raise ConfigError(f"run {study}/{run_key} is not in the store; add it with add_pending first")
             self._db.execute("DELETE FROM curves WHERE study=? AND run_key=?", (study, run_key))
@@ -199,6 +205,7 @@ class ResultsStore:
             record = dict(row)
             record["config"] = json.loads(record["config"])
             record["metrics"] = json.loads(record["metrics"]) if record["metrics"] else {}
+            record["provenance"] = json.loads(record["provenance"]) if record["provenance"] else {}
             out.append(record)
         return out
 

@@ -1,7 +1,7 @@
 """Training: one loop with callbacks, optimizers and schedules, checkpoints."""
 
 from overparam.train.checkpoint import load_checkpoint, save_checkpoint
-from overparam.train.ensemble import fit_ensemble
+from overparam.train.ensemble import ensemble_unsupported, fit_ensemble
 from overparam.train.loop import (
     Callback,
     TrainConfig,
@@ -15,5 +15,5 @@ from overparam.train.optim import LR_SCALING, OPTIMIZERS, SCHEDULES, lr_factor, 
 
 __all__ = [
     "Callback", "LR_SCALING", "OPTIMIZERS", "SCHEDULES", "TrainConfig", "TrainResult", "TrainState",
-    "evaluate", "fit", "fit_ensemble", "load_checkpoint", "loss_function", "lr_factor", "save_checkpoint", "scaled_lr",
+    "ensemble_unsupported", "evaluate", "fit", "fit_ensemble", "load_checkpoint", "loss_function", "lr_factor", "save_checkpoint", "scaled_lr",
 ]

@@ -165,6 +165,17 @@ def _member_configs(config: TrainConfig, n_models: int, seeds: Sequence[int],
     return [replace(config, lr=float(lr)) for lr in lrs]
 
 
+def ensemble_unsupported(models: Sequence[nn.Module], config: TrainConfig) -> str | None:
+    """Why ``fit_ensemble(models, ..., config)`` cannot train these models together (the
+    ConfigError message it would raise), or None when it can."""
+    try:
+        _check_models(models)
+        _member_configs(config, len(models), [0] * len(models), None)
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
 # --------------------------------------------------------------------------------------------
 # Stacked parameters
 
@@ -647,4 +658,4 @@ def fit_ensemble(models: Sequence[nn.Module], data: Dataset, config: TrainConfig
     ) for member in members]
 
 
-__all__ = ["BACKENDS", "BATCHED_OPTIMIZERS", "fit_ensemble"]
+__all__ = ["BACKENDS", "BATCHED_OPTIMIZERS", "ensemble_unsupported", "fit_ensemble"]
