@@ -31,9 +31,10 @@ class RunRecord:
     wall_time_s: float
     provenance: dict[str, Any]
     model: torch.nn.Module | None = field(default=None, repr=False)
+    dataset: data_module.Dataset | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "model"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("model", "dataset")}
 
 
 def build_model(config: RunConfig, dataset: data_module.Dataset, device: torch.device) -> torch.nn.Module:
@@ -97,7 +98,7 @@ def _record(config: RunConfig, dataset: data_module.Dataset, model: torch.nn.Mod
         num_noisy_labels=len(dataset.noisy_indices), divergence=result.divergence,
     )
     return RunRecord(config.run_key(), config.to_dict(), result.status, metrics, result.curves, result.wall_time_s,
-                     {**provenance(target), "data": dataset.info, **extra_provenance}, model)
+                     {**provenance(target), "data": dataset.info, **extra_provenance}, model, dataset)
 
 
 def batch_signature(config: RunConfig) -> str:

@@ -1,14 +1,37 @@
-"""The study registry: ``STUDIES[name]`` -> :class:`~overparam.studies.base.Study`.
+"""The study registry: ``STUDIES[name]`` -> :class:`~overparam.studies.base.Study`, and suites
+(``SUITES[name]``: studies run together into one store and one report, e.g. ``paper``).
 
-Adding a study is one new module here (config dataclass, ``grid``, ``run_one``, a ``STUDY``
-object) plus its entry below.
+Adding a study is one new module here (config dataclass, ``grid``, ``run_one``, ``summarize``,
+a ``STUDY`` object) plus its name in ``_MODULES``.
 """
 
+import importlib
+
 from overparam.errors import choice_error
-from overparam.studies import train_sweep
 from overparam.studies.base import RunOutcome, RunSpec, Study
 
-STUDIES: dict[str, Study] = {study.name: study for study in (train_sweep.STUDY,)}
+_MODULES = ("train_sweep", "batch_size", "width", "double_descent", "lottery", "optimizer")
+
+
+def _load() -> dict[str, Study]:
+    studies = {}
+    for module_name in _MODULES:
+        try:
+            module = importlib.import_module(f"overparam.studies.{module_name}")
+        except ModuleNotFoundError as error:  # a study still being written
+            if error.name == f"overparam.studies.{module_name}":
+                continue
+            raise
+        studies[module.STUDY.name] = module.STUDY
+    return studies
+
+
+STUDIES: dict[str, Study] = _load()
+
+# The paper's five linked experiments (arXiv 2604.07603), run by ``overparam run paper``.
+SUITES: dict[str, tuple[str, ...]] = {
+    "paper": ("batch_size", "width", "double_descent", "lottery", "optimizer"),
+}
 
 
 def get_study(name: str) -> Study:
@@ -17,4 +40,4 @@ def get_study(name: str) -> Study:
     return STUDIES[name]
 
 
-__all__ = ["STUDIES", "RunOutcome", "RunSpec", "Study", "get_study"]
+__all__ = ["STUDIES", "SUITES", "RunOutcome", "RunSpec", "Study", "get_study"]

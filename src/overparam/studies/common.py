@@ -1,0 +1,192 @@
+"""Pieces every training study shares: grid points as RunConfigs, batched training followed by
+per-run measures, and the summaries' grouping and formatting.
+
+A training study's run parameters are ``{"run": RunConfig.to_dict(), ...study settings}``;
+:func:`train_and_measure` trains the runs (seeds of one grid point together, through
+:func:`overparam.run.run_batch`) and hands each trained model to the study's ``measure``
+function, which returns extra metrics and curves.
+
+    def measure(spec, record):            # record.model / record.dataset: the trained run
+        return {"lambda_max": ...}, {}
+
+    STUDY = Study(..., run_one=single(measure), run_batch=batched(measure), batch_key=batch_key)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from overparam.config import RunConfig
+from overparam.studies.base import RunOutcome, RunSpec, run_key
+
+Measure = Callable[[RunSpec, Any], tuple[dict[str, Any], dict[str, list[tuple[int, float]]]]]
+
+
+# --- grid ----------------------------------------------------------------------------------------
+
+
+def run_config(data: Mapping[str, Any], model: Mapping[str, Any], train: Mapping[str, Any], seed: int,
+               **overrides: Any) -> RunConfig:
+    """A RunConfig from study-config dicts plus dotted overrides (``**{"model.width": 64}``)."""
+    config = RunConfig.from_dict({"data": dict(data), "model": dict(model), "train": dict(train), "seed": seed})
+    return config.with_overrides(overrides) if overrides else config
+
+
+def spec(study: str, config: RunConfig, **settings: Any) -> RunSpec:
+    """A grid point: the run's config plus study settings (JSON values) that ``measure`` reads."""
+    params = {"run": config.to_dict(), **settings}
+    return RunSpec(run_key(study, params, config.seed), params, config.seed)
+
+
+def validate_specs(specs: Sequence[RunSpec]) -> None:
+    """Build every distinct (data, model) of the grid on the meta device: a bad width or
+    dataset fails before any run starts."""
+    from overparam.run import validate
+
+    seen, configs = set(), []
+    for s in specs:
+        config = RunConfig.from_dict(s.params["run"])
+        key = (json.dumps(config.to_dict()["data"], sort_keys=True), json.dumps(config.to_dict()["model"], sort_keys=True))
+        if key not in seen:
+            seen.add(key)
+            configs.append(config)
+    validate(configs)
+
+
+# --- execution -----------------------------------------------------------------------------------
+
+
+def batch_key(spec: RunSpec) -> str:
+    """Runs equal but for seed and LR (and with equal study settings) may train together."""
+    from overparam.run import batch_signature
+
+    settings = {k: v for k, v in spec.params.items() if k != "run"}
+    return batch_signature(RunConfig.from_dict(spec.params["run"])) + json.dumps(settings, sort_keys=True, default=str)
+
+
+def train_and_measure(specs: Sequence[RunSpec], device: str | None, measure: Measure | None) -> list[RunOutcome]:
+    """Train ``specs`` (batched where possible) and run ``measure(spec, record)`` on each
+    trained run that did not diverge; its metrics and curves are merged into the outcome."""
+    from overparam.run import run_batch
+
+    records = run_batch([RunConfig.from_dict(s.params["run"]) for s in specs], device=device, quiet=True)
+    outcomes = []
+    for s, record in zip(specs, records):
+        metrics, curves = dict(record.metrics), dict(record.curves)
+        if measure is not None and record.status == "done":
+            extra_metrics, extra_curves = measure(s, record)
+            metrics.update(extra_metrics)
+            curves.update(extra_curves)
+        outcomes.append(RunOutcome(record.status, metrics, curves, record.wall_time_s, record.provenance))
+        record.model = record.dataset = None  # free memory as we go
+    return outcomes
+
+
+def single(measure: Measure | None) -> Callable[[RunSpec, str | None], RunOutcome]:
+    return lambda spec, device: train_and_measure([spec], device, measure)[0]
+
+
+def batched(measure: Measure | None) -> Callable[[list[RunSpec], str | None], list[RunOutcome]]:
+    return lambda specs, device: train_and_measure(specs, device, measure)
+
+
+def initial_model(record: Any) -> torch.nn.Module:
+    """The run's model at initialization (rebuilt from its init seed; build is deterministic)."""
+    from overparam.run import build_model
+
+    config = RunConfig.from_dict(record.config)
+    return build_model(config, record.dataset, record.dataset.x_train.device)
+
+
+def loss_fn(record: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    from overparam.train import loss_function
+
+    return loss_function(RunConfig.from_dict(record.config).train.loss, record.dataset.num_classes)
+
+
+def probe(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed random subset of ``n`` examples (all when n is None or >= len): the data a
+    measure is computed on, the same for every run that shares the data and ``seed``."""
+    if n is None or n >= len(x):
+        return x, y
+    gen = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(x), generator=gen)[:n].sort().values.to(x.device)
+    return x[index], y[index]
+
+
+# --- summaries -----------------------------------------------------------------------------------
+
+
+def done_rows(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [r for r in rows if r["status"] == "done"]
+
+
+def run_params(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored study parameters of a run (``{"run": ..., settings}``)."""
+    return row["config"]["params"]
+
+
+def option(row: Mapping[str, Any], dotted: str) -> Any:
+    """A value of the run's RunConfig by dotted key; model/data options live under 'options'."""
+    node: Any = run_params(row)["run"]
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part not in node and "options" in node:
+            node = node["options"]
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def group(rows: Iterable[Mapping[str, Any]], key: Callable[[Mapping[str, Any]], Any]) -> dict[Any, list]:
+    """Rows grouped by ``key(row)``, keys in sorted order."""
+    out: dict[Any, list] = {}
+    for row in rows:
+        out.setdefault(key(row), []).append(row)
+    return dict(sorted(out.items(), key=lambda item: _order(item[0])))
+
+
+def _order(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_order(v) for v in value)
+    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+
+
+def values(rows: Iterable[Mapping[str, Any]], metric: str) -> list[float]:
+    """A metric over rows, skipping runs that lack it or have a non-finite value."""
+    out = []
+    for row in rows:
+        value = row["metrics"].get(metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out.append(float(value))
+    return out
+
+
+def fmt(value: float, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    magnitude = abs(value)
+    if magnitude != 0 and (magnitude >= 1e5 or magnitude < 10 ** -(digits - 1)):
+        return f"{value:.{digits - 1}e}"
+    return f"{value:.{digits}g}" if magnitude >= 1 else f"{value:.{digits}f}"
+
+
+def ci_text(ci: Sequence[float], digits: int = 4) -> str:
+    """'estimate [low, high]'."""
+    estimate, low, high = ci
+    return f"{fmt(estimate, digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def mean_curve(curves: Sequence[Sequence[float]]) -> np.ndarray:
+    """Elementwise mean of equal-length curves (one per seed)."""
+    return np.mean(np.asarray(curves, dtype=float), axis=0)
