@@ -387,3 +387,41 @@ def test_cuda_matches_the_closed_forms():
     result = pac_bayes_flatness(clf.float().cuda(), (xs.float().cuda(), ys.cuda()), num_draws=40, rtol=0.005)
     assert result.sigma == pytest.approx(0.01 / norm.ppf(0.9), rel=0.03)
     assert torch.equal(model.theta.detach().cpu(), theta.double())
+
+
+def test_loss_along_line_matches_the_closed_form_of_a_linear_model():
+    """Outputs are affine in the parameters, so f_{θ(α)} = (1 − α) f_a + α f_b exactly: the
+    MSE along the line is computed from the two endpoint models' outputs alone."""
+    from overparam.measures import loss_along_line
+
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(5, 3).double(), torch.nn.Linear(5, 3).double()
+    x, y = torch.randn(40, 5, dtype=torch.float64), torch.randn(40, 3, dtype=torch.float64)
+    alphas = [-1.0, -0.25, 0.0, 0.5, 1.0, 1.7]
+    result = loss_along_line(a, b, torch.nn.functional.mse_loss, [(x[:15], y[:15]), (x[15:], y[15:])], alphas)
+    with torch.no_grad():
+        out_a, out_b = a(x), b(x)
+    expected = [float(((1 - t) * out_a + t * out_b - y).pow(2).mean()) for t in alphas]
+    assert result.losses == pytest.approx(expected, rel=1e-12)
+    assert all(math.isnan(acc) for acc in result.accuracies)  # regression: no accuracy
+    assert result.cost.forward == 40 * len(alphas)
+    before = [p.clone() for p in a.parameters()]
+    loss_along_line(a, b, torch.nn.functional.mse_loss, (x, y), [0.3])
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), before))  # endpoints untouched
+
+
+def test_loss_along_line_accuracy_at_the_endpoints_and_bad_input():
+    from overparam.errors import ConfigError
+    from overparam.measures import loss_along_line
+
+    torch.manual_seed(1)
+    a, b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    x, y = torch.randn(30, 4), torch.randint(0, 3, (30,))
+    result = loss_along_line(a, b, torch.nn.functional.cross_entropy, (x, y), [0.0, 1.0])
+    with torch.no_grad():
+        assert result.accuracies == [int((m(x).argmax(1) == y).sum()) / 30 for m in (a, b)]
+        assert result.losses[1] == pytest.approx(float(torch.nn.functional.cross_entropy(b(x), y)), rel=1e-6)
+    with pytest.raises(ConfigError, match="same parameter names"):
+        loss_along_line(a, torch.nn.Linear(4, 2), torch.nn.functional.cross_entropy, (x, y), [0.5])
+    with pytest.raises(ConfigError, match="alphas"):
+        loss_along_line(a, b, torch.nn.functional.cross_entropy, (x, y), [])

@@ -1,6 +1,7 @@
 """The ``overparam`` command line.
 
     overparam train [--dataset mnist1d --model mlp --width 256 ...] [--config FILE] [--set k=v ...]
+    overparam run paper [--preset quick|mnist|paper] [--out DIR]   (the five studies, one report)
     overparam run STUDY [--preset quick] [--seeds N] [--out DIR] [--workers N] [--backend local|ray] [--set k=v ...]
     overparam studies
     overparam report DIR
@@ -104,27 +105,52 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from overparam.config import load_config_file
-    from overparam.sweep.execute import run_study
+    from overparam.studies import SUITES
+    from overparam.sweep.execute import run_study, run_suite
 
     out = Path(args.out) if args.out else Path("runs") / args.study
-    summary = run_study(args.study, preset=args.preset, file_values=load_config_file(args.config) if args.config else None,
-                        overrides=args.overrides, seeds=args.seeds, out=out, workers=args.workers,
-                        device=None if args.device == "auto" else args.device, progress=not args.quiet,
-                        backend=args.backend, address=args.address, batch=not args.no_batch)
-    counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
-    print(f"{summary.study}: {summary.total} runs in the grid, {summary.skipped} already done, ran {summary.ran}; "
-          f"store {out / 'results.sqlite'}: {counts}")
-    for key, why in summary.failures:
+    options = dict(file_values=load_config_file(args.config) if args.config else None, overrides=args.overrides,
+                   seeds=args.seeds, out=out, workers=args.workers, device=None if args.device == "auto" else args.device,
+                   progress=not args.quiet, backend=args.backend, address=args.address, batch=not args.no_batch)
+    if args.study in SUITES:
+        summaries = run_suite(args.study, preset=args.preset or "quick", **options)
+    else:
+        summaries = [run_study(args.study, preset=args.preset, **options)]
+    failures = []
+    for summary in summaries:
+        counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
+        print(f"{summary.study}: {summary.total} runs in the grid, {summary.skipped} already done, ran {summary.ran}; "
+              f"store {out / 'results.sqlite'}: {counts}")
+        failures += summary.failures
+    for key, why in failures:
         print(f"failed {key}: {why}")
-    return 1 if summary.failures else 0
+    if args.study in SUITES:
+        from overparam.sweep.report import build_report
+
+        paths = build_report(out)
+        print(f"wrote {paths.markdown}, {paths.html}, {paths.claims} and {len(paths.figures)} figure(s)")
+        _print_verdicts(paths.claims)
+    return 1 if failures else 0
+
+
+def _print_verdicts(claims_path: Path) -> None:
+    from overparam.report import read_claims_json
+
+    for claim in read_claims_json(claims_path):
+        low, high = claim.ci
+        print(f"  {claim.verdict:<15} {claim.id}: {claim.measured:.4g} [{low:.4g}, {high:.4g}] (paper: {claim.paper})")
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
     from overparam.studies import STUDIES
 
+    from overparam.studies import SUITES
+
     for study in STUDIES.values():
         presets = ", ".join(study.presets) or "-"
         print(f"{study.name:<16} {study.description} (presets: {presets})")
+    for suite, names in SUITES.items():
+        print(f"{suite:<16} suite: {', '.join(names)} into one store and one report (default preset: quick)")
     return 0
 
 
@@ -191,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("name")
     fetch.add_argument("--root", help="directory that already holds the files (real datasets)")
     run = sub.add_parser("run", help="run a study's sweep into a results store (resumable)")
-    run.add_argument("study", help="study name (see `overparam studies`)")
-    run.add_argument("--preset", help="config preset, e.g. quick or paper")
+    run.add_argument("study", help="study name, or a suite such as 'paper' (see `overparam studies`)")
+    run.add_argument("--preset", help="config preset, e.g. quick, mnist or paper (a suite's default: quick)")
     run.add_argument("--config", help="YAML or TOML file of study config values")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a study config value (lists for grid axes), e.g. --set seeds=3")

@@ -9,7 +9,7 @@ over all examples (batches weighted by sample count). Measures leave the model's
 | curvature | hessian_eigenvalues (Lanczos), hessian_trace (Hutchinson / Hutch++), hessian_spectrum (SLQ) |
 | ntk | empirical_ntk (structured / Jacobian), analytic_ntk (infinite-width ReLU NTK and NNGP), kernel_distance |
 | movement | relative_movement (global and per layer) |
-| sharpness | keskar_sharpness, perturbation_sensitivity, pac_bayes_flatness |
+| sharpness | keskar_sharpness, perturbation_sensitivity, pac_bayes_flatness, loss_along_line (Keskar's 1-D plot) |
 | norms | Frobenius / spectral / nuclear norms, path norm, distance from init, effective rank, output margin |
 | gradients | per_example_gradients, implicit_gradient_regularizer (R_IG), sgd_modified_loss_terms, gradient_noise_scale (+ two-batch) |
 | tracking | sharpness_callback: λ_max along training with warm starts |
@@ -38,14 +38,19 @@ from overparam.measures.norms import (
     sum_of_squared_frobenius,
 )
 from overparam.measures.ntk import analytic_ntk, empirical_ntk, kernel_distance
-from overparam.measures.sharpness import keskar_sharpness, pac_bayes_flatness, perturbation_sensitivity
+from overparam.measures.sharpness import (
+    keskar_sharpness,
+    loss_along_line,
+    pac_bayes_flatness,
+    perturbation_sensitivity,
+)
 from overparam.measures.tracking import sharpness_callback
 
 __all__ = [
     "HessianOperator", "all_norms", "analytic_ntk", "distance_from_init", "effective_rank", "effective_ranks",
     "empirical_ntk", "frobenius_norms", "gradient_noise_scale", "gradient_noise_scale_two_batch",
     "hessian_eigenvalues", "hessian_spectrum", "hessian_trace", "implicit_gradient_regularizer", "kernel_distance",
-    "keskar_sharpness", "nuclear_norms", "output_margin", "pac_bayes_flatness", "path_norm", "per_example_gradients",
+    "keskar_sharpness", "loss_along_line", "nuclear_norms", "output_margin", "pac_bayes_flatness", "path_norm", "per_example_gradients",
     "perturbation_sensitivity", "product_of_spectral_norms", "relative_movement", "sgd_modified_loss_terms",
     "sharpness_callback", "spectral_norms", "sum_of_squared_frobenius",
 ]

@@ -23,6 +23,7 @@ from a ``torch.Generator`` on the parameters' device seeded with ``seed``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import numbers
 from collections.abc import Iterable, Iterator, Sequence
@@ -540,3 +541,50 @@ def pac_bayes_flatness(model: nn.Module, data: Batch | Iterable[Batch], target_d
                           magnitude_aware=magnitude_aware, curve=points, flatness=1.0 / sigma**2,
                           complexity=complexity, bound=bound, kl=kl, num_params=omega, num_examples=m,
                           num_draws=num_draws, cost=cost)
+
+
+# ---------------------------------------------------------------------------------------------
+# Keskar et al. 2017, Figure 3: the loss along the line between two solutions
+
+
+@dataclass
+class LineResult:
+    """Mean loss and accuracy over ``data`` at θ(α) = (1 − α) θ_a + α θ_b for each α."""
+
+    alphas: list[float]
+    losses: list[float]
+    accuracies: list[float]
+    cost: Cost = field(default_factory=Cost)
+
+
+def loss_along_line(model_a: nn.Module, model_b: nn.Module, loss_fn: LossFn, data: Batch | Iterable[Batch],
+                    alphas: Sequence[float], *, batch_size: int | None = None,
+                    mode: str | None = "eval") -> LineResult:
+    """The 1-D parametric plot of Keskar et al. 2017 (their Figure 3): for each α,
+    L(θ(α)) and accuracy with θ(α) = (1 − α) θ_a + α θ_b (α = 0 is ``model_a``, α = 1 is
+    ``model_b``; α outside [0, 1] extrapolates beyond them).
+
+    The two models must have the same parameter names and shapes (buffers, e.g. BatchNorm
+    statistics, are taken from ``model_a``). Evaluated on a copy of ``model_a``: neither model
+    is changed. Cost: len(alphas) forward passes over the data, no backward.
+    """
+    alpha_list = [float(a) for a in alphas]
+    if not alpha_list or not all(math.isfinite(a) for a in alpha_list):
+        raise ConfigError(f"alphas must be a non-empty sequence of finite numbers, got {alphas!r}")
+    params_a, params_b = dict(model_a.named_parameters()), dict(model_b.named_parameters())
+    if params_a.keys() != params_b.keys() or any(params_a[k].shape != params_b[k].shape for k in params_a):
+        raise ConfigError("loss_along_line needs two models with the same parameter names and shapes")
+    batches = as_batches(data, batch_size)
+    cost = Cost()
+    probe = copy.deepcopy(model_a)
+    probe_params = dict(probe.named_parameters())
+    losses, accuracies = [], []
+    classification = not batches[0][1].dtype.is_floating_point  # integer labels
+    with preserved(probe, mode), timed(cost), torch.no_grad():
+        for alpha in alpha_list:
+            for name, p in probe_params.items():
+                p.copy_(torch.lerp(params_a[name].detach(), params_b[name].detach().to(p), alpha))
+            losses.append(_mean_loss(probe, loss_fn, batches, cost))
+            accuracies.append(_accuracy(probe, batches, cost) if classification else math.nan)
+    return LineResult(alpha_list, losses, accuracies, cost)
+

@@ -190,3 +190,45 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 def mean_curve(curves: Sequence[Sequence[float]]) -> np.ndarray:
     """Elementwise mean of equal-length curves (one per seed)."""
     return np.mean(np.asarray(curves, dtype=float), axis=0)
+
+
+# --- flatness of a trained run (batch_size and optimizer studies) --------------------------------
+
+
+FLATNESS_DEFAULTS = {"examples": 1000, "sigmas": [0.01, 0.02, 0.05, 0.1, 0.2], "draws": 5,
+                     "keskar_epsilon": 1e-3, "trace_hvps": 30}
+
+
+def check_flatness_settings(flatness: Mapping[str, Any]) -> dict[str, Any]:
+    """The flatness settings with defaults filled in; a ConfigError names an unknown key."""
+    from overparam.errors import ConfigError
+
+    unknown = sorted(set(flatness) - set(FLATNESS_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"flatness has no setting(s) {unknown}; accepted: {sorted(FLATNESS_DEFAULTS)}")
+    return {**FLATNESS_DEFAULTS, **flatness}
+
+
+def flatness_metrics(record: Any, settings: Mapping[str, Any],
+                     seed: int = 0) -> tuple[dict[str, Any], dict[str, list[tuple[int, float]]]]:
+    """Curvature and sharpness of a trained run on a fixed subset of its training data:
+    λ_max of the Hessian (Lanczos), tr(H) (Hutch++), Keskar's ε-sharpness (full space,
+    L-BFGS-B, 10 iterations) and the expected loss increase under layer-relative Gaussian
+    weight perturbations of size σ (one curve point per σ; the curve is stored with step =
+    index of σ). Cost: ~10 + trace_hvps HVPs, ~11 forward+backward and
+    1 + draws·len(sigmas) forward passes over ``examples`` examples."""
+    from overparam.measures import hessian_eigenvalues, hessian_trace, keskar_sharpness, perturbation_sensitivity
+
+    settings = check_flatness_settings(settings)
+    model, dataset, loss = record.model, record.dataset, loss_fn(record)
+    data = probe(dataset.x_train, dataset.y_train, settings["examples"], seed)
+    eig = hessian_eigenvalues(model, loss, data, k=1, seed=seed)
+    trace = hessian_trace(model, loss, data, num_hvps=settings["trace_hvps"], seed=seed)
+    keskar = keskar_sharpness(model, loss, data, epsilon=settings["keskar_epsilon"], seed=seed)
+    sensitivity = perturbation_sensitivity(model, loss, data, settings["sigmas"], num_draws=settings["draws"],
+                                           seed=seed)
+    increases = [float(v) for v in sensitivity.mean_increase]
+    metrics = {"lambda_max": float(eig.values[0]), "hessian_trace": trace.value, "keskar_sharpness": keskar.value,
+               "perturbation_sigmas": list(settings["sigmas"]), "perturbation_increase": increases,
+               "measure_examples": len(data[0])}
+    return metrics, {"perturbation_increase": list(enumerate(increases))}

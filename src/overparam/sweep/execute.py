@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import multiprocessing
+import os
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,15 @@ def _execute(study_name: str, specs: list[RunSpec], device: str | None) -> list[
         return [(spec.key, None, error) for spec in specs]
 
 
+def _limit_threads(threads: int) -> None:
+    """Pool-worker initializer: split the cores between the workers. Oversubscribed OpenMP
+    threads spin against each other: measured here, a small MLP's training step took 86 ms
+    instead of 0.09 ms with two 2-thread processes on 2 cores."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def work_units(study: Study, todo: list[RunSpec], batch: bool) -> list[list[RunSpec]]:
     """Group the runs to do into units: runs with one (non-None) batch key together, in
     chunks of at most MAX_BATCH, when the study can batch and ``batch`` is on; else one each."""
@@ -73,7 +83,8 @@ BACKENDS = ("local", "ray")
 
 def run_sweep(study: Study, config: Any, out: str | Path, *, workers: int = 1, device: str | None = None,
               progress: bool = True, backend: str = "local", address: str | None = None,
-              num_cpus_per_run: float = 1.0, num_gpus_per_run: float = 0.0, batch: bool = True) -> SweepSummary:
+              num_cpus_per_run: float = 1.0, num_gpus_per_run: float = 0.0, batch: bool = True,
+              preset: str | None = None) -> SweepSummary:
     """Run every grid point of ``study`` under ``config`` not yet done in ``out``'s store.
 
     backend 'local': inline (``workers=1``) or a spawn process pool of ``workers``.
@@ -82,6 +93,7 @@ def run_sweep(study: Study, config: Any, out: str | Path, *, workers: int = 1, d
     down afterwards). Results flow back to this driver, which alone writes the store.
     ``batch``: let the study train runs that differ only in seed (and LR) together, as one
     vectorized model (one unit of work, one task); False runs every grid point alone.
+    ``preset``: the preset's name, stored with the runs for the report.
     """
     check_positive_int("workers", workers)
     if backend not in BACKENDS:
@@ -90,8 +102,8 @@ def run_sweep(study: Study, config: Any, out: str | Path, *, workers: int = 1, d
     resolved = config_dict(config)
     with ResultsStore(out) as store:
         store.requeue_interrupted(study.name)
-        store.add_pending(study.name, [(s.key, {"study_config": resolved, "params": s.params}, s.seed)
-                                       for s in specs])
+        store.add_pending(study.name, [(s.key, {"study_config": resolved, "params": s.params, "preset": preset},
+                                        s.seed) for s in specs])
         todo_keys = set(store.todo(study.name, [s.key for s in specs]))
         todo = [s for s in specs if s.key in todo_keys]
         units = work_units(study, todo, batch)
@@ -129,7 +141,9 @@ def run_sweep(study: Study, config: Any, out: str | Path, *, workers: int = 1, d
                     finish(_execute(study.name, unit, device))
             else:
                 context = multiprocessing.get_context("spawn")
-                with futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                threads = max(1, (os.cpu_count() or 1) // workers)
+                with futures.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_limit_threads,
+                                                 initargs=(threads,)) as pool:
                     pending = []
                     for unit in units:
                         start(unit)
@@ -180,4 +194,49 @@ def run_study(name: str, *, preset: str | None = None, file_values: dict | None 
     study = get_study(name)
     config = study.resolve(preset, file_values, [*overrides, *([f"seeds={seeds}"] if seeds is not None else [])])
     return run_sweep(study, config, out, workers=workers, device=device, progress=progress, backend=backend,
-                     address=address, batch=batch)
+                     address=address, batch=batch, preset=preset)
+
+
+def _suite_values(suite: str, studies: tuple[str, ...], file_values: dict | None, overrides) -> dict[str, tuple]:
+    """Split a suite's config file ({study: {key: value}}) and ``--set`` overrides between its
+    studies: ``study.key=value`` goes to that study, a plain ``key=value`` to every study."""
+    from overparam.config import parse_override
+
+    file_values = dict(file_values or {})
+    unknown = sorted(set(file_values) - set(studies))
+    if unknown:
+        raise ConfigError(f"the {suite!r} config file has section(s) {unknown}; accepted: one per study {list(studies)}")
+    per_study: dict[str, tuple[dict, list]] = {name: (dict(file_values.get(name) or {}), []) for name in studies}
+    for text in overrides:
+        key, _ = parse_override(text)
+        head, _, rest = key.partition(".")
+        if head in studies and rest:
+            per_study[head][1].append(text.split(".", 1)[1])
+        else:
+            for name in studies:
+                per_study[name][1].append(text)
+    return per_study
+
+
+def run_suite(suite: str, *, preset: str | None = "quick", file_values: dict | None = None, overrides=(),
+              seeds: int | None = None, out: str | Path, workers: int = 1, device: str | None = None,
+              progress: bool = True, backend: str = "local", address: str | None = None,
+              batch: bool = True) -> list[SweepSummary]:
+    """Run every study of ``suite`` (``studies.SUITES``) into one store in ``out``. Every study's
+    config is resolved and its grid validated before the first run starts."""
+    from overparam.studies import SUITES
+
+    if suite not in SUITES:
+        from overparam.errors import choice_error
+
+        raise choice_error("suite", suite, SUITES)
+    names = SUITES[suite]
+    per_study = _suite_values(suite, names, file_values, overrides)
+    configs = {}
+    for name in names:
+        study = get_study(name)
+        values, sets = per_study[name]
+        configs[name] = study.resolve(preset, values, [*sets, *([f"seeds={seeds}"] if seeds is not None else [])])
+        study.grid(configs[name])  # validate every point of every study first
+    return [run_sweep(get_study(name), configs[name], out, workers=workers, device=device, progress=progress,
+                      backend=backend, address=address, batch=batch, preset=preset) for name in names]

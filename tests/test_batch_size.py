@@ -1,0 +1,70 @@
+"""The batch_size study end to end on its tiny preset, and its config validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from overparam.errors import ConfigError
+from overparam.studies import get_study
+from overparam.sweep.execute import run_sweep
+from overparam.sweep.report import build_report
+from overparam.sweep.store import ResultsStore
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory):
+    out = tmp_path_factory.mktemp("batch_size")
+    study = get_study("batch_size")
+    summary = run_sweep(study, study.resolve("tiny"), out, progress=False, preset="tiny")
+    assert summary.failures == [] and summary.counts["done"] == 6  # 2 sizes x 2 seeds + 2 line runs
+    return out
+
+
+def test_runs_store_flatness_measures_and_line(tiny_store):
+    with ResultsStore(tiny_store) as store:
+        rows = store.runs("batch_size")
+    train = [r for r in rows if r["config"]["params"]["kind"] == "train"]
+    lines = [r for r in rows if r["config"]["params"]["kind"] == "line"]
+    assert len(train) == 4 and len(lines) == 2
+    for row in train:
+        m = row["metrics"]
+        assert m["lambda_max"] > 0 and m["hessian_trace"] > 0 and m["keskar_sharpness"] >= 0
+        assert len(m["perturbation_increase"]) == len(m["perturbation_sigmas"]) == 2
+        assert row["provenance"]["batched_with"] == 2  # the two seeds share data.seed: trained together
+        assert row["config"]["preset"] == "tiny"
+    by_key = {(r["config"]["params"]["run"]["train"]["batch_size"], r["seed"]): r["metrics"] for r in train}
+    for row in lines:
+        m, seed = row["metrics"], row["seed"]
+        alphas = m["alphas"]
+        assert alphas[0] == -0.5 and alphas[-1] == 1.5 and len(m["line_train_loss"]) == 5
+        # α = 0 and α = 1 are the retrained endpoint runs: bit-identical to the stored runs
+        assert m["small_test_acc"] == by_key[(16, seed)]["test_acc"]
+        assert m["large_test_acc"] == by_key[(64, seed)]["test_acc"]
+        assert m["line_test_acc"][alphas.index(0.0)] == pytest.approx(by_key[(16, seed)]["test_acc"])
+        assert m["line_test_acc"][alphas.index(1.0)] == pytest.approx(by_key[(64, seed)]["test_acc"])
+
+
+def test_report_has_the_three_claims_and_figures(tiny_store):
+    paths = build_report(tiny_store)
+    claims = json.loads(paths.claims.read_text())
+    assert [c["id"] for c in claims] == ["batch_size.lambda_max_ratio", "batch_size.small_batch_accuracy_gain",
+                                         "batch_size.sharpness_error_correlation"]
+    assert all(c["verdict"] in ("reproduced", "not_reproduced", "inconclusive") and c["n_seeds"] == 2 for c in claims)
+    assert {p.name for p in paths.figures} == {"batch_size_accuracy_sharpness.png", "batch_size_perturbation.png",
+                                               "batch_size_line.png"}
+    text = paths.markdown.read_text()
+    assert "preset tiny" in text and "+1.61 pp (abstract); +2.25 pp (results list)" in text
+
+
+@pytest.mark.parametrize("override, match", [
+    ("batch_sizes=[64]", "at least two sizes"),
+    ("batch_sizes=[16, 0]", "each batch size"),
+    ("lr_scaling=cubic", "lr_scaling"),
+    ("train.optimizer=adam", "minibatch SGD"),
+    ("flatness={sigma: 1}", "flatness has no setting"),
+])
+def test_bad_configs_fail_before_anything_runs(override, match):
+    with pytest.raises(ConfigError, match=match):
+        get_study("batch_size").resolve("tiny", overrides=[override])
