@@ -82,10 +82,10 @@ def summarize(rows: list[dict[str, Any]], config: OptimizerConfig) -> list:
 
     title = "optimizer: SGD, momentum, Adam and SAM — flatness and accuracy"
     done = common.done_rows(rows)
-    order = list(config.optimizers)
+    known = list(DEFAULT_OPTIMIZERS)  # stored configs sort their keys: show the usual order
     by_variant = common.group(done, lambda r: common.run_params(r)["variant"])
-    by_variant = {k: by_variant[k] for k in order if k in by_variant} | \
-        {k: v for k, v in by_variant.items() if k not in order}
+    by_variant = dict(sorted(by_variant.items(), key=lambda kv: (known.index(kv[0]) if kv[0] in known else len(known),
+                                                                  kv[0])))
     if not by_variant:
         return [Section(title, "No finished runs yet.")]
     metrics = ("test_acc", "train_loss", "lambda_max", "hessian_trace", "keskar_sharpness")
@@ -130,7 +130,8 @@ def summarize(rows: list[dict[str, Any]], config: OptimizerConfig) -> list:
                f"accuracy: {best} ({common.fmt(cis[best]['test_acc'][0], 4)}). Across {len(pairs)} runs the rank "
                f"correlation between λ_max and test error is ρ = {common.ci_text(rho, 3)}. λ_max depends on the "
                f"parameterization of the solution (Adam's and SGD's minima differ in weight scale), so it is "
-               f"compared together with the scale-aware perturbation curve and ε-sharpness.")
+               f"compared together with the scale-aware perturbation curve and ε-sharpness; with cross-entropy it also "
+               f"shrinks as the training loss goes to zero (final train losses are in the table).")
     text = (f"Same model, data, batch size ({config.train.get('batch_size')}) and epochs "
             f"({config.train.get('epochs')}) for every optimizer; mean over seeds with a 95% bootstrap CI.\n\n"
             f"{table}\n\n{reading}")
