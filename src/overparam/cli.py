@@ -108,6 +108,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from overparam.studies import SUITES
     from overparam.sweep.execute import run_study, run_suite
 
+    if args.threads is not None:
+        import torch
+
+        from overparam.errors import check_positive_int
+
+        torch.set_num_threads(check_positive_int("--threads", args.threads))
     out = Path(args.out) if args.out else Path("runs") / args.study
     options = dict(file_values=load_config_file(args.config) if args.config else None, overrides=args.overrides,
                    seeds=args.seeds, out=out, workers=args.workers, device=None if args.device == "auto" else args.device,
@@ -228,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", default="local", help="local (inline or process pool) or ray")
     run.add_argument("--address", help="Ray cluster address to join (default: start a local instance)")
     run.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    run.add_argument("--threads", type=int,
+                     help="torch CPU threads for inline runs (default: all cores; 1 is faster on a busy machine)")
     run.add_argument("--no-batch", action="store_true",
                      help="train every run alone (default: runs differing only in seed/LR train as one batched model)")
     run.add_argument("--quiet", action="store_true", help="no progress display")

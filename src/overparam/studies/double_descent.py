@@ -1,0 +1,710 @@
+"""``double_descent``: test error against model size, across the interpolation threshold.
+
+The paper's experiment 3 (arXiv 2604.07603; after Belkin et al. 2019, "Reconciling modern
+machine-learning practice and the classical bias-variance trade-off", and Nakkiran et al. 2019,
+"Deep double descent"): width sweeps of an MLP and a CNN (CNN1D on MNIST-1D, the CNN5 family
+on images), each trained to (near) zero training error where it can be, with and without label
+noise. Grid: family x width x label noise x seed; one dataset (subset and noisy labels) for all
+seeds when ``data.seed`` is set, so seeds differ in initialization and data order only and are
+trained together as one vectorized model.
+
+Per run: final train/test error and loss, the number of parameters and, with label noise, how
+many of the noisy training labels the model fits (``noisy_train_acc``: accuracy on the flipped
+examples against their *noisy* labels; ``noisy_clean_acc``: against their original labels;
+``clean_train_acc``: accuracy on the untouched examples).
+
+Definitions (per family and noise level; means over seeds, seeds resampled for the CIs):
+
+- interpolation threshold: the smallest width whose mean train error is <= ``interpolation_error``
+  (default 1%); none when no width gets there.
+- sweet spot: the width of minimal mean test error among the widths up to the threshold (all
+  widths when there is no threshold): the best model of the classical, under-parameterized regime.
+- peak: the width of maximal mean test error among the widths from the sweet spot on. (Not the
+  global maximum: a tiny model that underfits can have the largest test error of all, which is
+  the classical regime's first descent, not the peak double descent is about. A test error that
+  only decreases has its sweet spot and its peak at the largest width.)
+- ``log2(peak width / threshold width)``: where the peak lies relative to the threshold, in
+  doublings of width (-inf when no width interpolates; +inf when there is no peak, i.e. test
+  error never rises beyond the sweet spot: peak = sweet spot).
+- fall: mean test error at the largest width minus mean test error at the peak (<= 0; 0 when the
+  largest width is the peak or there is no peak).
+
+The peak is selected on the same seeds as the differences are measured on, so on a flat, noisy
+curve a small peak and fall can look significant; the per-width table shows the size of each step.
+
+CIs: a percentile bootstrap over seeds. Each resample draws seeds with replacement, keeps a
+drawn seed's whole width curve (so the differences are paired by seed), recomputes the means
+per width and from them the threshold, the peak and the differences. With few seeds the
+bootstrap distribution is coarse (3 seeds: 10 distinct resamples).
+
+Claims (ids ``double_descent.<family>.noise<pct>.<what>``):
+
+- ``interpolation_threshold`` (every noise level): the threshold lies inside the sweep, i.e. the
+  threshold's parameter count is within [params of the second-smallest width, params of the
+  largest width]: the smallest model does not interpolate and some model does (measured: the
+  threshold's parameter count; inf, written as null in claims.json, when no width interpolates).
+- ``peak_near_threshold`` (noise > 0, where the peak is expected): log2(peak width / threshold
+  width) within [-1, 1], i.e. the peak is within a factor 2 in width of the threshold (+-inf,
+  null in claims.json, when there is no threshold or no peak).
+- ``falls_beyond_peak`` (noise > 0): the fall is < 0, i.e. test error at the largest width is
+  below the peak (not reproduced when there is no peak).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from overparam.errors import ConfigError, check_positive_int, choice_error
+from overparam.studies import common
+from overparam.studies.base import RunSpec, Study
+
+NAME = "double_descent"
+FAMILIES = ("mlp", "cnn")
+CNN_MODELS = ("cnn1d", "cnn5", "resnet18")
+NUM_RESAMPLES = 4000
+NAKKIRAN = "Nakkiran et al. 2019"
+BELKIN = "Belkin et al. 2019"
+
+
+@dataclass(frozen=True)
+class DoubleDescentConfig:
+    # Shared by every run; label noise is the study's axis (``label_noise``), not a data option.
+    data: dict[str, Any] = field(default_factory=lambda: {"name": "mnist1d", "n_train": 2000, "seed": 0})
+    train: dict[str, Any] = field(default_factory=lambda: {
+        "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 128, "epochs": 100})
+    models: tuple[str, ...] = ("mlp", "cnn")  # families: 'mlp', 'cnn'
+    mlp_widths: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512)
+    mlp_depth: int = 1  # hidden layers of the MLP
+    cnn_model: str = "cnn1d"  # the CNN family: cnn1d (MNIST-1D) | cnn5 (images) | resnet18 (images)
+    cnn_widths: tuple[int, ...] = (4, 8, 16, 32)  # channels (cnn1d) or the channel scale k (cnn5, resnet18)
+    cnn_data: dict[str, Any] = field(default_factory=dict)  # overrides of ``data`` for the CNN runs
+    cnn_train: dict[str, Any] = field(default_factory=dict)  # overrides of ``train`` for the CNN runs
+    label_noise: tuple[float, ...] = (0.0, 0.15)
+    interpolation_error: float = 0.01  # mean train error at or below which a width "interpolates"
+    seeds: int = 3
+
+    def __post_init__(self) -> None:
+        from overparam.config import RunConfig
+
+        check_positive_int("seeds", self.seeds)
+        check_positive_int("mlp_depth", self.mlp_depth)
+        models = _as_tuple(self.models)
+        if not models or len(set(models)) != len(models):
+            raise ConfigError(f"models must be a non-empty list of families without repeats, got {self.models!r}; "
+                              f"accepted: {list(FAMILIES)}")
+        for family in models:
+            if family not in FAMILIES:
+                raise choice_error("model family", family, FAMILIES)
+        if self.cnn_model not in CNN_MODELS:
+            raise choice_error("cnn_model", self.cnn_model, CNN_MODELS)
+        for name in ("mlp_widths", "cnn_widths"):
+            widths = _as_tuple(getattr(self, name))
+            family = name.split("_")[0]
+            if family not in models:
+                continue
+            for w in widths:
+                check_positive_int(f"each of {name}", w)
+            if len(set(widths)) < 3 or len(set(widths)) != len(widths):
+                raise ConfigError(f"{name} needs at least three different widths and no repeats (a threshold and "
+                                  f"a peak need points on both sides), got {list(widths)!r}")
+        noise = _as_tuple(self.label_noise)
+        if not noise or len(set(noise)) != len(noise):
+            raise ConfigError(f"label_noise must be a non-empty list of fractions without repeats, got "
+                              f"{self.label_noise!r}")
+        for p in noise:
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+                raise ConfigError(f"each label_noise value must be a fraction in [0, 1), got {p!r}")
+        e = self.interpolation_error
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0.0 <= e < 1.0:
+            raise ConfigError(f"interpolation_error must be a train error in [0, 1), got {e!r}")
+        for name in ("data", "train", "cnn_data", "cnn_train"):
+            if not isinstance(getattr(self, name), dict):
+                raise ConfigError(f"{name} must be a mapping, got {getattr(self, name)!r}")
+        for name in ("data", "cnn_data"):
+            if "label_noise" in getattr(self, name):
+                raise ConfigError(f"set label noise with the study's label_noise list (e.g. label_noise=[0, 0.15]), "
+                                  f"not {name}.label_noise (got {getattr(self, name)['label_noise']!r})")
+        # the data and train sections as a run would read them (unknown keys, bad values)
+        RunConfig.from_dict({"data": self.data, "train": self.train})
+        if "cnn" in models:
+            RunConfig.from_dict({"data": {**self.data, **self.cnn_data}, "train": {**self.train, **self.cnn_train}})
+
+
+def _as_tuple(value: Any) -> tuple:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+def _model_name(config: DoubleDescentConfig, family: str) -> str:
+    return "mlp" if family == "mlp" else config.cnn_model
+
+
+def _widths(config: DoubleDescentConfig, family: str) -> list[int]:
+    return sorted(_as_tuple(config.mlp_widths if family == "mlp" else config.cnn_widths))
+
+
+def _run_config(config: DoubleDescentConfig, family: str, width: int, noise: float, seed: int):
+    if family == "mlp":
+        model = {"name": "mlp", "width": width, "depth": config.mlp_depth}
+        data, train = dict(config.data), dict(config.train)
+    else:
+        model = {"name": config.cnn_model, "width": width}
+        data, train = {**config.data, **config.cnn_data}, {**config.train, **config.cnn_train}
+    return common.run_config({**data, "label_noise": float(noise)}, model, train, seed)
+
+
+def grid(config: DoubleDescentConfig) -> list[RunSpec]:
+    """family x label noise x width x seed; every distinct (data, model) is built on the meta
+    device first, so a bad width or dataset fails before any run starts."""
+    specs = [common.spec(NAME, _run_config(config, family, w, p, seed), family=family, width=w,
+                         label_noise=float(p))
+             for family in _as_tuple(config.models) for p in _as_tuple(config.label_noise)
+             for w in _widths(config, family) for seed in range(config.seeds)]
+    common.validate_specs(specs)
+    return specs
+
+
+# --- one run -------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 4096) -> float:
+    was_training = model.training
+    model.eval()
+    try:
+        correct = sum(int((model(x[i:i + batch]).argmax(dim=1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
+    finally:
+        model.train(was_training)
+    return correct / len(x)
+
+
+def _measure(spec: RunSpec, record: Any) -> tuple[dict[str, Any], dict[str, list[tuple[int, float]]]]:
+    """Errors, and with label noise the fit to the noisy and the clean training examples (one
+    forward pass over the training set)."""
+    metrics = record.metrics
+    out: dict[str, Any] = {}
+    if "train_acc" in metrics:
+        out["train_error"] = 1.0 - metrics["train_acc"]
+    if "test_acc" in metrics:
+        out["test_error"] = 1.0 - metrics["test_acc"]
+    dataset = record.dataset
+    noisy = dataset.noisy_indices
+    if len(noisy) and dataset.clean_y_train is not None:
+        mask = torch.ones(dataset.n_train, dtype=torch.bool, device=noisy.device)
+        mask[noisy] = False
+        x = dataset.x_train
+        out["noisy_train_acc"] = _accuracy(record.model, x[noisy], dataset.y_train[noisy])
+        out["noisy_clean_acc"] = _accuracy(record.model, x[noisy], dataset.clean_y_train[noisy])
+        if bool(mask.any()):
+            out["clean_train_acc"] = _accuracy(record.model, x[mask], dataset.y_train[mask])
+    return out, {}
+
+
+# --- the locator ---------------------------------------------------------------------------------
+
+
+def threshold_index(train_error: np.ndarray, tolerance: float) -> np.ndarray:
+    """Index of the first (smallest) width whose mean train error is <= ``tolerance``, along the
+    last axis of ``train_error`` (..., W); -1 where no width gets there (NaN never does)."""
+    ok = np.nan_to_num(np.asarray(train_error, dtype=float), nan=np.inf) <= tolerance
+    return np.where(ok.any(axis=-1), ok.argmax(axis=-1), -1)
+
+
+def sweet_spot_index(test_error: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """Index of the width of minimal mean test error among the widths up to the threshold (all
+    widths where there is none, ``threshold = -1``): the best model of the classical regime.
+    NaN is ignored; the first of equal minima."""
+    test = np.nan_to_num(np.asarray(test_error, dtype=float), nan=np.inf)
+    columns = np.arange(test.shape[-1])
+    limit = np.where(np.asarray(threshold) >= 0, threshold, test.shape[-1] - 1)
+    return np.where(columns <= np.asarray(limit)[..., None], test, np.inf).argmin(axis=-1)
+
+
+def peak_index(test_error: np.ndarray, start: np.ndarray | int = 0) -> np.ndarray:
+    """Index of the width of maximal mean test error among the widths from ``start`` on (NaN
+    ignored; the first of equal maxima)."""
+    test = np.nan_to_num(np.asarray(test_error, dtype=float), nan=-np.inf)
+    columns = np.arange(test.shape[-1])
+    return np.where(columns >= np.asarray(start)[..., None], test, -np.inf).argmax(axis=-1)
+
+
+@dataclass
+class Curve:
+    """One family at one noise level: per seed (rows) and width (columns), NaN where missing."""
+
+    family: str
+    noise: float
+    widths: np.ndarray  # (W,)
+    params: np.ndarray  # (W,) parameters of each width
+    seeds: list[int]
+    train_error: np.ndarray  # (S, W)
+    test_error: np.ndarray
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)  # other per-run metrics, (S, W)
+
+
+def _statistics(curve: Curve, train: np.ndarray, test: np.ndarray, tolerance: float) -> dict[str, np.ndarray]:
+    """The located quantities from mean errors (..., W)."""
+    t = threshold_index(train, tolerance)
+    sweet = sweet_spot_index(test, t)
+    p = peak_index(test, sweet)
+    has = t >= 0
+    safe = np.where(has, t, 0)
+    log_widths = np.log2(curve.widths.astype(float))
+    threshold_params = np.where(has, curve.params[safe].astype(float), np.inf)
+    rises = p != sweet  # test error goes up somewhere beyond the sweet spot: there is a peak
+    ratio = np.where(has, np.where(rises, log_widths[p] - log_widths[safe], np.inf), -np.inf)
+    peak_error = np.take_along_axis(test, np.asarray(p)[..., None], axis=-1)[..., 0]
+    fall = np.where(rises, test[..., -1] - peak_error, 0.0)
+    return {"threshold_index": t, "threshold_params": threshold_params, "sweet_index": sweet, "peak_index": p,
+            "peak_params": curve.params[p].astype(float), "log2_peak_over_threshold": ratio, "fall": fall}
+
+
+def _percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Order-statistic percentile interval (no interpolation: infinite values are kept as such)."""
+    ordered = np.sort(np.asarray(values, dtype=float))
+    alpha = (1 - confidence) / 2
+    low = ordered[math.floor(alpha * len(ordered))]
+    high = ordered[math.ceil((1 - alpha) * len(ordered)) - 1]
+    return float(low), float(high)
+
+
+def locate(curve: Curve, tolerance: float = 0.01, num_resamples: int = NUM_RESAMPLES, seed: int = 0) -> dict:
+    """Threshold, peak, their log2 width ratio and the fall beyond the peak, each a
+    :class:`~overparam.report.CI` (estimate from all seeds, percentile bootstrap over seeds;
+    ``n`` = number of seeds; NaN bounds with fewer than two seeds). Also the per-width means."""
+    from overparam.report import CI
+
+    with _quiet():
+        train_mean = np.nanmean(curve.train_error, axis=0)
+        test_mean = np.nanmean(curve.test_error, axis=0)
+    estimate = _statistics(curve, train_mean, test_mean, tolerance)
+    n = len(curve.seeds)
+    if n >= 2:
+        rng = np.random.default_rng(seed)
+        index = rng.integers(0, n, size=(num_resamples, n))
+        with _quiet():
+            train_b = np.nanmean(curve.train_error[index], axis=1)  # (B, W)
+            test_b = np.nanmean(curve.test_error[index], axis=1)
+        resampled = _statistics(curve, train_b, test_b, tolerance)
+    out: dict[str, Any] = {"train_mean": train_mean, "test_mean": test_mean}
+    for key in ("threshold_params", "peak_params", "log2_peak_over_threshold", "fall"):
+        low, high = _percentile_interval(resampled[key]) if n >= 2 else (math.nan, math.nan)
+        extras = {}
+        if n >= 2:
+            extras["resamples"] = num_resamples
+            if key == "threshold_params":
+                extras["fraction_without_threshold"] = float(np.mean(resampled["threshold_index"] < 0))
+        out[key] = CI(float(estimate[key]), low, high, n=n, method="percentile (seeds resampled)", **extras)
+    out["threshold_index"] = int(estimate["threshold_index"])
+    out["peak_index"] = int(estimate["peak_index"])
+    out["sweet_index"] = int(estimate["sweet_index"])
+    return out
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence numpy's 'mean of empty slice' warnings (an all-NaN column is a missing width)."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+# --- summaries -----------------------------------------------------------------------------------
+
+
+def curves(rows: list[dict[str, Any]]) -> dict[tuple[str, float], Curve]:
+    """Finished runs as one :class:`Curve` per (family, noise), with at least one width."""
+    done = common.done_rows(rows)
+    settings = common.run_params
+    out = {}
+    extra = ("noisy_train_acc", "noisy_clean_acc", "clean_train_acc", "train_loss", "test_loss")
+    for (family, noise), members in common.group(done, lambda r: (settings(r)["family"],
+                                                                  float(settings(r)["label_noise"]))).items():
+        widths = sorted({int(settings(r)["width"]) for r in members})
+        seeds = sorted({int(r["seed"]) for r in members})
+        column = {w: i for i, w in enumerate(widths)}
+        row_of = {s: i for i, s in enumerate(seeds)}
+        shape = (len(seeds), len(widths))
+        names = ("train_error", "test_error", *extra)
+        table = {name: np.full(shape, np.nan) for name in names}
+        params = np.zeros(len(widths), dtype=np.int64)
+        for r in members:
+            i, j = row_of[int(r["seed"])], column[int(settings(r)["width"])]
+            m = r["metrics"]
+            values = {"train_error": 1 - m["train_acc"] if "train_acc" in m else None,
+                      "test_error": 1 - m["test_acc"] if "test_acc" in m else None,
+                      **{name: m.get(name) for name in extra}}
+            for name, value in values.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    table[name][i, j] = float(value)
+            params[j] = int(m.get("num_parameters", 0))
+        out[(family, noise)] = Curve(family, noise, np.asarray(widths), params, seeds, table.pop("train_error"),
+                                     table.pop("test_error"), table)
+    return out
+
+
+def _noise_text(noise: float) -> str:
+    return f"{noise:.0%} label noise" if noise > 0 else "no label noise"
+
+
+def _noise_id(noise: float) -> str:
+    return f"noise{round(noise * 100):d}" if abs(noise * 100 - round(noise * 100)) < 1e-9 else f"noise{noise:g}"
+
+
+def _count(value: float) -> str:
+    return f"{int(value):,}" if math.isfinite(value) else "no threshold"
+
+
+def _claims(curve: Curve, found: dict, config: DoubleDescentConfig, label: str) -> list:
+    from overparam.report import Claim
+
+    base = f"{NAME}.{curve.family}.{_noise_id(curve.noise)}"
+    tolerance = config.interpolation_error
+    where = f"{label}, {_noise_text(curve.noise)}"
+    claims = []
+    if len(curve.widths) >= 2:
+        span = (float(curve.params[1]), float(curve.params[-1]))
+        claims.append(Claim.from_ci(
+            f"{base}.interpolation_threshold", NAME,
+            f"{where}: the interpolation threshold (smallest width with mean train error <= {tolerance:.0%}) lies "
+            f"inside the sweep: the smallest width ({curve.widths[0]}) does not fit the training set and a larger "
+            f"one does; measured: the threshold's number of parameters (inf: no width interpolates)",
+            f"{BELKIN}: beyond \"the point of interpolation\" (zero training error) models fit the training "
+            "data exactly", found["threshold_params"], within=span,
+            details={"widths": curve.widths.tolist(), "params": curve.params.tolist(),
+                     "threshold_width": (int(curve.widths[found["threshold_index"]])
+                                         if found["threshold_index"] >= 0 else None)}))
+    if curve.noise > 0 and len(curve.widths) >= 3:
+        claims.append(Claim.from_ci(
+            f"{base}.peak_near_threshold", NAME,
+            f"{where}: test error peaks near the interpolation threshold: log2(peak width / threshold width) is "
+            "within [-1, 1] (a factor 2 in width); the peak is the width of maximal test error beyond the best "
+            "under-parameterized width; -inf: no width interpolates; +inf: no peak (test error never rises "
+            "beyond that width)",
+            f"{NAKKIRAN}: the peak in test error occurs around the interpolation threshold, where models are just "
+            "barely able to fit the train set", found["log2_peak_over_threshold"], within=(-1.0, 1.0),
+            details={"peak_params": list(found["peak_params"])}))
+        claims.append(Claim.from_ci(
+            f"{base}.falls_beyond_peak", NAME,
+            f"{where}: test error falls again beyond the peak: mean test error at the largest width "
+            f"({curve.widths[-1]}) minus at the peak width is < 0 (0 when there is no peak)",
+            f"{NAKKIRAN}: \"as we increase model size, performance first gets worse and then gets better\"",
+            found["fall"], less_than=0.0))
+    return claims
+
+
+def _table(curve: Curve, found: dict) -> str:
+    from overparam.report import bootstrap_ci
+
+    rows = []
+    noisy = curve.metrics.get("noisy_train_acc")
+    has_noisy = noisy is not None and np.isfinite(noisy).any()
+    for j, w in enumerate(curve.widths):
+        train = bootstrap_ci(curve.train_error[:, j])
+        test = bootstrap_ci(curve.test_error[:, j])
+        marks = []
+        if j == found["threshold_index"]:
+            marks.append("threshold")
+        if j == found["sweet_index"] and found["sweet_index"] != found["peak_index"]:
+            marks.append("sweet spot")
+        if j == found["peak_index"]:
+            marks.append("peak")
+        row = [str(w), f"{int(curve.params[j]):,}", str(int(np.isfinite(curve.test_error[:, j]).sum())),
+               common.ci_text(train, 3), common.ci_text(test, 3)]
+        if has_noisy:
+            row.append(common.ci_text(bootstrap_ci(noisy[:, j]), 3))
+        rows.append(row + [", ".join(marks)])
+    header = ["width", "params", "n", "train error", "test error"]
+    if has_noisy:
+        header.append("noisy labels fitted")
+    return common.table(header + [""], rows)
+
+
+def _reading(curve: Curve, found: dict, config: DoubleDescentConfig, label: str, claims: list) -> str:
+    """A plain-language paragraph from the located numbers and the claims' verdicts."""
+    tolerance = config.interpolation_error
+    head = f"**{label}, {_noise_text(curve.noise)}.**"
+    t, sweet, p = found["threshold_index"], found["sweet_index"], found["peak_index"]
+    test, train = found["test_mean"], found["train_mean"]
+    widths = curve.widths
+    thr = found["threshold_params"]
+    if t < 0:
+        j = int(np.nanargmin(train))
+        text = (f"{head} No width reaches mean train error <= {tolerance:.0%} (the lowest is "
+                f"{common.fmt(float(train[j]), 3)} at width {widths[j]}), so this sweep has no interpolation "
+                "threshold and cannot show the peak at it: train longer or add wider models.")
+    else:
+        frac = getattr(thr, "fraction_without_threshold", 0.0)
+        text = (f"{head} Train error first reaches <= {tolerance:.0%} at width {widths[t]} "
+                f"({_count(thr[0])} parameters; 95% CI {_count(thr[1])} to {_count(thr[2])} over seed resamples"
+                + (f", {frac:.0%} of which have no threshold" if frac > 0 else "") + ").")
+        if t == 0:
+            text += " The smallest width already fits the training set, so the sweep does not show the threshold."
+    text += f" Test error is {common.fmt(float(test[0]), 3)} at the smallest width"
+    fall, last = found["fall"], len(widths) - 1
+    if sweet == p == last:
+        return text + (f" and lowest, {common.fmt(float(test[p]), 3)}, at the largest width ({widths[p]}): it does "
+                       "not rise again anywhere in this sweep (no peak).") + _verdicts(claims)
+    if sweet == p:
+        return text + (f" and lowest up to the threshold at width {widths[p]} ({common.fmt(float(test[p]), 3)}); it "
+                       f"does not rise above that at larger widths (no peak beyond the classical regime): at the "
+                       f"largest width ({widths[-1]}) it is {common.fmt(float(test[-1]), 3)}.") + _verdicts(claims)
+    text += (f", lowest up to the threshold at width {widths[sweet]} ({common.fmt(float(test[sweet]), 3)}), then "
+             f"rises to a peak at width {widths[p]} ({common.fmt(float(test[p]), 3)})")
+    steps = float(found["log2_peak_over_threshold"][0])
+    if t >= 0:
+        text += (", at the threshold" if steps == 0 else
+                 f", {abs(steps):g} doubling{'s' if abs(steps) != 1 else ''} of width "
+                 f"{'below' if steps < 0 else 'above'} the threshold")
+    if p == last:
+        text += "; the peak is the largest width, so test error does not come down again within this sweep."
+    else:
+        text += (f"; at the largest width ({widths[-1]}) it is {common.fmt(float(test[-1]), 3)}, a change of "
+                 f"{common.ci_text(fall, 4)} from the peak.")
+    return text + _verdicts(claims)
+
+
+def _verdicts(claims: list) -> str:
+    """One sentence with the verdicts of one curve's claims."""
+    if not claims:
+        return ""
+    words = {"interpolation_threshold": "threshold inside the sweep", "peak_near_threshold": "peak near the threshold",
+             "falls_beyond_peak": "fall beyond the peak"}
+    verdicts = {c.id.rsplit(".", 1)[-1]: c.verdict for c in claims}
+    sentence = " Verdicts: " + "; ".join(f"{words.get(k, k)}: {v.replace('_', ' ')}" for k, v in verdicts.items()) + "."
+    if len(verdicts) == 3 and all(v == "reproduced" for v in verdicts.values()):
+        sentence += " Together: a double descent in model size."
+    return sentence
+
+
+def _family_label(config: DoubleDescentConfig, family: str) -> str:
+    if family == "mlp":
+        return f"MLP ({config.mlp_depth} hidden layer{'s' if config.mlp_depth > 1 else ''})"
+    return config.cnn_model.upper()
+
+
+def _width_axis(ax, curve: Curve) -> None:
+    """A top axis naming the widths at their parameter counts."""
+    top = ax.secondary_xaxis("top")
+    top.set_xscale("log")
+    ticks, labels = curve.params.astype(float), [str(w) for w in curve.widths]
+    if len(ticks) > 9:
+        keep = np.arange(0, len(ticks), math.ceil(len(ticks) / 9))
+        ticks, labels = ticks[keep], [labels[i] for i in keep]
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    top.xaxis.set_major_locator(FixedLocator(ticks))
+    top.set_xticklabels(labels)
+    top.xaxis.set_minor_locator(NullLocator())
+    top.set_xlabel("width", fontsize=9)
+    top.tick_params(labelsize=8)
+
+
+def _errors_figure(groups: dict[tuple[str, float], tuple[Curve, dict]], config: DoubleDescentConfig):
+    """Train and test error vs parameters, one panel per family, one colour per noise level;
+    dotted line and band: the interpolation threshold and its CI."""
+    from overparam.report import bootstrap_ci, errorbar_plot, new_figure
+    from overparam.report.figures import PlainLogFormatter
+
+    families = list(dict.fromkeys(f for f, _ in groups))
+    noises = sorted({p for _, p in groups})
+    colours = {p: f"C{i}" for i, p in enumerate(noises)}
+    fig, axes = new_figure(1, len(families), height=5.4, squeeze=False)
+    fig.set_layout_engine("constrained")
+    handles: dict[str, Any] = {}
+    for ax, family in zip(axes[0], families):
+        curve0 = None
+        for noise in noises:
+            if (family, noise) not in groups:
+                continue
+            curve, found = groups[(family, noise)]
+            curve0 = curve0 or curve
+            x = curve.params.astype(float)
+            n = [int(np.isfinite(curve.test_error[:, j]).sum()) for j in range(len(x))]
+            for values, name, style, marker in ((curve.test_error, "test", "-", "o"),
+                                                (curve.train_error, "train", "--", "s")):
+                cis = [bootstrap_ci(values[:, j]) for j in range(len(x))]
+                errorbar_plot(ax, x, [c[0] for c in cis], [c[1] for c in cis], [c[2] for c in cis],
+                              f"{name}, {_noise_text(noise)}", n, color=colours[noise], linestyle=style,
+                              marker=marker, legend=False)
+            thr = found["threshold_params"]
+            if math.isfinite(thr[0]):
+                ax.axvline(thr[0], color=colours[noise], linestyle=":", linewidth=1.6,
+                           label=f"interpolation threshold, {_noise_text(noise)}")
+                if math.isfinite(thr[1]) and math.isfinite(thr[2]) and thr[2] > thr[1]:
+                    ax.axvspan(thr[1], thr[2], color=colours[noise], alpha=0.08, linewidth=0)
+            if (noise > 0 or len(noises) == 1) and found["peak_index"] != found["sweet_index"]:
+                p = found["peak_index"]
+                ax.plot([x[p]], [found["test_mean"][p]], marker="*", markersize=15, color=colours[noise],
+                        markeredgecolor="black", linestyle="none", zorder=4, label=f"peak, {_noise_text(noise)}")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(PlainLogFormatter())
+        ax.xaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
+        ax.set_ylim(bottom=-0.02)
+        ax.set_xlabel("number of parameters (log scale)")
+        ax.set_ylabel("error (1 − accuracy)")
+        ax.set_title(_family_label(config, family))
+        if curve0 is not None:
+            _width_axis(ax, curve0)
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(text, handle)
+    # one legend row per noise level (matplotlib fills a legend column by column)
+    from matplotlib.patches import Patch
+
+    kinds = ("test", "train", "interpolation threshold", "peak")
+    entries = [(handles.get(f"{k}, {_noise_text(p)}") or next((h for t, h in handles.items()
+                                                               if t.startswith(f"{k}, {_noise_text(p)} (")), None),
+                next((t for t in handles if t == f"{k}, {_noise_text(p)}" or t.startswith(f"{k}, {_noise_text(p)} (")),
+                     ""))
+               for k in kinds for p in noises]
+    entries = [(h if h is not None else Patch(alpha=0), t) for h, t in entries]
+    fig.legend([h for h, _ in entries], [t for _, t in entries], loc="outside lower center", ncol=len(kinds),
+               fontsize=8, frameon=False)
+    fig.suptitle("train (dashed) and test (solid) error vs model size; dotted: interpolation threshold "
+                 f"(train error ≤ {config.interpolation_error:.0%}), band: its 95% CI", fontsize=10)
+    return fig
+
+
+def _noisy_figure(groups: dict[tuple[str, float], tuple[Curve, dict]], config: DoubleDescentConfig):
+    """Fraction of the noisy training labels each model fits, vs parameters."""
+    from overparam.report import bootstrap_ci, errorbar_plot, new_figure
+    from overparam.report.figures import PlainLogFormatter
+
+    keys = [k for k, (c, _) in groups.items() if k[1] > 0 and np.isfinite(c.metrics["noisy_train_acc"]).any()]
+    if not keys:
+        return None
+    families = list(dict.fromkeys(f for f, _ in keys))
+    fig, axes = new_figure(1, len(families), height=4.6, squeeze=False)
+    fig.set_layout_engine("constrained")
+    handles: dict[str, Any] = {}
+    for ax, family in zip(axes[0], families):
+        for i, key in enumerate(k for k in keys if k[0] == family):
+            curve, found = groups[key]
+            x = curve.params.astype(float)
+            for j, (metric, name, style) in enumerate((("noisy_train_acc", "noisy labels fitted", "-"),
+                                                        ("clean_train_acc", "clean labels fitted", "--"))):
+                values = curve.metrics[metric]
+                cis = [bootstrap_ci(values[:, c]) for c in range(len(x))]
+                errorbar_plot(ax, x, [c[0] for c in cis], [c[1] for c in cis], [c[2] for c in cis],
+                              f"{name}, {_noise_text(key[1])}", [int(np.isfinite(values[:, c]).sum())
+                                                                 for c in range(len(x))],
+                              color=f"C{2 * i + j}", linestyle=style, legend=False)
+            thr = found["threshold_params"]
+            if math.isfinite(thr[0]):
+                ax.axvline(thr[0], color="0.4", linestyle=":", linewidth=1.4, label="interpolation threshold")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(PlainLogFormatter())
+        ax.xaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("number of parameters (log scale)")
+        ax.set_ylabel("fraction of training labels fitted")
+        ax.set_title(f"{_family_label(config, family)}: memorizing the noisy labels")
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(text, handle)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(3, len(handles)),
+               fontsize=8, frameon=False)
+    return fig
+
+
+def _settings_text(config: DoubleDescentConfig, groups: dict) -> str:
+    first = next(iter(groups.values()))[0]
+    train = config.train
+    budget = f"{train['steps']} steps" if train.get("steps") is not None else f"{train.get('epochs', 10)} epochs"
+    data = config.data
+    text = (f"Width sweeps on {data.get('name')} ({data.get('n_train') or 'all'} training examples"
+            + (", one draw of the data and noisy labels shared by all seeds" if data.get("seed") is not None else
+               ", a data draw per seed") + f"), trained with {train.get('optimizer', 'sgd')} (lr "
+            f"{train.get('lr', 0.05)}, momentum {train.get('momentum', 0.9)}, batch {train.get('batch_size', 128)}, "
+            f"{train.get('schedule', 'constant')} schedule, {budget}, "
+            + (f"weight decay {train['weight_decay']}" if train.get("weight_decay") else "no weight decay")
+            + ", no early stopping: the final model is measured)")
+    if "cnn" in _as_tuple(config.models) and (config.cnn_data or config.cnn_train):
+        text += f"; the {config.cnn_model} runs with data overrides {config.cnn_data} and train overrides {config.cnn_train}"
+    text += (f". {len(first.seeds)} seeds per point (initialization and data order). Label noise replaces a fraction "
+             "of the training labels by a random wrong class. Interpolation threshold: the smallest width whose mean "
+             f"train error is <= {config.interpolation_error:.0%}; sweet spot: the width of minimal mean test error "
+             "up to the threshold (the classical regime's best model); peak: the width of maximal mean test error from "
+             "the sweet spot on (a tiny model that underfits is not the peak; when test error never rises beyond "
+             "the sweet spot there is no peak). CIs: "
+             "per width, a 95% BCa bootstrap of the mean over seeds; for the threshold, the peak and the differences, "
+             "a 95% percentile bootstrap that resamples seeds (each with its whole width curve) and recomputes them. "
+             "The peak is selected on the same seeds, so on a flat, noisy curve a small peak and fall can look "
+             "significant: read the claims with the per-width tables.")
+    return text
+
+
+def summarize(rows: list[dict[str, Any]], config: DoubleDescentConfig) -> list:
+    from overparam.report import Section
+
+    title = "double_descent: test error vs model size around the interpolation threshold"
+    found_curves = {k: c for k, c in curves(rows).items() if len(c.widths) >= 2}
+    if not found_curves:
+        return [Section(title, "No family has finished runs at two or more widths yet.")]
+    order = {f: i for i, f in enumerate(FAMILIES)}
+    keys = sorted(found_curves, key=lambda k: (order.get(k[0], 99), k[1]))
+    groups = {k: (found_curves[k], locate(found_curves[k], config.interpolation_error)) for k in keys}
+    figures = [("double_descent_errors", _errors_figure(groups, config))]
+    noisy = _noisy_figure(groups, config)
+    if noisy is not None:
+        figures.append(("double_descent_noisy_labels", noisy))
+    claims = {k: _claims(c, f, config, _family_label(config, k[0])) for k, (c, f) in groups.items()}
+    readings = [_reading(c, f, config, _family_label(config, k[0]), claims[k]) for k, (c, f) in groups.items()]
+    overview = Section(title, _settings_text(config, groups) + "\n\n**Reading.**\n\n" + "\n\n".join(readings),
+                       figures, [])
+    sections = [overview]
+    for family in dict.fromkeys(k[0] for k in keys):
+        label = _family_label(config, family)
+        parts, family_claims = [], []
+        for key in (k for k in keys if k[0] == family):
+            curve, found = groups[key]
+            family_claims += claims[key]
+            parts += [(f"**{_noise_text(key[1])}** (mean over seeds, 95% CI; the last column marks the located "
+                       "widths)"), _table(curve, found)]
+        sections.append(Section(f"double_descent: {label}", "\n\n".join(parts), [], family_claims))
+    return sections
+
+
+STUDY = Study(
+    name=NAME,
+    description="double descent: train/test error vs width (MLP and CNN) with and without label noise; the "
+                "interpolation threshold, the test-error peak near it and the fall beyond it",
+    config_type=DoubleDescentConfig,
+    grid=grid,
+    run_one=common.single(_measure),
+    run_batch=common.batched(_measure),
+    batch_key=common.batch_key,
+    summarize=summarize,
+    presets={
+        "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 200, "seed": 0},
+                 "train": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 50, "epochs": 1},
+                 "models": ["mlp", "cnn"], "mlp_widths": [4, 16, 64], "cnn_widths": [2, 4, 8],
+                 "label_noise": [0.0, 0.2], "seeds": 2},
+        "quick": {"data": {"name": "mnist1d", "n_train": 2000, "seed": 0},
+                  "train": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 128, "epochs": 100,
+                            "eval_every": 160},
+                  "models": ["mlp", "cnn"], "mlp_widths": [8, 16, 32, 64, 128, 256, 512, 1024], "mlp_depth": 1,
+                  "cnn_model": "cnn1d", "cnn_widths": [4, 8, 16, 32, 64, 128], "label_noise": [0.0, 0.15],
+                  "seeds": 5},
+        "mnist": {"data": {"name": "mnist", "n_train": 4000, "n_test": 2000, "seed": 0, "standardize": True},
+                  "train": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 128, "epochs": 200,
+                            "eval_every": 320},
+                  "models": ["mlp"], "mlp_widths": [4, 8, 12, 16, 24, 32, 48, 64, 128, 256, 512, 1024],
+                  "mlp_depth": 1, "label_noise": [0.0, 0.15], "seeds": 5},
+        # MNIST MLP (Belkin et al.: 4000 examples) and CIFAR-10 CNN5 (Nakkiran et al.: k = 1..64, Adam 1e-4,
+        # 15% noise, no augmentation), long training; meant for a GPU.
+        "paper": {"data": {"name": "mnist", "n_train": 4000, "seed": 0, "standardize": True},
+                  "train": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 128, "epochs": 2000},
+                  "models": ["mlp", "cnn"], "mlp_depth": 1,
+                  "mlp_widths": [4, 8, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 2048],
+                  "cnn_model": "cnn5", "cnn_widths": [1, 2, 4, 6, 8, 10, 12, 16, 24, 32, 48, 64],
+                  "cnn_data": {"name": "cifar10", "n_train": None, "standardize": "feature"},
+                  "cnn_train": {"optimizer": "adam", "lr": 0.0001, "batch_size": 128, "epochs": 1000},
+                  "label_noise": [0.0, 0.15], "seeds": 3},
+    },
+)
