@@ -69,7 +69,6 @@ def _setup_line(name: str, rows: list[dict], stored: dict) -> str:
     hardware = ", ".join(devices) or "no finished runs"
     if threads:
         hardware += f" ({'/'.join(threads)} torch threads)"
-    wall = sum(r["wall_time_s"] or 0 for r in done)
     return (f"- `{name}`: preset {', '.join(presets) or 'none (defaults)'}; data {data_text}; "
             f"{stored.get('seeds', '?')} seed(s) per grid point; {hardware}; {', '.join(versions) or '?'}"
-            f"{' at ' + ', '.join(revisions) if revisions else ''}; {len(done)} runs, {wall:.0f} s of run time{when}.")
+            f"{' at ' + ', '.join(revisions) if revisions else ''}; {len(done)} runs{when}.")
