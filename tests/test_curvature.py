@@ -122,6 +122,15 @@ def test_warm_start_from_the_top_eigenvector_converges_at_once():
     assert warm.values[0].item() == pytest.approx(cold.values[0].item(), rel=1e-6)
 
 
+def test_runs_longer_than_one_buffer_chunk_of_32_steps():
+    # regression: the basis buffer grew only at the top of a step, so step 32 wrote past its end
+    spectrum = list(np.linspace(0.0, 1.0, 100))
+    model, loss_fn, data, a = quadratic_problem(spectrum)
+    result = hessian_eigenvalues(model, loss_fn, data, k=1, tol=1e-13, max_hvps=70, criterion="residual")
+    assert result.iterations > 32
+    assert result.values[0].item() == pytest.approx(1.0, rel=1e-4)
+
+
 def test_budget_exhaustion_is_reported_not_hidden():
     model, loss_fn, x, y = small_net_problem()
     result = hessian_eigenvalues(model, loss_fn, (x, y), k=2, tol=1e-12, max_hvps=3)

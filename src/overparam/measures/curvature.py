@@ -212,9 +212,6 @@ def _lanczos(matvec, dim: int, v0: Tensor, steps: int, k: int | None, tol: float
     betas: list[float] = []
     converged = False
     for j in range(steps):
-        if j == len(basis):  # grow the buffers
-            basis = torch.cat([basis, torch.empty_like(basis[:chunk])])
-            products = torch.cat([products, torch.empty_like(products[:chunk])])
         products[j] = matvec(basis[j]).to(basis_dtype)
         w = products[j].clone()
         alphas.append(float(torch.dot(w, basis[j])))
@@ -233,6 +230,9 @@ def _lanczos(matvec, dim: int, v0: Tensor, steps: int, k: int | None, tol: float
             converged = k is not None  # an invariant subspace: the Ritz values are exact
             break
         if j < steps - 1:
+            if j + 1 == len(basis):  # grow the buffers before writing the next basis vector
+                basis = torch.cat([basis, torch.empty_like(basis[:chunk])])
+                products = torch.cat([products, torch.empty_like(products[:chunk])])
             betas.append(beta)
             basis[j + 1] = w / beta
     m = len(alphas)
