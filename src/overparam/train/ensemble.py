@@ -41,7 +41,7 @@ How
 - At the end the final weights are copied back into ``models`` (left in train mode, as ``fit``
   leaves them).
 
-Limits: optimizers 'sgd' and 'gd' only; no callbacks (measures need one model: run them on
+Limits: optimizers 'sgd' and 'gd' only, without ``grad_penalty``; no callbacks (measures need one model: run them on
 ``models`` afterwards); models must be parameter-only (no buffers, hence no BatchNorm running
 statistics) and without active dropout (its masks cannot follow ``fit``'s global RNG).
 ``wall_time_s`` of a result is the ensemble's wall time until that member finished.
@@ -149,6 +149,9 @@ def _member_configs(config: TrainConfig, n_models: int, seeds: Sequence[int],
                           f"train these runs one at a time with fit")
     if config.nesterov and config.momentum <= 0:
         raise ConfigError(f"nesterov=True needs momentum > 0, got momentum={config.momentum!r}")
+    if config.grad_penalty > 0:
+        raise ConfigError(f"fit_ensemble does not implement grad_penalty (got {config.grad_penalty!r}; its "
+                          f"kernels have no double backprop); train these runs one at a time with fit")
     if len(seeds) != n_models:
         raise ConfigError(f"fit_ensemble needs one seed per model: got {len(seeds)} seeds for {n_models} models")
     for s in seeds:

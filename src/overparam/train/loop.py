@@ -11,6 +11,15 @@ Conventions
 - Data order has its own seed (``data_seed``, default derived from ``seed``): per epoch a
   random permutation, batches of ``batch_size``, the last partial batch kept unless
   ``drop_last``.
+- Explicit gradient regularization (``grad_penalty`` = λ > 0; Barrett & Dherin 2021): every
+  step descends L_B + λ|∇_θ L_B|² instead of L_B, where L_B is the step's mean loss (the
+  minibatch; for ``gd`` the full training set) and |·| the Euclidean norm over all trainable
+  parameters. In the project's convention (``measures.implicit_gradient_regularizer``,
+  R_IG = |∇L|²/P over P parameters) the penalty is λ·P·R_IG. Its gradient is
+  ∇L_B + 2λ H_B ∇L_B (H_B the Hessian of L_B), by double backprop. GD with step h follows
+  the flow of L + (h/4)|∇L|² to O(h²), so λ = h/4 is the explicit twin of GD's implicit term.
+  The penalty uses L_B alone (weight decay is added by the optimizer, outside it); the
+  recorded ``batch_loss`` is the unpenalized L_B.
 - Divergence (a non-finite loss, or a training loss above ``divergence_loss``) ends the run
   with ``status='diverged'``; everything recorded so far is kept.
 - Deterministic: the same model, data, config and seeds give bit-identical results on CPU.
@@ -72,6 +81,7 @@ class TrainConfig:
     drop_last: bool = False
     divergence_loss: float = 1e6
     data_seed: int | None = None
+    grad_penalty: float = 0.0  # λ >= 0: minimize L_B + λ|∇L_B|² (explicit gradient regularization)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -103,6 +113,13 @@ class TrainConfig:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.optimizer == "sam" and not self.sam_rho > 0:
             raise ConfigError(f"sam_rho must be > 0, got {self.sam_rho!r}")
+        if isinstance(self.grad_penalty, bool) or not isinstance(self.grad_penalty, (int, float)) or not (
+                math.isfinite(self.grad_penalty) and self.grad_penalty >= 0):
+            raise ConfigError(f"grad_penalty must be a finite number >= 0 (the λ of λ|∇L_B|²), "
+                              f"got {self.grad_penalty!r}")
+        if self.grad_penalty > 0 and self.optimizer == "sam":
+            raise ConfigError("grad_penalty > 0 is not implemented for optimizer 'sam' (its ascent step would "
+                              "need the penalized gradient too); accepted with: sgd, gd, adam, adamw")
 
     def effective_lr(self, n_train: int) -> float:
         """Base LR after the batch-size scaling rule."""
@@ -236,6 +253,33 @@ def _full_batch_backward(model: nn.Module, x: Tensor, y: Tensor, loss_fn: Callab
     return total
 
 
+def _penalized_backward(loss: Tensor, params: Sequence[Tensor], penalty: float) -> None:
+    """Accumulate into .grad the gradient of ``loss + penalty * |∇loss|²``, i.e.
+    ∇L + 2·penalty·H∇L, by double backprop (the parameter gradient is built with
+    ``create_graph=True`` and differentiated again). Cost: about two backward passes more
+    than ``loss.backward()``."""
+    grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+    norm_sq = sum((g * g).sum() for g in grads if g is not None)
+    (loss + penalty * norm_sq).backward()
+
+
+def _full_batch_penalty_backward(model: nn.Module, params: Sequence[nn.Parameter], x: Tensor, y: Tensor,
+                                 loss_fn: Callable, chunk: int, penalty: float) -> None:
+    """With .grad holding the exact full-batch gradient g = ∇L (from :func:`_full_batch_backward`),
+    add the penalty's gradient 2·penalty·H g, exactly over chunks: H g = Σ_c (n_c/n) ∇(∇L_c · g)
+    (Hessian-vector products are linear in the chunks, while |∇L|² is not a sum of per-chunk
+    |∇L_c|²). Cost per chunk: one forward, one backward with ``create_graph`` and one double
+    backward."""
+    g = [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params]
+    n = len(x)
+    for start in range(0, n, chunk):
+        xb, yb = x[start:start + chunk], y[start:start + chunk]
+        loss = loss_fn(model(xb), yb) * (len(xb) / n)
+        grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+        directional = sum((gc * gv).sum() for gc, gv in zip(grads, g) if gc is not None)
+        (2 * penalty * directional).backward()
+
+
 def fit(model: nn.Module, data: Dataset, config: TrainConfig, *, seed: int = 0,
         callbacks: Sequence[Callback] = (), progress: Callable[[int, int, dict], None] | None = None) -> TrainResult:
     """Train ``model`` on ``data`` as ``config`` says. See the module docstring."""
@@ -284,8 +328,15 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, *, seed: int = 0,
             group["lr"] = base_lr * lr_factor(step, total, config.schedule, warmup_steps=config.warmup_steps,
                                               milestones=config.milestones, gamma=config.gamma)
         optimizer.zero_grad(set_to_none=True)
-        if config.optimizer == "gd":
+        if config.optimizer == "gd" and config.grad_penalty > 0 and n <= config.gd_chunk_size:
+            loss = loss_fn(model(data.x_train), data.y_train)  # one chunk: penalize it directly
+            _penalized_backward(loss, params, config.grad_penalty)
+            loss_value = loss.item()
+        elif config.optimizer == "gd":
             loss_value = _full_batch_backward(model, data.x_train, data.y_train, loss_fn, config.gd_chunk_size)
+            if config.grad_penalty > 0:
+                _full_batch_penalty_backward(model, params, data.x_train, data.y_train, loss_fn,
+                                             config.gd_chunk_size, config.grad_penalty)
         else:
             if position >= per_epoch:
                 permutation = torch.randperm(n, generator=order_gen).to(data.x_train.device)
@@ -294,7 +345,10 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, *, seed: int = 0,
             position += 1
             xb, yb = data.x_train[idx], data.y_train[idx]
             loss = loss_fn(model(xb), yb)
-            loss.backward()
+            if config.grad_penalty > 0:
+                _penalized_backward(loss, params, config.grad_penalty)
+            else:
+                loss.backward()
             loss_value = loss.item()
             if config.optimizer == "sam" and math.isfinite(loss_value):
                 offsets = sam_ascent(params, config.sam_rho)
