@@ -2,6 +2,7 @@
 
     overparam train [--dataset mnist1d --model mlp --width 256 ...] [--config FILE] [--set k=v ...]
     overparam run paper [--preset quick|mnist|paper] [--out DIR]   (the five studies, one report)
+    overparam run theory|dynamics [--preset quick|paper] [--out DIR]   (the other suites)
     overparam run STUDY [--preset quick] [--seeds N] [--out DIR] [--workers N] [--backend local|ray] [--set k=v ...]
     overparam studies
     overparam report DIR
@@ -148,15 +149,13 @@ def _print_verdicts(claims_path: Path) -> None:
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
-    from overparam.studies import STUDIES
-
-    from overparam.studies import SUITES
+    from overparam.studies import STUDIES, SUITES
 
     for study in STUDIES.values():
         presets = ", ".join(study.presets) or "-"
-        print(f"{study.name:<16} {study.description} (presets: {presets})")
+        print(f"{study.name:<20} {study.description} (presets: {presets})")
     for suite, names in SUITES.items():
-        print(f"{suite:<16} suite: {', '.join(names)} into one store and one report (default preset: quick)")
+        print(f"{suite:<20} suite: {', '.join(names)} into one store and one report (default preset: quick)")
     return 0
 
 

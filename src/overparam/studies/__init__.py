@@ -10,18 +10,14 @@ import importlib
 from overparam.errors import choice_error
 from overparam.studies.base import RunOutcome, RunSpec, Study
 
-_MODULES = ("train_sweep", "batch_size", "width", "double_descent", "lottery", "optimizer")
+_MODULES = ("train_sweep", "batch_size", "width", "double_descent", "lottery", "optimizer",
+            "min_norm", "deep_linear", "max_margin", "kernel_regime", "lr_eos", "label_noise", "batch_sqrt")
 
 
 def _load() -> dict[str, Study]:
     studies = {}
     for module_name in _MODULES:
-        try:
-            module = importlib.import_module(f"overparam.studies.{module_name}")
-        except ModuleNotFoundError as error:  # a study still being written
-            if error.name == f"overparam.studies.{module_name}":
-                continue
-            raise
+        module = importlib.import_module(f"overparam.studies.{module_name}")
         studies[module.STUDY.name] = module.STUDY
     return studies
 
@@ -31,6 +27,8 @@ STUDIES: dict[str, Study] = _load()
 # The paper's five linked experiments (arXiv 2604.07603), run by ``overparam run paper``.
 SUITES: dict[str, tuple[str, ...]] = {
     "paper": ("batch_size", "width", "double_descent", "lottery", "optimizer"),
+    # The mathematical analysis's experiments: which solution gradient descent picks.
+    "theory": ("min_norm", "deep_linear", "max_margin", "kernel_regime", "lr_eos", "label_noise", "batch_sqrt"),
 }
 
 

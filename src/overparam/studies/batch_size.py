@@ -70,15 +70,15 @@ def _alphas(config: BatchSizeConfig) -> list[float]:
     return [float(a) for a in np.linspace(-0.5, 1.5, config.line_points)]
 
 
-def grid(config: BatchSizeConfig) -> list[RunSpec]:
+def grid(config: BatchSizeConfig, name: str = NAME) -> list[RunSpec]:
     flatness = common.check_flatness_settings(config.flatness)
-    specs = [common.spec(NAME, _config(config, b, seed), kind="train", flatness=flatness)
+    specs = [common.spec(name, _config(config, b, seed), kind="train", flatness=flatness)
              for b in config.batch_sizes for seed in range(config.seeds)]
     small, large = min(config.batch_sizes), max(config.batch_sizes)
     for seed in range(config.seeds):
         params = {"kind": "line", "run": _config(config, small, seed).to_dict(),
                   "large_run": _config(config, large, seed).to_dict(), "alphas": _alphas(config)}
-        specs.append(RunSpec(run_key(NAME, params, seed), params, seed))
+        specs.append(RunSpec(run_key(name, params, seed), params, seed))
     common.validate_specs(specs)
     return specs
 
@@ -130,15 +130,23 @@ def _by_seed(rows: list, metric: str) -> dict[int, float]:
             if isinstance(row["metrics"].get(metric), (int, float)) and math.isfinite(row["metrics"][metric])}
 
 
-def summarize(rows: list[dict[str, Any]], config: BatchSizeConfig) -> list:
+# What the paper reports for each claim, and how many times sharper the largest batch must be.
+PAPER_CLAIMS = {"lambda_max_ratio": "11.8x", "sharper_by": 2.0,
+                "small_batch_accuracy_gain": "+1.61 pp (abstract); +2.25 pp (results list)"}
+
+
+def summarize(rows: list[dict[str, Any]], config: BatchSizeConfig, name: str = NAME,
+              paper: dict[str, Any] = PAPER_CLAIMS) -> list:
     from overparam.report import Claim, Section, bootstrap_ci, ratio_ci, spearman_ci
+
+    title = f"{name}: SGD batch size (LR scaling '{config.lr_scaling}'), sharpness and generalization"
 
     done = common.done_rows(rows)
     train_rows = [r for r in done if common.run_params(r)["kind"] == "train"]
     line_rows = [r for r in done if common.run_params(r)["kind"] == "line"]
     by_batch = common.group(train_rows, lambda r: common.option(r, "train.batch_size"))
     if not by_batch:
-        return [Section("batch_size: SGD batch size, sharpness and generalization", "No finished runs yet.")]
+        return [Section(title, "No finished runs yet.")]
     metrics = ("test_acc", "train_loss", "lambda_max", "hessian_trace", "keskar_sharpness")
     cis = {b: {m: bootstrap_ci(common.values(rs, m)) for m in metrics} for b, rs in by_batch.items()}
     table = common.table(
@@ -151,22 +159,25 @@ def summarize(rows: list[dict[str, Any]], config: BatchSizeConfig) -> list:
     lam_small, lam_large = _by_seed(by_batch[small], "lambda_max"), _by_seed(by_batch[large], "lambda_max")
     seeds = sorted(set(lam_small) & set(lam_large))
     ratio = ratio_ci([lam_large[s] for s in seeds], [lam_small[s] for s in seeds])
+    sharper_by = paper["sharper_by"]
+    how_much = "larger than" if sharper_by == 1 else f"more than {sharper_by:g} times"
     claims.append(Claim.from_ci(
-        "batch_size.lambda_max_ratio", NAME,
-        f"The top Hessian eigenvalue at the largest batch (B={large}) is several (> 2) times that at the smallest "
-        f"(B={small}): ratio λ_max(B={large}) / λ_max(B={small}), paired by seed.", "11.8x", ratio, greater_than=2.0))
+        f"{name}.lambda_max_ratio", name,
+        f"The top Hessian eigenvalue at the largest batch (B={large}) is {how_much} that at the smallest "
+        f"(B={small}): ratio λ_max(B={large}) / λ_max(B={small}) > {sharper_by:g}, paired by seed.",
+        paper["lambda_max_ratio"], ratio, greater_than=sharper_by))
     acc_small, acc_large = _by_seed(by_batch[small], "test_acc"), _by_seed(by_batch[large], "test_acc")
     seeds = sorted(set(acc_small) & set(acc_large))
     gain = bootstrap_ci([100 * (acc_small[s] - acc_large[s]) for s in seeds])
     claims.append(Claim.from_ci(
-        "batch_size.small_batch_accuracy_gain", NAME,
+        f"{name}.small_batch_accuracy_gain", name,
         f"Smaller batches generalize better: test accuracy at B={small} minus at B={large}, in percentage points, "
-        f"paired by seed (> 0).", "+1.61 pp (abstract); +2.25 pp (results list)", gain, greater_than=0.0))
+        f"paired by seed (> 0).", paper["small_batch_accuracy_gain"], gain, greater_than=0.0))
     pairs = [(r["metrics"]["lambda_max"], 1 - r["metrics"]["test_acc"]) for r in train_rows
              if "lambda_max" in r["metrics"] and "test_acc" in r["metrics"]]
     rho = spearman_ci([p[0] for p in pairs], [p[1] for p in pairs])
     claims.append(Claim.from_ci(
-        "batch_size.sharpness_error_correlation", NAME,
+        f"{name}.sharpness_error_correlation", name,
         "Sharpness (λ_max) and test error are positively rank-correlated across all runs (Spearman ρ > 0).",
         "positive correlation", rho, greater_than=0.0, n_seeds=config.seeds,
         details={"n_runs": len(pairs)}))
@@ -176,7 +187,7 @@ def summarize(rows: list[dict[str, Any]], config: BatchSizeConfig) -> list:
                f"(B={large}) {common.ci_text(cis[large]['test_acc'])}: a difference of {common.fmt(gain[0], 3)} pp "
                f"[{common.fmt(gain[1], 3)}, {common.fmt(gain[2], 3)}]. λ_max went from "
                f"{common.fmt(cis[small]['lambda_max'][0], 3)} to {common.fmt(cis[large]['lambda_max'][0], 3)} "
-               f"({common.fmt(ratio[0], 3)}x; paper 11.8x), and the rank correlation between sharpness and test error "
+               f"({common.fmt(ratio[0], 3)}x; paper: {paper['lambda_max_ratio']}), and the rank correlation between sharpness and test error "
                f"over {len(pairs)} runs is ρ = {common.fmt(rho[0], 3)} [{common.fmt(rho[1], 3)}, "
                f"{common.fmt(rho[2], 3)}]. Final training loss: {common.ci_text(cis[small]['train_loss'], 3)} at "
                f"B={small} vs {common.ci_text(cis[large]['train_loss'], 3)} at B={large}"
@@ -188,11 +199,11 @@ def summarize(rows: list[dict[str, Any]], config: BatchSizeConfig) -> list:
     text = ("Per batch size: mean over seeds with a 95% bootstrap CI; λ_max, tr(H), ε-sharpness and the "
             f"perturbation curve are measured on {train_rows[0]['metrics'].get('measure_examples', '?')} training "
             f"examples.\n\n{table}\n\n{reading}")
-    figures = [("batch_size_accuracy_sharpness", _accuracy_sharpness_figure(by_batch, cis)),
-               ("batch_size_perturbation", _perturbation_figure(by_batch[small], by_batch[large], small, large))]
+    figures = [(f"{name}_accuracy_sharpness", _accuracy_sharpness_figure(by_batch, cis)),
+               (f"{name}_perturbation", _perturbation_figure(by_batch[small], by_batch[large], small, large))]
     if line_rows:
-        figures.append(("batch_size_line", _line_figure(line_rows, small, large)))
-    return [Section("batch_size: SGD batch size, sharpness and generalization", text, figures, claims)]
+        figures.append((f"{name}_line", _line_figure(line_rows, small, large)))
+    return [Section(title, text, figures, claims)]
 
 
 def _log2_axis(ax, xs) -> None:

@@ -52,8 +52,10 @@ def _suite_title(studies: list[str]) -> str | None:
 def _setup_line(name: str, rows: list[dict], stored: dict) -> str:
     """'- study: preset, data, seeds, hardware, dates' from the stored rows alone."""
     presets = sorted({str(r["config"].get("preset")) for r in rows if r["config"].get("preset")})
-    data = stored.get("data", {})
-    data_text = data.get("name", "?") + (f" (n_train={data['n_train']})" if data.get("n_train") else "")
+    data = stored.get("data")
+    data_text = ""
+    if isinstance(data, dict):  # training studies; the exact-solution studies describe their data themselves
+        data_text = f"data {data.get('name', '?')}" + (f" (n_train={data['n_train']})" if data.get("n_train") else "") + "; "
     done = [r for r in rows if r["status"] in ("done", "diverged")]
     devices = sorted({r["device"] for r in done if r.get("device")})
     threads = sorted({str(r["provenance"].get("torch_threads")) for r in done if r.get("provenance")} - {"None"})
@@ -69,6 +71,6 @@ def _setup_line(name: str, rows: list[dict], stored: dict) -> str:
     hardware = ", ".join(devices) or "no finished runs"
     if threads:
         hardware += f" ({'/'.join(threads)} torch threads)"
-    return (f"- `{name}`: preset {', '.join(presets) or 'none (defaults)'}; data {data_text}; "
+    return (f"- `{name}`: preset {', '.join(presets) or 'none (defaults)'}; {data_text}"
             f"{stored.get('seeds', '?')} seed(s) per grid point; {hardware}; {', '.join(versions) or '?'}"
             f"{' at ' + ', '.join(revisions) if revisions else ''}; {len(done)} runs{when}.")

@@ -1,0 +1,658 @@
+"""``kernel_regime``: lazy vs rich training — how close a trained network is to kernel regression
+with its own initial NTK, as width and the init scale α grow.
+
+After Jacot et al. (2018), Lee et al. (2019, "Wide neural networks of any depth evolve as linear
+models") and Chizat, Oyallon & Bach (2019, "On lazy training"). One MLP of ``depth`` hidden
+layers (``activation``, ReLU by default) in the NTK parameterization
+(:class:`overparam.models.mlp.MLP`, Neural Tangents' convention, ``w_std``, ``b_std``), trained by
+full-batch gradient descent on the MSE to one-hot targets (torch's ``mse_loss``, a mean over the
+n·k entries) for a fixed number of steps, in float64 (in float32 the rounding of the tiny
+large-α updates flips ReLU activation patterns, which shows up as spurious kernel drift), in two
+sweeps that share one run where they cross:
+
+- width sweep: widths w (quick 16..2048) at α = ``width_sweep_alpha``;
+- α sweep: init scales α (quick 0.1..100) at width ``alpha_sweep_width``.
+
+The α formulation (Chizat et al.'s centered model, with their loss scaling): the network is
+
+    f(x; θ) = α (h(x; θ) − h(x; θ_0)),
+
+h the MLP (its ``alpha`` option multiplies the output by α; the centering subtracts a frozen copy
+of the model at initialization, :class:`Centered`), so f_0 = 0 for every α and width, and it is
+trained with learning rate η/α², i.e. GD on L(α h)/α² at rate η. The NTK of f is α² Θ_h, so the
+function-space step at initialization, (η/α²)·α² Θ_h, is the same for every α: the linearized
+model, hence the kernel-regression prediction, does not depend on α, while the parameters move
+O(1/α) to produce it. Large α is lazy (the network stays at its linearization), small α rich.
+Every width trains with the same η (the NTK parameterization's kernel is O(1) in width).
+
+The reference (:mod:`overparam.references.kernel`): the linearized network trained by the same
+GD for the same T steps from the same f_0 = 0 predicts
+
+    f_T^lin(x) = Θ_0(x, X) K^{-1} (I − (I − c K)^T) Y,     K = Θ_0(X, X) (n k × n k), c = 2 lr/(n k),
+
+with Θ_0 the full empirical NTK at initialization (all k × k output pairs, float64), solved
+exactly by one eigendecomposition of K. Θ_0(x, X) β is applied without forming the test kernel:
+Δθ = J(X)ᵀ β by one vector-Jacobian product and J(x) Δθ by one Jacobian-vector product
+(:func:`ntk_apply`), Δθ being the linearized model's own parameter displacement.
+
+Per run: relative movement ‖θ_T − θ_0‖/‖θ_0‖ (and the linearized model's ‖Δθ‖/‖θ_0‖); kernel
+drift ‖Θ_T − Θ_0‖_F/‖Θ_0‖_F of the full NTK on the training set (the kernel that drives the
+dynamics; ``ntk_drift_traced`` for its trace over outputs); the distance of the trained network
+from its linearization on the test set, ‖f_T − f_T^lin‖_F/‖f_T^lin‖_F, and the fraction of test
+examples whose argmax agrees; test and train accuracy of the network, of f_T^lin, and (ReLU
+only) of the same GD on the infinite-width NTK (analytic, α² Θ_∞ ⊗ I_k) for reference.
+
+Theory: movement falls as w^(−1/2) in width (first and last layer; depth 1) and exactly as 1/α
+in α. The distance to the linearization and the kernel drift are bounded by O(1/sqrt(w)) in width
+(Lee et al.) and are O(1/α) in α for a smooth activation (Chizat et al., Thm 2.3). ReLU is not
+smooth: a pre-activation that moves by δ ∝ 1/α changes sign with probability ∝ δ, and each such
+flip leaves a linearization error O(δ) (ReLU is convex, the readout weights have random signs),
+so the root-mean-square error and the kernel change are dominated by these rare flips and scale
+as sqrt(δ)·δ·α ∝ α^(−1/2) (checked: tanh gives slopes −1, ReLU −1/2).
+
+Claims: Spearman(width or α, distance) < 0, and distance < 0.1 at the largest width or α; the
+log-log slopes of movement and drift vs width and vs α < 0; feature learning ahead: test accuracy
+of the narrowest (smallest α) network minus the widest (largest α) one, paired by seed, > 0
+(paper: +5–8 pp on CIFAR-10).
+
+Cost per run: T GD steps; two full training-set NTKs, O(n² k² Σ_l u_l) each in float64; one
+eigendecomposition of the (n k × n k) kernel, ≈ 9 (n k)³ flops (the dominant term: n k = 2000
+takes ~1–2 s on one core); one vjp and one jvp. Memory O((n k)²) float64.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from overparam.errors import ConfigError, check_positive_int, choice_error
+from overparam.models import ACTIVATIONS
+from overparam.studies import common
+from overparam.studies.base import RunOutcome, RunSpec, Study
+
+NAME = "kernel_regime"
+DISTANCE_SMALL = 0.1  # "close to kernel regression": relative L2 distance of test outputs below this
+MAX_KERNEL_ROWS = 20000  # n_train · classes: the kernel (and its eigenvectors) take 8 N² bytes each
+# log-log slopes the theory gives (module docstring): movement in width and α; distance and drift
+# in width (Lee et al.'s bound) and in α (smooth activations; ReLU's sign flips give RELU_ALPHA)
+THEORY = {"width": -0.5, "alpha": -1.0}
+RELU_ALPHA = -0.5
+
+
+@dataclass(frozen=True)
+class KernelRegimeConfig:
+    data: dict[str, Any] = field(default_factory=lambda: {"name": "mnist1d", "n_train": 200, "n_test": 500,
+                                                          "seed": 0})
+    widths: tuple[int, ...] = (16, 64, 256, 1024, 2048)
+    alphas: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+    width_sweep_alpha: float = 1.0  # α of every run of the width sweep
+    alpha_sweep_width: int = 256  # width of every run of the α sweep
+    depth: int = 1  # hidden layers
+    activation: str = "relu"
+    w_std: float = math.sqrt(2.0)
+    b_std: float = 0.1
+    lr: float = 2.0  # η: the learning rate at α = 1; a run at α trains with η / α²
+    steps: int = 500  # full-batch GD steps
+    eval_every: int = 50
+    seeds: int = 3
+
+    def __post_init__(self) -> None:
+        from overparam.config import RunConfig
+
+        check_positive_int("seeds", self.seeds)
+        check_positive_int("depth", self.depth)
+        check_positive_int("steps", self.steps)
+        check_positive_int("eval_every", self.eval_every)
+        check_positive_int("alpha_sweep_width", self.alpha_sweep_width)
+        if self.activation not in ACTIVATIONS:
+            raise choice_error("activation", self.activation, ACTIVATIONS)
+        widths = _as_list(self.widths)
+        for w in widths:
+            check_positive_int("each width", w)
+        _check_sweep("widths", widths, self.widths)
+        alphas = _as_list(self.alphas)
+        for a in alphas:
+            _check_number("each alpha", a)
+        _check_sweep("alphas", alphas, self.alphas)
+        for name in ("width_sweep_alpha", "lr", "w_std"):
+            _check_number(name, getattr(self, name))
+        _check_number("b_std", self.b_std, allow_zero=True)
+        if not isinstance(self.data, dict) or not isinstance(self.data.get("seed"), int) or isinstance(
+                self.data.get("seed"), bool):
+            raise ConfigError("data.seed must be set to an integer (e.g. 0) so that every seed trains on the same "
+                              f"data; got data={self.data!r}")
+        if not isinstance(self.data.get("n_train"), int) or isinstance(self.data.get("n_train"), bool):
+            raise ConfigError("data.n_train must be set to an integer: the kernel regression solves an "
+                              f"(n_train · classes)² system; got data={self.data!r}")
+        RunConfig.from_dict({"data": self.data})  # unknown keys, bad values
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _check_number(name: str, value: Any, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+            value < 0 if allow_zero else value <= 0):
+        raise ConfigError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return float(value)
+
+
+def _check_sweep(name: str, values: list, raw: Any) -> None:
+    if len(set(values)) < 2 or len(set(values)) != len(values):
+        raise ConfigError(f"{name} needs at least two different values and no repeats, got {raw!r}")
+
+
+def _run_config(config: KernelRegimeConfig, width: int, alpha: float, seed: int):
+    model = {"name": "mlp", "width": width, "depth": config.depth, "parameterization": "ntk",
+             "activation": config.activation, "w_std": config.w_std, "b_std": config.b_std, "alpha": alpha}
+    train = {"optimizer": "gd", "momentum": 0.0, "loss": "mse", "lr": config.lr / alpha ** 2, "steps": config.steps,
+             "eval_every": config.eval_every}
+    return common.run_config(config.data, model, train, seed)
+
+
+def _points(config: KernelRegimeConfig) -> list[tuple[int, float]]:
+    """(width, α) of both sweeps, the crossing point once."""
+    points = [(w, float(config.width_sweep_alpha)) for w in config.widths]
+    points += [(config.alpha_sweep_width, float(a)) for a in config.alphas if
+               (config.alpha_sweep_width, float(a)) not in points]
+    return points
+
+
+def grid(config: KernelRegimeConfig) -> list[RunSpec]:
+    """(width, α) points of the two sweeps × seeds; the data must be a classification set of
+    manageable kernel size, and every distinct model is built on the meta device first."""
+    from overparam.run import load_data
+
+    specs = [common.spec(NAME, _run_config(config, w, a, seed), base_lr=config.lr)
+             for w, a in _points(config) for seed in range(config.seeds)]
+    dataset = load_data(_run_config(config, *_points(config)[0], 0), torch.device("cpu"), quiet=True)
+    if dataset.num_classes is None:
+        raise ConfigError(f"the kernel_regime study needs a classification dataset (argmax agreement, accuracy); "
+                          f"{config.data.get('name')!r} is a regression set")
+    rows = dataset.n_train * dataset.num_classes
+    if rows > MAX_KERNEL_ROWS:
+        raise ConfigError(f"data.n_train = {dataset.n_train} with {dataset.num_classes} classes gives an NTK of "
+                          f"{rows}² entries; at most {MAX_KERNEL_ROWS} rows (n_train · classes) are accepted")
+    common.validate_specs(specs)
+    return specs
+
+
+# --- the model and the linearized predictor ------------------------------------------------------
+
+
+class Centered(nn.Module):
+    """f(x) = g(x; θ) − g(x; θ_0): ``model`` minus a frozen copy of itself at construction
+    (Chizat et al.'s centering), so f_0 = 0 while the NTK of f is that of g. Input and output
+    as ``model``'s; the copy has no trainable parameters and costs one forward pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.initial = copy.deepcopy(model).requires_grad_(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            offset = self.initial(x)
+        return self.model(x) - offset
+
+
+def ntk_apply(model: nn.Module, x_train: Tensor, coefficients: Tensor, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """Θ(x, X) β = J(x) J(X)ᵀ β at ``model``'s current parameters, without forming the kernel.
+
+    ``coefficients`` β: (n, k) (rows of X, model outputs). Returns (Θ(x, X) β (m, k), Δθ = J(X)ᵀ β
+    by parameter name): one vector-Jacobian product over X and one Jacobian-vector product over
+    x, in the model's dtype. Cost ≈ one forward and one backward pass over X plus a forward-mode
+    pass over x."""
+    from torch.func import functional_call, jvp, vjp
+
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    _, pullback = vjp(lambda p: functional_call(model, p, (x_train,)), params)
+    (delta,) = pullback(coefficients.to(x_train.dtype))
+    _, out = jvp(lambda p: functional_call(model, p, (x,)), (params,), (delta,))
+    return out, delta
+
+
+def _relative(a: Tensor, b: Tensor) -> float:
+    """‖a − b‖_F / ‖b‖_F."""
+    return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
+
+
+def _accuracy(outputs: Tensor, labels: Tensor) -> float:
+    return float((outputs.argmax(1) == labels).to(torch.float64).mean())
+
+
+def _measure(net: Centered, dataset: Any, lr: float, steps: int) -> dict[str, Any]:
+    """The run's measures (module docstring), all in float64."""
+    from overparam.measures import analytic_ntk, empirical_ntk, kernel_distance, relative_movement
+    from overparam.references.kernel import dual_coefficients, kernel_predict
+
+    init = copy.deepcopy(net.initial).double().requires_grad_(True)  # θ_0, trainable for the NTK
+    final = copy.deepcopy(net.model).double()
+    x, x_test = dataset.x_train.double(), dataset.x_test.double()
+    n, k = len(x), dataset.num_classes
+    targets = nn.functional.one_hot(dataset.y_train, k).double()
+    movement = relative_movement(init, final)
+    k0 = empirical_ntk(init, x, method="structured")  # (n, n, k, k)
+    kt = empirical_ntk(final, x, method="structured")
+    drift = kernel_distance(k0, kt)
+    drift_traced = kernel_distance(torch.einsum("ijaa->ij", k0), torch.einsum("ijaa->ij", kt))
+
+    step_size = 2 * lr / (n * k)  # c for torch's mean mse over n·k entries
+    linear = dual_coefficients(k0, targets, step_size=step_size, steps=steps)  # f_0 = 0: residual = targets
+    lin_test, delta = ntk_apply(init, x, linear.coefficients, x_test)
+    lin_train = linear.fitted
+    with torch.no_grad():
+        net_test, net_train = final(x_test) - init(x_test), final(x) - init(x)
+    theta0 = math.sqrt(sum(float((p.detach() ** 2).sum()) for p in init.parameters()))
+    lin_movement = math.sqrt(sum(float((d ** 2).sum()) for d in delta.values())) / theta0
+
+    y, y_test = dataset.y_train, dataset.y_test
+    metrics = {
+        "movement": movement["global"], "lin_movement": lin_movement,
+        "ntk_drift": drift["relative_frobenius"], "ntk_drift_cka": drift["one_minus_cka"],
+        "ntk_drift_traced": drift_traced["relative_frobenius"],
+        "lin_distance": _relative(net_test, lin_test), "lin_distance_train": _relative(net_train, lin_train),
+        "argmax_agreement": float((net_test.argmax(1) == lin_test.argmax(1)).to(torch.float64).mean()),
+        "net_test_acc": _accuracy(net_test, y_test), "net_train_acc": _accuracy(net_train, y),
+        "kernel_test_acc": _accuracy(lin_test, y_test), "kernel_train_acc": _accuracy(lin_train, y),
+        "kernel_train_loss": float(((lin_train - targets) ** 2).mean()),
+        "ntk_scale": float(torch.einsum("iiaa->", k0)) / (n * k),  # mean diagonal entry of Θ_0
+        "kernel_rows": n * k, "step_size": step_size,
+    }
+    metrics.update({f"movement_{name}": value for name, value in movement["per_layer"].items()
+                    if math.isfinite(value)})
+    if isinstance(init.activation, nn.ReLU):  # the same GD on the infinite-width kernel α² Θ_∞ ⊗ I_k
+        options = {"depth": len(init.hidden), "w_std": init.readout.w_std, "b_std": init.readout.b_std}
+        scale = float(init.alpha) ** 2  # f's NTK is α² Θ_h
+        limit = dual_coefficients(scale * analytic_ntk(x, **options).ntk, targets, step_size=step_size, steps=steps)
+        limit_test = kernel_predict(scale * analytic_ntk(x_test, x, **options).ntk, limit.coefficients)
+        metrics["infinite_kernel_test_acc"] = _accuracy(limit_test, y_test)
+    return metrics
+
+
+# --- one run -------------------------------------------------------------------------------------
+
+
+def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
+    """Train the centered network by full-batch GD, then measure it against its linearization."""
+    from overparam import models
+    from overparam.config import RunConfig
+    from overparam.device import resolve_device
+    from overparam.provenance import provenance
+    from overparam.run import build_model, load_data
+    from overparam.train import fit
+
+    started = time.perf_counter()
+    config = RunConfig.from_dict(spec.params["run"])
+    target = resolve_device(device)
+    dataset = load_data(config, target, torch.float64, quiet=True)  # the model is built in the data's dtype
+    net = Centered(build_model(config, dataset, target))
+    result = fit(net, dataset, config.train, seed=config.seed)
+    metrics: dict[str, Any] = dict(result.metrics)
+    metrics.update(steps=result.steps, lr=result.lr, alpha=config.model.options["alpha"],
+                   width=config.model.options["width"], num_parameters=models.count_parameters(net),
+                   n_train=dataset.n_train, n_test=dataset.n_test, divergence=result.divergence,
+                   train_time_s=result.wall_time_s)
+    if result.status == "done":
+        measured = time.perf_counter()
+        metrics.update(_measure(net, dataset, result.lr, result.steps))
+        metrics["measure_time_s"] = time.perf_counter() - measured
+    return RunOutcome(result.status, metrics, result.curves, time.perf_counter() - started,
+                      {**provenance(target), "data": dataset.info})
+
+
+# --- summary -------------------------------------------------------------------------------------
+
+QUANTITIES = (  # metric, table header
+    ("movement", "movement ‖θ_T−θ_0‖/‖θ_0‖"),
+    ("ntk_drift", "NTK drift ‖Θ_T−Θ_0‖/‖Θ_0‖"),
+    ("lin_distance", "‖f_T − f_lin‖/‖f_lin‖ (test)"),
+    ("argmax_agreement", "argmax agreement"),
+    ("net_test_acc", "net test acc"),
+    ("kernel_test_acc", "kernel test acc"),
+    ("net_train_acc", "net train acc"),
+    ("kernel_train_acc", "kernel train acc"),
+)
+
+
+@dataclass
+class Sweep:
+    """One sweep's rows and statistics: ``key`` is 'width' or 'alpha'."""
+
+    key: str
+    fixed: float  # the other setting (α of the width sweep, width of the α sweep)
+    by_value: dict[float, list]
+    cis: dict[float, dict[str, Any]]
+    slopes: dict[str, Any]  # log-log slopes of movement, ntk_drift, lin_distance
+    rho: Any  # Spearman(value, lin_distance) over runs
+    gap: Any  # test acc(smallest value) − test acc(largest value), paired by seed
+
+    @property
+    def small(self) -> float:
+        return min(self.by_value)
+
+    @property
+    def large(self) -> float:
+        return max(self.by_value)
+
+    @property
+    def symbol(self) -> str:
+        return "width" if self.key == "width" else "α"
+
+    def label(self, value: float) -> str:
+        return f"{value:g}"
+
+
+def _sweep(key: str, fixed: float, rows: list) -> Sweep | None:
+    from overparam.report import bootstrap_ci, loglog_slope_ci, spearman_ci
+
+    by_value = common.group(rows, lambda r: r["metrics"][key])
+    if len(by_value) < 2:
+        return None
+    cis = {v: {m: bootstrap_ci(common.values(rs, m)) for m, _ in QUANTITIES} for v, rs in by_value.items()}
+
+    def slope(metric: str):
+        points = [(r["metrics"][key], r["metrics"][metric], r["seed"]) for r in rows if r["metrics"][metric] > 0]
+        return loglog_slope_ci([p[0] for p in points], [p[1] for p in points], groups=[p[2] for p in points])
+
+    small, large = min(by_value), max(by_value)
+    rich = {r["seed"]: r["metrics"]["net_test_acc"] for r in by_value[small]}
+    lazy = {r["seed"]: r["metrics"]["net_test_acc"] for r in by_value[large]}
+    gap = bootstrap_ci([rich[seed] - lazy[seed] for seed in sorted(set(rich) & set(lazy))])
+    rho = spearman_ci([r["metrics"][key] for r in rows], [r["metrics"]["lin_distance"] for r in rows])
+    return Sweep(key, fixed, by_value, cis, {m: slope(m) for m in ("movement", "ntk_drift", "lin_distance")}, rho,
+                 gap)
+
+
+def _smooth_theory(s: Sweep, config: KernelRegimeConfig) -> float:
+    """The theory slope of distance and drift: −1/2 in width; in α −1, or −1/2 for ReLU."""
+    return RELU_ALPHA if s.key == "alpha" and config.activation == "relu" else THEORY[s.key]
+
+
+def _where(s: Sweep, config: KernelRegimeConfig) -> str:
+    net = (f"NTK-parameterized {config.activation} MLP, {config.depth} hidden layer{'s' if config.depth > 1 else ''}, "
+           f"full-batch GD, {config.steps} steps")
+    if s.key == "width":
+        return f"({net}, α = {common.fmt(s.fixed, 3)}, widths {s.small:g} to {s.large:g})"
+    return (f"({net}, centered model α(h(θ) − h(θ_0)) at lr η/α², width {s.fixed:g}, α from {s.label(s.small)} "
+            f"to {s.label(s.large)})")
+
+
+def _claims(s: Sweep, config: KernelRegimeConfig) -> list:
+    from overparam.report import Claim
+
+    where, prefix = _where(s, config), f"{NAME}.{s.key}_"
+    law = "width^(−1/2)" if s.key == "width" else "1/α"
+    distance_law = ("O(width^(−1/2)) (Lee et al. 2019, a bound)" if s.key == "width" else
+                    "O(1/α) (Chizat et al. 2019, smooth models; ReLU: α^(−1/2), module docstring)")
+    rich, lazy = ("narrowest", "widest") if s.key == "width" else ("smallest-α", "largest-α")
+    return [
+        Claim.from_ci(
+            prefix + "distance_falls", NAME,
+            f"The trained network approaches kernel regression with its initial NTK as {s.symbol} grows {where}: "
+            f"Spearman ρ between {s.symbol} and the relative test-output distance ‖f_T − f_lin‖/‖f_lin‖ over all "
+            f"runs < 0.", f"the network tends to its linearization; distance {distance_law}", s.rho, less_than=0.0,
+            n_seeds=config.seeds, details={"n_runs": s.rho.n, "distance_slope": list(s.slopes["lin_distance"])}),
+        Claim.from_ci(
+            prefix + "distance_small", NAME,
+            f"At the largest {s.symbol} ({s.label(s.large)}) the network's test outputs are within relative L2 "
+            f"distance {DISTANCE_SMALL:g} of kernel regression with its initial NTK {where}.",
+            "wide / large-α networks are their linearization (Lee et al. 2019; Chizat et al. 2019)",
+            s.cis[s.large]["lin_distance"], less_than=DISTANCE_SMALL),
+        Claim.from_ci(
+            prefix + "movement_slope", NAME,
+            f"Relative parameter movement falls with {s.symbol} {where}: log-log slope of ‖θ_T − θ_0‖/‖θ_0‖ vs "
+            f"{s.symbol} < 0 (theory {THEORY[s.key]:g}).", f"movement ∝ {law}", s.slopes["movement"], less_than=0.0,
+            details={"theory_slope": THEORY[s.key]}),
+        Claim.from_ci(
+            prefix + "drift_slope", NAME,
+            f"The NTK moves less during training as {s.symbol} grows {where}: log-log slope of the full-kernel "
+            f"drift ‖Θ_T − Θ_0‖_F/‖Θ_0‖_F (training set) vs {s.symbol} < 0 (theory "
+            f"{_smooth_theory(s, config):g}).", f"the NTK stays at its initial value; drift {distance_law}",
+            s.slopes["ntk_drift"], less_than=0.0, details={"theory_slope": _smooth_theory(s, config)}),
+        Claim.from_ci(
+            prefix + "feature_learning_ahead", NAME,
+            f"Feature learning is ahead: test accuracy of the {rich} (rich) network minus that of the {lazy} (lazy) "
+            f"one, paired by seed, > 0 {where}.",
+            "+5 to +8 percentage points on CIFAR-10 (rich vs lazy, Chizat et al. 2019)", s.gap, greater_than=0.0),
+    ]
+
+
+def _table(s: Sweep) -> str:
+    header = [s.symbol, "n"] + [h for _, h in QUANTITIES]
+    body = [[s.label(v), len(rs)] + [common.ci_text(s.cis[v][m], 3) for m, _ in QUANTITIES]
+            for v, rs in s.by_value.items()]
+    return common.table(header, body)
+
+
+def _reading(s: Sweep, config: KernelRegimeConfig) -> str:
+    def at(v: float, m: str) -> str:
+        return common.fmt(s.cis[v][m][0], 3)
+
+    def slope(m: str) -> str:
+        return common.ci_text(s.slopes[m], 3)
+
+    def end_slope(m: str) -> str:
+        """The log-log slope between the two largest values, from the means."""
+        (x1, x2), (y1, y2) = list(s.by_value)[-2:], (s.cis[v][m][0] for v in list(s.by_value)[-2:])
+        return f"{math.log(y2 / y1) / math.log(x2 / x1):.2f}" if y1 > 0 and y2 > 0 else "n/a"
+
+    gap = s.gap
+    if gap.decided and gap.low > 0:
+        ahead = "the rich network was ahead"
+    elif gap.decided and gap.high < 0:
+        ahead = "the lazy network was ahead, the opposite of the CIFAR-10 result"
+    else:
+        ahead = "the CI does not separate the two"
+    text = (f"**{s.key} sweep.** From {s.symbol} = {s.label(s.small)} to {s.label(s.large)} the trained network's "
+            f"test outputs went from {at(s.small, 'lin_distance')} to {at(s.large, 'lin_distance')} (relative L2) "
+            f"away from kernel regression with its initial NTK (log-log slope {slope('lin_distance')}, theory "
+            f"{_smooth_theory(s, config):g}; Spearman ρ {common.ci_text(s.rho, 3)}), and the argmax agreement went "
+            f"from {at(s.small, 'argmax_agreement')} to {at(s.large, 'argmax_agreement')}. Movement fell with slope "
+            f"{slope('movement')} (theory {THEORY[s.key]:g}), the NTK drift with slope {slope('ntk_drift')} (theory "
+            f"{_smooth_theory(s, config):g}). Test accuracy: network {at(s.small, 'net_test_acc')} vs kernel "
+            f"regression {at(s.small, 'kernel_test_acc')} at {s.symbol} = {s.label(s.small)}; network "
+            f"{at(s.large, 'net_test_acc')} vs kernel regression {at(s.large, 'kernel_test_acc')} at "
+            f"{s.label(s.large)}. Rich minus lazy: {common.ci_text(gap, 3)}, so {ahead}. The fits span the "
+            f"transition from the rich to the lazy end; between the two largest values ({s.label(list(s.by_value)[-2])} "
+            f"and {s.label(s.large)}) the slopes are {end_slope('movement')} (movement), {end_slope('ntk_drift')} "
+            f"(drift) and {end_slope('lin_distance')} (distance).")
+    if s.key == "width":
+        text += (" The width comparison confounds feature learning with capacity: the narrow network is both less "
+                 "lazy and a much smaller model (its initial NTK has rank at most its number of parameters).")
+    else:
+        text += (" In the α sweep the kernel-regression prediction is the same at every α (the NTK scales by α² and "
+                 "the learning rate by 1/α²), so its accuracy differs only by seed; at small α the dynamics are "
+                 "nonlinear, which within a fixed step budget can also mean slower or different fitting (compare "
+                 "the train accuracies).")
+    if s.key == "alpha" and config.activation == "relu":
+        text += (" For ReLU the distance and drift are expected to fall as α^(−1/2), not 1/α: they come from the "
+                 "rare activation-sign flips, whose number is ∝ the movement (module docstring).")
+    return text
+
+
+def _infinite(rows: list):
+    """Test accuracy of the same GD on the infinite-width NTK (ReLU runs only), one value per
+    seed (it depends on the data alone, so the interval collapses); None without it."""
+    from overparam.report import bootstrap_ci
+
+    by_seed = {r["seed"]: r["metrics"]["infinite_kernel_test_acc"] for r in rows
+               if "infinite_kernel_test_acc" in r["metrics"]}
+    return bootstrap_ci(list(by_seed.values())) if by_seed else None
+
+
+def summarize(rows: list[dict[str, Any]], config: KernelRegimeConfig) -> list:
+    from overparam.report import Section
+
+    title = "kernel_regime: lazy vs rich training, distance to kernel regression with the initial NTK"
+    done = [r for r in common.done_rows(rows) if "lin_distance" in r["metrics"]]
+    width_rows = [r for r in done if math.isclose(r["metrics"]["alpha"], config.width_sweep_alpha)]
+    alpha_rows = [r for r in done if r["metrics"]["width"] == config.alpha_sweep_width]
+    sweeps = [s for s in (_sweep("width", config.width_sweep_alpha, width_rows),
+                          _sweep("alpha", config.alpha_sweep_width, alpha_rows)) if s is not None]
+    if not sweeps:
+        return [Section(title, "Neither sweep has finished runs at two or more values yet.")]
+    first, infinite = done[0]["metrics"], _infinite(done)
+    intro = (f"An MLP ({config.activation}, {config.depth} hidden layer{'s' if config.depth > 1 else ''}) in the NTK "
+             f"parameterization (w_std = {common.fmt(config.w_std, 4)}, b_std = {common.fmt(config.b_std, 3)}), "
+             f"centered as f = α(h(θ) − h(θ_0)) so that f_0 = 0, trained in float64 by full-batch GD on the MSE to "
+             f"one-hot targets for {config.steps} steps at lr η/α² with η = {common.fmt(config.lr, 3)}, on "
+             f"{config.data.get('name')} ({first['n_train']} training and {first['n_test']} test examples, one "
+             f"dataset for all seeds). f_lin is the linearized network trained by the same GD for the same steps, "
+             f"solved exactly: Θ_0(x, X) K⁻¹(I − (I − cK)^T) Y with K the full {first['kernel_rows']} × "
+             f"{first['kernel_rows']} initial NTK (all output pairs, float64 eigendecomposition) and c = 2·lr/(n·k). "
+             f"Per value: mean over seeds with a 95% bootstrap CI; slopes are least-squares fits of log value on "
+             f"log width or log α, seeds resampled as groups; Spearman ρ over all runs of a sweep.")
+    if infinite is not None:
+        intro += (f" The same GD on the infinite-width NTK (analytic) reaches test accuracy "
+                  f"{common.fmt(infinite[0], 3)}.")
+    parts = [intro]
+    for s in sweeps:
+        parts += [f"**{s.key} sweep** ({'α' if s.key == 'width' else 'width'} = {common.fmt(s.fixed, 4)})", _table(s)]
+    parts += [_reading(s, config) for s in sweeps]
+    claims = [c for s in sweeps for c in _claims(s, config)]
+    figures = [(f"{NAME}_movement_drift", _movement_figure(sweeps, config)),
+               (f"{NAME}_distance", _distance_figure(sweeps, config)),
+               (f"{NAME}_accuracy", _accuracy_figure(sweeps, infinite))]
+    return [Section(title, "\n\n".join(parts), figures, claims)]
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+def _series(s: Sweep, metric: str) -> tuple[list[float], list[float], list[float], list[float], list[int]]:
+    xs = list(s.by_value)
+    c = [s.cis[v][metric] for v in xs]
+    return xs, [v[0] for v in c], [v[1] for v in c], [v[2] for v in c], [len(s.by_value[v]) for v in xs]
+
+
+def _xlabel(s: Sweep) -> str:
+    if s.key == "width":
+        return f"width (hidden units; α = {common.fmt(s.fixed, 3)})"
+    return f"init scale α (width {s.fixed:g}; lr η/α²)"
+
+
+def _loglog(ax, s: Sweep, metric: str, slope: float, second: float | None, label: str, color: str) -> None:
+    """The metric vs the sweep value on log-log axes with CIs and n, a dashed reference line of
+    ``slope`` and, if given, a dotted one of ``second``, both through the first point."""
+    from overparam.report import loglog_with_reference
+
+    xs, est, low, high, ns = _series(s, metric)
+    loglog_with_reference(ax, xs, est, low, high, slope=slope, label=label, n=ns, color=color)
+    if second is not None and est[0] > 0:
+        grid = np.geomspace(min(xs), max(xs), 50)
+        ax.plot(grid, est[0] * (grid / xs[0]) ** second, linestyle=":", color="0.3", linewidth=1.2,
+                label=f"reference slope {second:g} (ReLU sign flips)", zorder=1)
+        ax.legend(fontsize=8, frameon=False)
+    ax.set_xlabel(_xlabel(s))
+
+
+def _relu_second(s: Sweep, config: KernelRegimeConfig) -> float | None:
+    return RELU_ALPHA if s.key == "alpha" and config.activation == "relu" else None
+
+
+def _movement_figure(sweeps: list[Sweep], config: KernelRegimeConfig):
+    from overparam.report import new_figure
+
+    fig, axes = new_figure(2, len(sweeps), width=5.8 * len(sweeps), height=8.6, squeeze=False)
+    for column, s in enumerate(sweeps):
+        ax = axes[0, column]
+        _loglog(ax, s, "movement", THEORY[s.key], None, "measured", "black")
+        ax.set_ylabel(r"relative movement $\|\theta_T-\theta_0\|/\|\theta_0\|$")
+        ax.set_title(f"movement vs {s.symbol}; fitted slope {common.ci_text(s.slopes['movement'], 2)}", fontsize=9)
+        ax = axes[1, column]
+        _loglog(ax, s, "ntk_drift", THEORY[s.key], _relu_second(s, config), "measured", "black")
+        ax.set_ylabel(r"NTK drift $\|\Theta_T-\Theta_0\|_F/\|\Theta_0\|_F$ (train set)")
+        ax.set_title(f"NTK drift vs {s.symbol}; fitted slope {common.ci_text(s.slopes['ntk_drift'], 2)}", fontsize=9)
+    fig.suptitle("parameter movement and NTK drift (dashed: theory slope)", fontsize=11)
+    return fig
+
+
+def _distance_figure(sweeps: list[Sweep], config: KernelRegimeConfig):
+    from overparam.report import errorbar_plot, new_figure
+
+    fig, axes = new_figure(2, len(sweeps), width=5.8 * len(sweeps), height=8.6, squeeze=False)
+    for column, s in enumerate(sweeps):
+        ax = axes[0, column]
+        ax.axhline(DISTANCE_SMALL, color="tab:red", linestyle="-.", linewidth=1.0,
+                   label=f"claim threshold {DISTANCE_SMALL:g}")
+        _loglog(ax, s, "lin_distance", THEORY[s.key], _relu_second(s, config), "measured (test set)", "tab:blue")
+        ax.set_ylabel(r"$\|f_T-f_{lin}\|\,/\,\|f_{lin}\|$ (test outputs)")
+        ax.set_title(f"distance to kernel regression with Θ_0; fitted slope "
+                     f"{common.ci_text(s.slopes['lin_distance'], 2)}", fontsize=9)
+        ax = axes[1, column]
+        xs, est, low, high, ns = _series(s, "argmax_agreement")
+        errorbar_plot(ax, xs, est, low, high, "network vs f_lin, test set", ns, color="tab:blue")
+        _log_x(ax, s)
+        ax.set_ylim(None, 1.005)
+        ax.set_ylabel("argmax agreement (fraction of test examples)")
+        ax.set_title(f"same predicted class as kernel regression vs {s.symbol}", fontsize=9)
+    fig.suptitle("how close the trained network is to its linearization (dashed: theory slope)", fontsize=11)
+    return fig
+
+
+def _log_x(ax, s: Sweep) -> None:
+    xs = list(s.by_value)
+    ax.set_xscale("log")
+    ax.set_xticks(xs, [s.label(v) for v in xs])
+    ax.minorticks_off()
+    ax.set_xlabel(_xlabel(s))
+
+
+def _accuracy_figure(sweeps: list[Sweep], infinite):
+    """Test accuracy (top, with the infinite-width kernel's) and train accuracy (bottom) of the
+    network and of kernel regression with its initial NTK, per sweep."""
+    from overparam.report import errorbar_plot, new_figure
+
+    fig, axes = new_figure(2, len(sweeps), width=5.8 * len(sweeps), height=8.2, squeeze=False)
+    for column, s in enumerate(sweeps):
+        for row, split in enumerate(("test", "train")):
+            ax = axes[row, column]
+            for metric, label, colour, marker in ((f"net_{split}_acc", "network", "tab:blue", "o"),
+                                                  (f"kernel_{split}_acc", "kernel regression with Θ_0", "tab:orange",
+                                                   "s")):
+                xs, est, low, high, ns = _series(s, metric)
+                errorbar_plot(ax, xs, est, low, high, label, ns, color=colour, marker=marker, legend=False)
+            if split == "test" and infinite is not None:
+                ax.axhline(infinite[0], color="0.4", linestyle="--", linewidth=1.2,
+                           label="infinite-width NTK, same GD")
+            _log_x(ax, s)
+            ax.set_ylabel(f"{split} accuracy")
+            ax.legend(fontsize=8, frameon=False)
+        gap = s.gap
+        axes[0, column].set_title(f"test accuracy; rich − lazy {100 * gap[0]:+.1f} pp [{100 * gap[1]:+.1f}, "
+                                  f"{100 * gap[2]:+.1f}]", fontsize=9)
+        axes[1, column].set_title("train accuracy (same runs)", fontsize=9)
+        axes[1, column].set_ylim(min(axes[1, column].get_ylim()[0], 0.9), 1.005)  # no zoom into rounding-level gaps
+    fig.suptitle("network vs kernel regression with its initial NTK", fontsize=11)
+    return fig
+
+
+STUDY = Study(
+    name=NAME,
+    description="lazy vs rich training: movement, NTK drift and distance to kernel regression with the initial NTK "
+                "vs width and init scale α (Chizat et al.)",
+    config_type=KernelRegimeConfig,
+    grid=grid,
+    run_one=run_one,
+    summarize=summarize,
+    presets={
+        "tiny": {"data": {"name": "mnist1d", "n_train": 40, "n_test": 60, "seed": 0},
+                 "widths": [8, 64], "alphas": [0.5, 8.0], "alpha_sweep_width": 64, "steps": 20, "eval_every": 10,
+                 "seeds": 3},
+        "quick": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 500, "seed": 0},
+                  "widths": [16, 64, 256, 1024, 2048], "alphas": [0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
+                  "alpha_sweep_width": 256, "steps": 500, "seeds": 3},
+        "paper": {"data": {"name": "mnist", "n_train": 1000, "n_test": 2000, "seed": 0, "standardize": True},
+                  "widths": [10, 30, 100, 300, 1000, 3000, 10000], "alphas": [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0],
+                  "alpha_sweep_width": 1000, "steps": 2000, "eval_every": 200, "seeds": 5},
+    },
+)

@@ -1,0 +1,742 @@
+"""``label_noise``: SGD on data with a fraction of flipped labels — clean examples are fitted
+first, noisy ones late; early stopping catches the model in between.
+
+After Zhang et al. 2017 ("Understanding deep learning requires rethinking generalization":
+networks fit even random labels), Arpit et al. 2017 ("A closer look at memorization in deep
+networks": real patterns are learned before noise is memorized), Li, Soltanolkotabi & Oymak 2020
+("Gradient descent with early stopping is provably robust to label noise") and Liu et al. 2020
+("Early-learning regularization prevents memorization of noisy labels": early on the gradient is
+dominated by the clean examples, later by the noisy ones).
+
+Grid: label-noise fraction p x seed. A fraction p of the training labels is replaced by a
+uniformly random *incorrect* class (:func:`overparam.data.transforms.add_label_noise`); the
+flipped positions are ``Dataset.noisy_indices`` (N, |N| = round(p n)), the rest are clean (C).
+Unless ``data.seed`` is set, the noise draw follows the run's seed, so the CIs over seeds cover
+the noise draw as well as the initialization and data order. Each run trains one model (no
+batching of seeds: the measures run as a training callback); the training loop's own evaluation
+runs only at the start and the end (``train.eval_every`` defaults to beyond the run's length).
+
+Every ``record_every`` steps (and at step 0 and the last step) the callback (:class:`Tracker`)
+measures, with the model in eval mode, on every training example (the gradients: on a fixed
+random subset of ``grad_examples``) and on the test set, with ℓ_i the training loss of example i
+against its *training* label (noisy on N). Cost per record: one forward pass over the training
+and test sets, and one forward and two backward passes over the gradient subset.
+
+- accuracy on C and on N against the noisy labels (memorization of N), and on N against the
+  original labels (whether the model still predicts the true class of a mislabeled example);
+- mean loss on C and N, and the noisy share of the summed loss, Σ_N ℓ_i / Σ_{N∪C} ℓ_i;
+- the per-example gradient weighting. With G_S = Σ_{i∈S} ∇_θ ℓ_i (a sum, so G = G_N + G_C is
+  n times the full-batch gradient of the mean loss):
+    * ``noisy_grad_share`` = <G_N, G> / ||G||². The additive share of the noisy examples in the
+      full-batch gradient along its own direction (the clean share is 1 minus it); equivalently
+      the fraction of the first-order decrease of the summed training loss under a full-batch
+      step θ -> θ - ηG that is a decrease of the noisy examples' loss (η<G_N, G> of η||G||²).
+      Below 0 the step raises the noisy loss; above 1 it raises the clean loss. Compared with
+      the noisy fraction |N|/n (≈ p; measured on the gradient subset): a share below it means a
+      noisy example weighs less than a clean one.
+    * ``noisy_grad_norm_ratio`` = ||G_N|| / ||G||; per-example contributions ||G_N||/|N| and
+      ||G_C||/|C|; cos(G_N, G_C).
+- test accuracy, on a validation part of the test split (``validation_fraction`` of it, a fixed
+  random subset) and on the held-out rest.
+
+Per run: the first recorded step at which the accuracy on C, and on N (noisy labels), reaches
+``fit_threshold`` (None when it never does); the early-stopping step, the recorded step of
+maximal validation accuracy (first of ties), and the held-out test accuracy there and at the end
+(selecting on the validation part and reporting on the held-out part keeps the selection from
+inflating the reported accuracy); the noisy gradient share averaged over the records from the
+first one after step 0 up to the early-stopping step (the early-learning phase) and over the
+records after it (the memorization phase), and its value at initialization.
+
+Claims, at the highest noise level p_max (the table reports every level):
+
+- ``noisy_fitted_late``: steps to ``fit_threshold`` on N / steps to it on C > 1 (ratio of means
+  over seeds, paired by seed). A run that never reaches the threshold on N counts with its last
+  step, so the ratio is then a lower bound.
+- ``early_stopping_helps``: held-out test accuracy at the early-stopping step minus at the end
+  > 0 (mean over seeds).
+- ``early_stopping_gain_grows`` (when p = 0 is in the grid): that gain at p_max minus the gain
+  without noise > 0 (paired by seed: the same initialization and data order).
+- ``noisy_weight_small_early``: mean noisy gradient share over the early-learning phase minus the
+  noisy fraction < 0.
+- ``noisy_weight_grows``: mean noisy gradient share in the memorization phase minus in the
+  early-learning phase > 0 (paired by seed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from overparam.errors import ConfigError, check_positive_int
+from overparam.studies import common
+from overparam.studies.base import RunOutcome, RunSpec, Study
+
+NAME = "label_noise"
+SPLIT_SEED = 0  # the validation/held-out split of the test set and the gradient subset: the same in every run
+QUICK_DATA = {"name": "mnist1d", "num_samples": 8000, "train_split": 0.5}  # 4000 train / 4000 test signals
+# 125 divides 4000: no partial last batch, whose noisier step at this LR knocks the training accuracy down
+QUICK_TRAIN = {"optimizer": "sgd", "lr": 0.2, "momentum": 0.0, "batch_size": 125, "epochs": 60}
+LOOP_EVAL_EVERY = 10**9  # steps between the training loop's own evaluations: beyond any run's length
+BOOTSTRAP_RESAMPLES = 2000  # for the figures' CI bands (the claims use overparam.report's CIs)
+
+
+@dataclass(frozen=True)
+class LabelNoiseConfig:
+    # Shared by every run; label noise is the study's axis (``label_noise``), not a data option.
+    data: dict[str, Any] = field(default_factory=lambda: dict(QUICK_DATA))
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "mlp", "width": 256, "depth": 2})
+    train: dict[str, Any] = field(default_factory=lambda: dict(QUICK_TRAIN))
+    label_noise: tuple[float, ...] = (0.0, 0.2, 0.4)
+    record_every: int = 50  # steps between measurements
+    fit_threshold: float = 0.9  # accuracy at which a set of examples counts as fitted
+    validation_fraction: float = 0.5  # part of the test split that picks the early-stopping step
+    grad_examples: int | None = 1000  # training examples the gradients are measured on (None: all)
+    seeds: int = 3
+
+    def __post_init__(self) -> None:
+        from overparam.config import RunConfig
+
+        check_positive_int("seeds", self.seeds)
+        check_positive_int("record_every", self.record_every)
+        noise = tuple(self.label_noise) if isinstance(self.label_noise, (list, tuple)) else (self.label_noise,)
+        if not noise or len(set(noise)) != len(noise):
+            raise ConfigError(f"label_noise must be a non-empty list of fractions without repeats, got "
+                              f"{self.label_noise!r}")
+        for p in noise:
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+                raise ConfigError(f"each label_noise value must be a fraction in [0, 1), got {p!r}")
+        if max(noise) <= 0:
+            raise ConfigError(f"label_noise needs at least one fraction > 0 (the study compares noisy with clean "
+                              f"examples), got {list(noise)!r}")
+        t = self.fit_threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < t <= 1.0:
+            raise ConfigError(f"fit_threshold must be an accuracy in (0, 1], got {t!r}")
+        v = self.validation_fraction
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v < 1.0:
+            raise ConfigError(f"validation_fraction must be a fraction in (0, 1) (the rest of the test split is "
+                              f"held out), got {v!r}")
+        if self.grad_examples is not None:
+            check_positive_int("grad_examples (or null for all training examples)", self.grad_examples, minimum=2)
+        for name in ("data", "model", "train"):
+            if not isinstance(getattr(self, name), dict):
+                raise ConfigError(f"{name} must be a mapping, got {getattr(self, name)!r}")
+        if "label_noise" in self.data:
+            raise ConfigError(f"set label noise with the study's label_noise list (e.g. label_noise=[0, 0.2, 0.4]), "
+                              f"not data.label_noise (got {self.data['label_noise']!r})")
+        # the sections as a run would read them (unknown keys, bad values)
+        RunConfig.from_dict({"data": self.data, "model": self.model, "train": self.train})
+
+
+def _levels(config: LabelNoiseConfig) -> list[float]:
+    noise = config.label_noise if isinstance(config.label_noise, (list, tuple)) else (config.label_noise,)
+    return sorted(float(p) for p in noise)
+
+
+def grid(config: LabelNoiseConfig) -> list[RunSpec]:
+    """noise level x seed; every distinct (data, model) is built on the meta device first."""
+    settings = {"record_every": config.record_every, "fit_threshold": float(config.fit_threshold),
+                "validation_fraction": float(config.validation_fraction),
+                "grad_examples": config.grad_examples, "split_seed": SPLIT_SEED}
+    # The loop's own per-epoch evaluation would repeat the tracker's forward passes: unless train.eval_every
+    # is set, the loop evaluates only at the start and the end.
+    train = {"eval_every": LOOP_EVAL_EVERY, **config.train}
+    specs = [common.spec(NAME, common.run_config({**config.data, "label_noise": p}, config.model, train, seed),
+                         label_noise=p, **settings)
+             for p in _levels(config) for seed in range(config.seeds)]
+    common.validate_specs(specs)
+    return specs
+
+
+# --- the measures --------------------------------------------------------------------------------
+
+
+def noise_mask(dataset: Any) -> Tensor:
+    """(n_train,) bool: True at the training examples whose label was flipped
+    (``Dataset.noisy_indices``). Checked against the labels: exactly the positions where the
+    training label differs from ``clean_y_train`` (all False without noise)."""
+    mask = torch.zeros(dataset.n_train, dtype=torch.bool, device=dataset.y_train.device)
+    mask[dataset.noisy_indices.to(mask.device)] = True
+    if dataset.clean_y_train is not None:
+        differs = dataset.y_train != dataset.clean_y_train.to(dataset.y_train.device)
+        if not torch.equal(differs, mask):
+            raise ConfigError("the dataset's noisy_indices do not match the labels that differ from clean_y_train")
+    elif bool(mask.any()):
+        raise ConfigError("the dataset lists noisy indices but has no clean labels (clean_y_train is None)")
+    return mask
+
+
+def per_example_loss(loss: str, outputs: Tensor, y: Tensor, num_classes: int) -> Tensor:
+    """(n,) losses ℓ_i whose mean is the training loop's batch loss
+    (:func:`overparam.train.loss_function`): cross_entropy -log softmax(f(x_i))[y_i]; mse
+    (1/k) Σ_j (f(x_i)_j - [y_i = j])² with one-hot targets over the k = ``num_classes`` outputs."""
+    if loss == "cross_entropy":
+        return F.cross_entropy(outputs, y, reduction="none")
+    if loss == "mse":
+        return (outputs - F.one_hot(y, num_classes).to(outputs.dtype)).pow(2).mean(dim=1)
+    raise ConfigError(f"label_noise needs a classification loss; got {loss!r}, accepted: 'cross_entropy', 'mse'")
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def split_gradients(model: nn.Module, x: Tensor, y: Tensor, noisy: Tensor, loss: str, num_classes: int,
+                    chunk: int = 4096) -> dict[str, float]:
+    """Inner products of the summed loss gradients of the noisy and the clean examples.
+
+    With ℓ_i = ``per_example_loss`` of example i (against its label y_i) and
+    G_S = Σ_{i∈S} ∇_θ ℓ_i over the trainable parameters, for S = N (``noisy`` True) and C (the
+    rest): returns, in float64, ``nn`` = ||G_N||², ``cc`` = ||G_C||², ``nc`` = <G_N, G_C>. The
+    model runs in eval mode (restored afterwards); ``.grad`` is not touched (torch.autograd.grad).
+
+    Shapes: x (n, ...), y (n,), noisy (n,) bool. Cost: one forward and two backward passes over
+    the n examples, ``chunk`` at a time; memory O(chunk activations + 2P).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    sums = {"N": [torch.zeros_like(p) for p in params], "C": [torch.zeros_like(p) for p in params]}
+    with _eval_mode(model), torch.enable_grad():
+        for start in range(0, len(x), chunk):
+            xc, yc, mc = x[start:start + chunk], y[start:start + chunk], noisy[start:start + chunk]
+            per_example = per_example_loss(loss, model(xc), yc, num_classes)
+            parts = [(key, members) for key, members in (("N", mc), ("C", ~mc)) if bool(members.any())]
+            for j, (key, members) in enumerate(parts):
+                grads = torch.autograd.grad(per_example[members].sum(), params, retain_graph=j < len(parts) - 1,
+                                            allow_unused=True)
+                for total, g in zip(sums[key], grads):
+                    if g is not None:
+                        total.add_(g)
+    g_n = torch.cat([g.reshape(-1) for g in sums["N"]]).to(torch.float64)
+    g_c = torch.cat([g.reshape(-1) for g in sums["C"]]).to(torch.float64)
+    return {"nn": float(g_n @ g_n), "cc": float(g_c @ g_c), "nc": float(g_n @ g_c)}
+
+
+def gradient_weighting(nn_: float, cc: float, nc: float, n_noisy: int, n_clean: int) -> dict[str, float]:
+    """From ||G_N||², ||G_C||² and <G_N, G_C> (see :func:`split_gradients`), with G = G_N + G_C:
+    ``noisy_grad_share`` <G_N, G>/||G||², ``noisy_grad_norm_ratio`` ||G_N||/||G||, the per-example
+    contributions ||G_N||/|N| and ||G_C||/|C|, and ``grad_cosine`` cos(G_N, G_C) (NaN where a
+    norm is 0)."""
+    total = nn_ + 2 * nc + cc
+    nan = math.nan
+    return {
+        "noisy_grad_share": (nn_ + nc) / total if total > 0 else nan,
+        "noisy_grad_norm_ratio": math.sqrt(nn_ / total) if total > 0 else nan,
+        "noisy_grad_per_example": math.sqrt(nn_) / n_noisy if n_noisy else nan,
+        "clean_grad_per_example": math.sqrt(cc) / n_clean if n_clean else nan,
+        "grad_cosine": nc / math.sqrt(nn_ * cc) if nn_ > 0 and cc > 0 else nan,
+    }
+
+
+def _subset(n: int, size: int | None, seed: int) -> Tensor | None:
+    """Sorted indices of a fixed random subset of ``size`` of range(n) (None: all)."""
+    if size is None or size >= n:
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=gen)[:size].sort().values
+
+
+@torch.no_grad()
+def _outputs(model: nn.Module, x: Tensor, chunk: int) -> Tensor:
+    with _eval_mode(model):
+        return torch.cat([model(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+
+
+class Tracker:
+    """The training callback: measures (see the module docstring) at each call and appends to
+    ``series`` (name -> list, one entry per call; ``series['step']`` the steps). Accuracies and
+    losses use every training example; the gradients a fixed random subset of
+    ``grad_examples`` (all when None)."""
+
+    def __init__(self, loss: str, validation_fraction: float, grad_examples: int | None, split_seed: int,
+                 chunk: int) -> None:
+        self.loss, self.validation_fraction = loss, validation_fraction
+        self.grad_examples, self.split_seed, self.chunk = grad_examples, split_seed, chunk
+        self.series: dict[str, list[float]] = {"step": []}
+        self._setup: dict[str, Any] | None = None
+        self.grad_noisy_fraction = math.nan  # |N|/n among the examples the gradients are measured on
+
+    def _prepare(self, data: Any) -> dict[str, Any]:
+        if data.num_classes is None:
+            raise ConfigError(f"label_noise needs a classification dataset; {data.name!r} is regression")
+        if data.n_test < 2:
+            raise ConfigError(f"label_noise splits the test set into validation and held-out parts; it needs at "
+                              f"least 2 test examples, got {data.n_test}")
+        noisy = noise_mask(data)
+        device = data.x_train.device
+        index = _subset(data.n_train, self.grad_examples, self.split_seed)
+        index = torch.arange(data.n_train) if index is None else index
+        order = torch.randperm(data.n_test, generator=torch.Generator().manual_seed(self.split_seed + 1))
+        n_val = min(data.n_test - 1, max(1, round(self.validation_fraction * data.n_test)))
+        validation = torch.zeros(data.n_test, dtype=torch.bool)
+        validation[order[:n_val]] = True
+        clean_y = data.y_train if data.clean_y_train is None else data.clean_y_train
+        self.grad_noisy_fraction = float(noisy[index.to(noisy.device)].float().mean())
+        return {"noisy": noisy, "clean_y": clean_y, "grad_index": index.to(device),
+                "validation": validation.to(device)}
+
+    def __call__(self, state: Any) -> None:
+        data, model = state.data, state.model
+        if self._setup is None:
+            self._setup = self._prepare(data)
+        s = self._setup
+        noisy, clean = s["noisy"], ~s["noisy"]
+        outputs = _outputs(model, data.x_train, self.chunk)
+        losses = per_example_loss(self.loss, outputs, data.y_train, data.num_classes)
+        predictions = outputs.argmax(dim=1)
+        correct = predictions == data.y_train
+        values: dict[str, float] = {}
+        values["clean_train_acc"] = float(correct[clean].float().mean())
+        values["clean_loss"] = float(losses[clean].mean())
+        if bool(noisy.any()):
+            values["noisy_train_acc"] = float(correct[noisy].float().mean())
+            values["noisy_true_acc"] = float((predictions[noisy] == s["clean_y"][noisy]).float().mean())
+            values["noisy_loss"] = float(losses[noisy].mean())
+            total = float(losses.sum())
+            values["noisy_loss_share"] = float(losses[noisy].sum()) / total if total > 0 else math.nan
+            index = s["grad_index"]
+            members = noisy[index]
+            grads = split_gradients(model, data.x_train[index], data.y_train[index], members, self.loss,
+                                    data.num_classes, self.chunk)
+            n_noisy = int(members.sum())
+            values.update(gradient_weighting(grads["nn"], grads["cc"], grads["nc"], n_noisy, len(index) - n_noisy))
+        hits = (_outputs(model, data.x_test, self.chunk).argmax(dim=1) == data.y_test).float()
+        values["val_acc"] = float(hits[s["validation"]].mean())
+        values["heldout_acc"] = float(hits[~s["validation"]].mean())
+        values["test_acc"] = float(hits.mean())
+        self.series["step"].append(state.step)
+        for name, value in values.items():
+            self.series.setdefault(name, []).append(value)
+
+
+# --- per-run summaries of the recorded series ----------------------------------------------------
+
+
+def first_step_reaching(steps: Sequence[int], values: Sequence[float], threshold: float) -> int | None:
+    """The first step whose value is >= ``threshold`` (None if none is)."""
+    for step, value in zip(steps, values):
+        if value >= threshold:
+            return int(step)
+    return None
+
+
+def early_stopping(steps: Sequence[int], validation: Sequence[float], heldout: Sequence[float]) -> dict[str, Any]:
+    """The step of maximal validation accuracy (the first of ties) and the held-out accuracy
+    there and at the last step; ``early_stopping_gain`` is their difference."""
+    best = int(np.argmax(np.asarray(validation, dtype=float)))
+    return {"early_stopping_step": int(steps[best]), "early_stopping_acc": float(heldout[best]),
+            "final_heldout_acc": float(heldout[-1]),
+            "early_stopping_gain": float(heldout[best]) - float(heldout[-1])}
+
+
+def phase_means(steps: Sequence[int], values: Sequence[float], boundary: int) -> tuple[float, float]:
+    """Means of the finite values recorded at 0 < step <= boundary (early) and step > boundary
+    (late); NaN for a phase without any."""
+    s, v = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    finite = np.isfinite(v)
+    early = finite & (s > 0) & (s <= boundary)
+    late = finite & (s > boundary)
+    return (float(v[early].mean()) if early.any() else math.nan, float(v[late].mean()) if late.any() else math.nan)
+
+
+def run_metrics(series: Mapping[str, Sequence[float]], fit_threshold: float) -> dict[str, Any]:
+    """The per-run metrics (module docstring) from a run's recorded series."""
+    steps = [int(s) for s in series["step"]]
+    out: dict[str, Any] = {"last_step": steps[-1]}
+    for which in ("clean", "noisy"):
+        acc = series.get(f"{which}_train_acc")
+        if acc:
+            out[f"{which}_fit_step"] = first_step_reaching(steps, acc, fit_threshold)
+            out[f"max_{which}_train_acc"] = float(max(acc))
+            out[f"final_{which}_train_acc"] = float(acc[-1])
+    out.update(early_stopping(steps, series["val_acc"], series["heldout_acc"]))
+    share = series.get("noisy_grad_share")
+    if share:
+        early, late = phase_means(steps, share, out["early_stopping_step"])
+        out.update(noisy_grad_share_init=float(share[0]) if steps[0] == 0 else math.nan,
+                   noisy_grad_share_early=early, noisy_grad_share_late=late, noisy_grad_share_growth=late - early)
+        loss_early, loss_late = phase_means(steps, series["noisy_loss_share"], out["early_stopping_step"])
+        out.update(noisy_loss_share_early=loss_early, noisy_loss_share_late=loss_late)
+    return out
+
+
+# --- one run -------------------------------------------------------------------------------------
+
+
+def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
+    """Train with the :class:`Tracker` as a callback every ``record_every`` steps."""
+    from overparam import run
+    from overparam.config import RunConfig
+    from overparam.train import Callback
+
+    settings = spec.params
+    config = RunConfig.from_dict(settings["run"])
+    tracker = Tracker(config.train.loss, settings["validation_fraction"], settings["grad_examples"],
+                      settings["split_seed"], config.train.eval_batch_size)
+    record = run.run_one(config, device=device, callbacks=[Callback(tracker, every=settings["record_every"])],
+                         quiet=True)
+    series = tracker.series
+    metrics = dict(record.metrics)
+    # the loop's early stopping (minimal loss on the whole test split) is replaced by the tracker's
+    metrics.pop("early_stopping_test_acc", None)
+    metrics.update(run_metrics(series, settings["fit_threshold"]))
+    metrics["label_noise"] = settings["label_noise"]
+    metrics["grad_noisy_fraction"] = tracker.grad_noisy_fraction
+    metrics["series"] = {name: list(values) for name, values in series.items()}  # for the summary's figures
+    curves = dict(record.curves)
+    curves.update({f"tracked_{name}": list(zip(series["step"], values))
+                   for name, values in series.items() if name != "step"})
+    return RunOutcome(record.status, metrics, curves, record.wall_time_s, record.provenance)
+
+
+# --- summary -------------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> float:
+    """A stored metric as a float (the store writes non-finite floats as strings; None is NaN)."""
+    try:
+        return math.nan if value is None else float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _by_seed(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[int, float]:
+    return {int(r["seed"]): _number(r["metrics"].get(metric)) for r in rows}
+
+
+def _fit_steps(rows: Sequence[Mapping[str, Any]], which: str, censor: bool) -> tuple[dict[int, float], int]:
+    """Steps to the fit threshold per seed, and how many runs never reached it. Such a run counts
+    with its last step (a lower bound) when ``censor``, else as NaN (unknown)."""
+    out, never = {}, 0
+    for r in rows:
+        step = r["metrics"].get(f"{which}_fit_step")
+        if step is None:
+            never += 1
+            step = r["metrics"].get("last_step") if censor else None
+        out[int(r["seed"])] = _number(step)
+    return out, never
+
+
+def _paired(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[list[float], list[float]]:
+    seeds = sorted(set(a) & set(b))
+    return [a[s] for s in seeds], [b[s] for s in seeds]
+
+
+def _stack(rows: Sequence[Mapping[str, Any]], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps (T,), values (S, T)) of a recorded series over the runs that have it, on the steps
+    every one of them recorded."""
+    series = [r["metrics"].get("series", {}) for r in rows]
+    series = [s for s in series if name in s and "step" in s]
+    if not series:
+        return np.zeros(0), np.zeros((0, 0))
+    common_steps = sorted(set.intersection(*(set(int(t) for t in s["step"]) for s in series)))
+    matrix = [[_number(dict(zip((int(t) for t in s["step"]), s[name]))[t]) for t in common_steps] for s in series]
+    return np.asarray(common_steps, dtype=float), np.asarray(matrix, dtype=float)
+
+
+def band(values: np.ndarray, num_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over seeds (rows of ``values``, (S, T)) and a 95% percentile-bootstrap band: seeds
+    are resampled with replacement (whole curves), the mean curve recomputed, and the 2.5/97.5
+    percentiles taken per column. NaN band with one seed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column without finite values
+        mean = np.nanmean(values, axis=0)
+        if len(values) < 2:
+            return mean, np.full_like(mean, np.nan), np.full_like(mean, np.nan)
+        rng = np.random.default_rng(seed)
+        index = rng.integers(0, len(values), size=(num_resamples, len(values)))
+        means = np.nanmean(values[index], axis=1)  # (B, T)
+        low, high = np.nanpercentile(means, [2.5, 97.5], axis=0)
+    return mean, low, high
+
+
+def _level_stats(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Everything the table, the claims and the text need at one noise level."""
+    from overparam.report import bootstrap_ci, ratio_ci
+
+    metrics = ("early_stopping_step", "early_stopping_acc", "final_heldout_acc", "early_stopping_gain",
+               "final_clean_train_acc", "final_noisy_train_acc", "noisy_grad_share_init", "noisy_grad_share_early",
+               "noisy_grad_share_late",
+               "noisy_grad_share_growth", "noisy_loss_share_early", "grad_noisy_fraction")
+    out: dict[str, Any] = {"n": len(rows), "rows": rows}
+    out.update({m: bootstrap_ci([_number(r["metrics"].get(m)) for r in rows]) for m in metrics})
+    # a clean step that was never reached leaves the ratio unknown (NaN, dropped); a noisy one makes
+    # the ratio a lower bound (its last step), which can only understate "noisy fitted late"
+    clean, out["clean_never"] = _fit_steps(rows, "clean", censor=False)
+    out["clean_fit"] = bootstrap_ci(list(clean.values()))
+    if any("noisy_fit_step" in r["metrics"] for r in rows):
+        noisy, out["noisy_never"] = _fit_steps(rows, "noisy", censor=True)
+        out["noisy_fit"] = bootstrap_ci(list(noisy.values()))
+        out["fit_ratio"] = ratio_ci(*_paired(noisy, clean))
+        excess = [_number(r["metrics"].get("noisy_grad_share_early")) - _number(r["metrics"].get("grad_noisy_fraction"))
+                  for r in rows]
+        out["share_excess_early"] = bootstrap_ci(excess)
+    return out
+
+
+def _claims(stats: dict[float, dict[str, Any]], config: LabelNoiseConfig) -> list:
+    from overparam.report import Claim, bootstrap_ci
+
+    top = max(stats)
+    s = stats[top]
+    where = f"at label noise p = {top:g} ({config.seeds} seeds planned, n = {s['n']} finished)"
+    if "fit_ratio" not in s:
+        return []
+    threshold = f"{config.fit_threshold:.0%}"
+    claims = [
+        Claim.from_ci(
+            "label_noise.noisy_fitted_late", NAME,
+            f"Noisy labels are fitted late {where}: steps until the training accuracy on the flipped examples "
+            f"(against their noisy labels) reaches {threshold} / steps until the clean examples reach it > 1 "
+            f"(ratio of means over seeds, paired by seed; a run that never gets there counts with its last step, "
+            f"a lower bound).",
+            "Arpit et al. 2017: networks fit the clean examples first and memorize noisy labels later (and, Zhang "
+            "et al. 2017, eventually fit them all)",
+            s["fit_ratio"], greater_than=1.0,
+            details={"noisy_never_fitted": s["noisy_never"], "clean_never_fitted": s["clean_never"]}),
+        Claim.from_ci(
+            "label_noise.early_stopping_helps", NAME,
+            f"Early stopping helps under label noise {where}: held-out test accuracy at the early-stopping step "
+            f"(maximal accuracy on a separate validation part of the test split) minus at the end of training > 0.",
+            "Li, Soltanolkotabi & Oymak 2020; Arpit et al. 2017: test accuracy peaks before the noisy labels are "
+            "memorized, so early stopping is robust to label noise",
+            s["early_stopping_gain"], greater_than=0.0),
+    ]
+    if 0.0 in stats and top > 0:
+        gain_noisy, gain_clean = _by_seed(s["rows"], "early_stopping_gain"), _by_seed(stats[0.0]["rows"],
+                                                                                       "early_stopping_gain")
+        noisy, clean = _paired(gain_noisy, gain_clean)
+        difference = bootstrap_ci([a - b for a, b in zip(noisy, clean)])
+        claims.append(Claim.from_ci(
+            "label_noise.early_stopping_gain_grows", NAME,
+            f"The gain from early stopping is larger with label noise p = {top:g} than without: gain(p = {top:g}) "
+            f"- gain(p = 0) > 0 (paired by seed: same initialization and data order).",
+            "early stopping matters because of the noise: without noise, late training costs little",
+            difference, greater_than=0.0))
+    claims += [
+        Claim.from_ci(
+            "label_noise.noisy_weight_small_early", NAME,
+            f"During early learning the noisy examples carry less than their share of the gradient {where}: "
+            f"<G_N, G>/||G||² (G_N the summed loss gradient of the noisy examples, G of all) averaged over the "
+            f"records up to the early-stopping step, minus the noisy fraction of the examples it is measured on, < 0.",
+            "Liu et al. 2020 (ELR): in the early-learning phase the gradient is dominated by the clean examples",
+            s["share_excess_early"], less_than=0.0),
+        Claim.from_ci(
+            "label_noise.noisy_weight_grows", NAME,
+            f"The noisy examples' share of the gradient grows once early learning is over {where}: mean "
+            f"<G_N, G>/||G||² after the early-stopping step minus up to it > 0.",
+            "Liu et al. 2020 (ELR): later, the noisy examples' gradient dominates, and they are memorized",
+            s["noisy_grad_share_growth"], greater_than=0.0),
+    ]
+    return claims
+
+
+def _table(stats: dict[float, dict[str, Any]]) -> str:
+    def cell(s: dict[str, Any], key: str, digits: int = 3) -> str:
+        return common.ci_text(s[key], digits) if key in s else "—"
+
+    header = ["p", "n", "steps to fit clean", "steps to fit noisy", "noisy/clean steps", "final acc clean / noisy",
+              "early-stop step", "test acc at early stop", "test acc at end", "gain",
+              "noisy grad share: init", "early", "late", "noisy fraction"]
+    body = []
+    for p, s in stats.items():
+        censored = f" ({s['noisy_never']} never: last step)" if s.get("noisy_never") else ""
+        final = common.fmt(s["final_clean_train_acc"][0], 3) + " / " + (
+            common.fmt(s["final_noisy_train_acc"][0], 3) if "noisy_fit" in s else "—")
+        unreached = f" ({s['clean_never']} never)" if s["clean_never"] else ""
+        body.append([f"{p:g}", s["n"], cell(s, "clean_fit", 4) + unreached, cell(s, "noisy_fit", 4) + censored,
+                     cell(s, "fit_ratio"), final, cell(s, "early_stopping_step", 4), cell(s, "early_stopping_acc"),
+                     cell(s, "final_heldout_acc"), cell(s, "early_stopping_gain"),
+                     *([cell(s, "noisy_grad_share_init"), cell(s, "noisy_grad_share_early"),
+                        cell(s, "noisy_grad_share_late"), common.fmt(s["grad_noisy_fraction"][0], 3)]
+                       if "noisy_fit" in s else ["—"] * 4)])
+    return common.table(header, body)
+
+
+def _reading(stats: dict[float, dict[str, Any]], config: LabelNoiseConfig) -> str:
+    top = max(stats)
+    s = stats[top]
+    if "fit_ratio" not in s:
+        return "No finished run with label noise yet."
+    ratio, gain = s["fit_ratio"], s["early_stopping_gain"]
+    late = ("later" if ratio.decided and ratio.low > 1 else
+            "not clearly later" if not (ratio.decided and ratio.high < 1) else "earlier")
+    helps = ("higher" if gain.decided and gain.low > 0 else
+             "lower" if gain.decided and gain.high < 0 else "not decidedly different")
+    text = (f"At p = {top:g} the flipped examples reached {config.fit_threshold:.0%} training accuracy (on their "
+            f"noisy labels) {late} than the clean ones: after {common.ci_text(s['noisy_fit'], 4)} vs "
+            f"{common.ci_text(s['clean_fit'], 4)} steps, a ratio of {common.ci_text(ratio, 3)}. Held-out test "
+            f"accuracy at the early-stopping step was {helps} than at the end "
+            f"({common.ci_text(s['early_stopping_acc'], 3)} vs {common.ci_text(s['final_heldout_acc'], 3)}; gain "
+            f"{common.ci_text(gain, 3)}).")
+    if 0.0 in stats:
+        text += (f" Without noise the same gain was {common.ci_text(stats[0.0]['early_stopping_gain'], 3)} (a gain "
+                 f"there would be ordinary overfitting, not the noise).")
+    text += (f" The noisy examples' share of the full-batch gradient, <G_N, G>/||G||², was "
+             f"{common.ci_text(s['noisy_grad_share_init'], 3)} at initialization, averaged "
+             f"{common.ci_text(s['noisy_grad_share_early'], 3)} over the records after it up to the early-stopping "
+             f"step and "
+             f"{common.ci_text(s['noisy_grad_share_late'], 3)} after it, against a noisy fraction of "
+             f"{common.fmt(s['grad_noisy_fraction'][0], 3)} among the examples it is measured on; their share of "
+             f"the summed loss averaged {common.ci_text(s['noisy_loss_share_early'], 3)} early.")
+    excess, init, growth = s["share_excess_early"], s["noisy_grad_share_init"], s["noisy_grad_share_growth"]
+    if excess.decided and excess.low > 0:
+        at_init = init.decided and init.high < s["grad_noisy_fraction"][0]
+        text += (" So " + ("a noisy example weighs less than a clean one only at initialization; " if at_init else "")
+                 + "the noisy examples, whose losses are larger, carry more than their share of the gradient already "
+                 "during early learning" + (", and their share grows further as they are memorized."
+                                            if growth.decided and growth.low > 0 else "."))
+    elif excess.decided and excess.high < 0:
+        text += " So during early learning a noisy example weighs less in the gradient than a clean one."
+    if 0.0 in stats:
+        text += (f" The held-out accuracy without noise, {common.ci_text(stats[0.0]['final_heldout_acc'], 3)}, bounds "
+                 f"what early stopping can recover under noise.")
+    text += ("\n\nCaveats: the early-stopping step is chosen on one part of the test split and the accuracy reported "
+             "on the other, so the gain is not inflated by the selection, but it is measured only at the recorded "
+             "steps. The noise draw differs between seeds unless data.seed is set, so the intervals include it. "
+             "Steps to fit depend on the threshold and the recording interval (one record every "
+             f"{config.record_every} steps). The gradient shares are measured on "
+             + (f"a fixed subset of {config.grad_examples}" if config.grad_examples else "all")
+             + " training examples, in eval mode, between SGD steps; the share of a single record is noisy, which "
+               "is why the claims use phase averages.")
+    return text
+
+
+def _figure_fitting(stats: dict[float, dict[str, Any]], config: LabelNoiseConfig):
+    from overparam.report import new_figure
+
+    fig, axes = new_figure(1, len(stats), width=5.2 * len(stats), height=4.2, squeeze=False)
+    lines = (("clean_train_acc", "train acc, clean examples", "tab:blue", "-"),
+             ("noisy_train_acc", "train acc, noisy examples (noisy labels)", "tab:red", "-"),
+             ("noisy_true_acc", "noisy examples predicted as their true class", "tab:red", ":"),
+             ("heldout_acc", "test acc (held-out part)", "black", "-"))
+    for ax, (p, s) in zip(axes[0], stats.items()):
+        n = 0
+        for name, label, color, style in lines:
+            steps, values = _stack(s["rows"], name)
+            if not len(steps):
+                continue
+            n = max(n, len(values))
+            mean, low, high = band(values)
+            ax.plot(steps, mean, color=color, linestyle=style, label=label)
+            ax.fill_between(steps, low, high, color=color, alpha=0.18, linewidth=0)
+        stop = s["early_stopping_step"][0]
+        if math.isfinite(stop):
+            ax.axvline(stop, color="0.4", linestyle="--", linewidth=1, label="mean early-stopping step")
+        ax.axhline(config.fit_threshold, color="0.7", linestyle=":", linewidth=1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("SGD step")
+        ax.set_ylabel("accuracy (mean over seeds, 95% CI band)")
+        ax.set_title(f"label noise p = {p:g} (n={n} seeds)")
+    # the lowest noise level's panel has no noisy-example curves: its lower right stays empty for the legend
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    axes[0][0].legend(handles, labels, fontsize=8, frameon=False, loc="lower right")
+    return fig
+
+
+def _figure_weighting(stats: dict[float, dict[str, Any]], config: LabelNoiseConfig):
+    from matplotlib.ticker import FuncFormatter
+
+    from overparam.report import new_figure
+
+    noisy_levels = {p: s for p, s in stats.items() if "noisy_fit" in s}
+    fig, axes = new_figure(1, 3, width=16, height=4.4)
+    colors = dict(zip(noisy_levels, ("tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")))
+    panels = (("noisy_grad_share", "noisy share of the gradient  <G_N, G>/‖G‖²"),
+              ("noisy_loss_share", "noisy share of the summed loss  Σ_N ℓ / Σ ℓ"),
+              ("per_example_ratio", "per-example gradient: (‖G_N‖/|N|) / (‖G_C‖/|C|)"))
+    for ax, (name, label) in zip(axes, panels):
+        for p, s in noisy_levels.items():
+            color = colors.get(p)
+            if name == "per_example_ratio":
+                steps, noisy = _stack(s["rows"], "noisy_grad_per_example")
+                _, clean = _stack(s["rows"], "clean_grad_per_example")
+                with np.errstate(all="ignore"):
+                    values = noisy / clean
+            else:
+                steps, values = _stack(s["rows"], name)
+            if not len(steps):
+                continue
+            mean, low, high = band(values)
+            ax.plot(steps, mean, color=color, label=f"p = {p:g} (n={len(values)})")
+            ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
+            if name != "per_example_ratio":
+                fraction = s["grad_noisy_fraction"][0] if name == "noisy_grad_share" else p
+                ax.axhline(fraction, color=color, linestyle=":", linewidth=1.2)
+            stop = s["early_stopping_step"][0]
+            if math.isfinite(stop):
+                ax.axvline(stop, color=color, linestyle="--", linewidth=0.9, alpha=0.7)
+        if name == "per_example_ratio":
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.axhline(1.0, color="0.5", linestyle=":", linewidth=1.2)
+        ax.set_xlabel("SGD step")
+        ax.set_ylabel(label)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, frameon=False)
+    axes[0].set_title("gradient share (dotted: noisy fraction; dashed: early stop)")
+    axes[1].set_title("loss share (dotted: noise fraction p)")
+    axes[2].set_title("noisy vs clean per-example gradient (dotted: equal)")
+    return fig
+
+
+def summarize(rows: list[dict[str, Any]], config: LabelNoiseConfig) -> list:
+    from overparam.report import Section
+
+    title = "label_noise: clean examples first, noisy labels late, and early stopping"
+    done = [r for r in common.done_rows(rows) if "early_stopping_gain" in r["metrics"]]
+    by_level = common.group(done, lambda r: float(common.run_params(r)["label_noise"]))
+    if not by_level:
+        return [Section(title, "No finished runs yet.")]
+    stats = {p: _level_stats(rs) for p, rs in by_level.items()}
+    train = config.train
+    setup = (f"{config.model.get('name')} on {config.data.get('name')}, {train.get('optimizer', 'sgd')} "
+             f"(lr {train.get('lr')}, momentum {train.get('momentum', 0.9)}, batch {train.get('batch_size')}, "
+             f"{train.get('epochs', train.get('steps'))} {'epochs' if 'epochs' in train else 'steps'}), measured every "
+             f"{config.record_every} steps; fit threshold {config.fit_threshold:.0%}. Means over seeds with 95% "
+             f"bootstrap CIs.")
+    text = f"{setup}\n\n{_table(stats)}\n\n{_reading(stats, config)}"
+    figures = [("label_noise_fitting", _figure_fitting(stats, config))]
+    if any("noisy_fit" in s for s in stats.values()):
+        figures.append(("label_noise_weighting", _figure_weighting(stats, config)))
+    return [Section(title, text, figures, _claims(stats, config))]
+
+
+STUDY = Study(
+    name=NAME,
+    description="SGD with flipped labels: clean examples fitted first, noisy ones late; early stopping; "
+                "the noisy examples' share of the gradient over training",
+    config_type=LabelNoiseConfig,
+    grid=grid,
+    run_one=run_one,
+    summarize=summarize,
+    presets={
+        "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 100},
+                 "model": {"name": "mlp", "width": 32, "depth": 1},
+                 "train": {"optimizer": "sgd", "lr": 0.2, "momentum": 0.0, "batch_size": 50, "epochs": 3},
+                 "label_noise": [0.0, 0.4], "record_every": 4, "grad_examples": 100, "seeds": 2},
+        "quick": {"data": dict(QUICK_DATA), "model": {"name": "mlp", "width": 256, "depth": 2},
+                  "train": dict(QUICK_TRAIN), "label_noise": [0.0, 0.2, 0.4], "record_every": 50,
+                  "grad_examples": 1000, "seeds": 3},
+        # CIFAR-10 with up to 80% noise, as in Zhang et al. 2017 and Arpit et al. 2017; one record per epoch
+        "paper": {"data": {"name": "cifar10", "standardize": "feature"}, "model": {"name": "resnet18", "width": 64},
+                  "train": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "batch_size": 128, "epochs": 200,
+                            "eval_batch_size": 500},
+                  "label_noise": [0.0, 0.2, 0.4, 0.6, 0.8], "record_every": 391, "grad_examples": 5000, "seeds": 3},
+    },
+)

@@ -1,0 +1,147 @@
+"""The min_norm study: its methods on small problems with known limits, the summary helpers on
+hand-made data, config validation, and the tiny preset end to end (store -> summarize -> report)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from overparam.errors import ConfigError
+from overparam.references.linear import min_norm_interpolant, nearest_interpolant
+from overparam.studies import get_study
+from overparam.studies.min_norm import (
+    STUDY,
+    _peak_ratio,
+    _trace_matrix,
+    coordinate_update,
+    gd_update,
+    iterate,
+    median_band,
+    null_part,
+)
+
+F64 = torch.float64
+
+
+def _problem(n=8, p=24, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, p, generator=gen, dtype=F64), torch.randn(n, generator=gen, dtype=F64)
+
+
+def test_gd_from_zero_reaches_min_norm_and_from_w0_its_nearest_interpolant():
+    X, y = _problem()
+    step = 1.0 / float(torch.linalg.eigvalsh(X @ X.T / len(X))[-1])
+    w_mn = min_norm_interpolant(X, y)
+    w, steps, curves = iterate(gd_update(X, y, step), torch.zeros(24, dtype=F64), X, y, 1e-12, 10_000, {"d": w_mn})
+    assert 0 < steps < 10_000 and float((w - w_mn).norm() / w_mn.norm()) < 1e-10
+    assert curves["d"][0] == (0, 1.0) and curves["d"][-1][0] == steps
+    assert float(null_part(X, w).norm()) < 1e-12
+    w0 = torch.randn(24, generator=torch.Generator().manual_seed(1), dtype=F64)
+    w, _, _ = iterate(gd_update(X, y, step), w0, X, y, 1e-12, 10_000, {})
+    assert torch.allclose(w, nearest_interpolant(X, y, w0), atol=1e-10)
+    assert float((w - w_mn).norm()) == pytest.approx(float(null_part(X, w0).norm()), rel=1e-8)
+
+
+def test_coordinate_sweep_is_cyclic_exact_coordinate_descent():
+    X, y = _problem(5, 9, seed=2)
+    w = torch.randn(9, generator=torch.Generator().manual_seed(3), dtype=F64)
+    explicit = w.clone()
+    for j in range(9):  # minimize ||X w − y||² over w_j, the others fixed, in order
+        residual = y - X @ explicit
+        explicit[j] += X[:, j] @ residual / (X[:, j] @ X[:, j])
+    assert torch.allclose(coordinate_update(X, y)(w), explicit, atol=1e-12)
+    # from zero it interpolates, but not at the minimum-norm solution
+    w, _, _ = iterate(coordinate_update(X, y), torch.zeros(9, dtype=F64), X, y, 1e-12, 10_000, {})
+    assert torch.allclose(X @ w, y, atol=1e-10)
+    assert float(null_part(X, w).norm()) > 1e-3
+
+
+def test_median_band_order_statistics():
+    values = np.arange(1.0, 101.0)[:, None] * np.array([[1.0, 2.0]])  # (100 trials, 2 points)
+    median, low, high = median_band(values)
+    assert median.tolist() == [50.5, 101.0]
+    assert low.tolist() == [40.0, 80.0] and high.tolist() == [61.0, 122.0]  # ranks 40 and 61 of 100
+    _, low, high = median_band(np.array([[3.0], [1.0], [4.0], [2.0]]))
+    assert low.tolist() == [1.0] and high.tolist() == [4.0]  # few trials: the range
+
+
+def test_trace_matrix_holds_a_stopped_trial_at_its_last_value():
+    rows = [{"metrics": {"trace_gd": [[0, 1.0], [1, 0.5], [2, 0.25]]}},
+            {"metrics": {"trace_gd": [[0, 1.0], [1, 0.1]]}}]
+    steps, matrix = _trace_matrix(rows, "gd")
+    assert steps.tolist() == [0, 1, 2]
+    assert matrix.tolist() == [[1.0, 0.5, 0.25], [1.0, 0.1, 0.1]]
+
+
+def test_peak_ratio():
+    risk = np.array([[1.0, 10.0, 2.0], [1.0, 30.0, 2.0], [3.0, 20.0, 2.0]])  # means 5/3, 20, 2
+    ratio = _peak_ratio(risk, 1)
+    assert ratio[0] == pytest.approx(20 / 2) and ratio.n == 3
+    assert ratio[1] <= ratio[0] <= ratio[2]
+
+
+@pytest.mark.parametrize("override, match", [
+    ({"p": 20}, "p must be an integer > n"),
+    ({"step_fraction": 1.0}, "step_fraction"),
+    ({"noise_std": -0.1}, "noise_std"),
+    ({"residual_tol": 0}, "residual_tol"),
+    ({"adam_lr": 0}, "adam_lr"),
+    ({"ridge_lambdas": [1.0, 0.1, 0.1, 0.01]}, "ridge_lambdas"),
+    ({"ridge_lambdas": [1.0, 0.1, 0.01, -1.0]}, "ridge_lambdas"),
+    ({"dd_ratios": [0.5, 0.8, 0.9]}, "dd_ratios"),
+    ({"dd_ratios": [0.5, 0.51, 2.0]}, "dd_ratios"),
+    ({"seeds": 0}, "seeds"),
+    ({"trials": 5}, "no config key"),
+])
+def test_bad_configs(override, match):
+    with pytest.raises(ConfigError, match=match):
+        STUDY.resolve("tiny", overrides=override)
+
+
+def test_presets_resolve_and_quick_is_the_issue_scale():
+    for preset in STUDY.presets:
+        config = STUDY.resolve(preset)
+        assert len(STUDY.grid(config)) == config.seeds + config.dd_seeds
+    quick = STUDY.resolve("quick")
+    assert (quick.p, quick.n, quick.seeds) == (1000, 100, 100)
+
+
+def test_tiny_end_to_end(tmp_path):
+    from overparam.sweep.execute import run_sweep
+    from overparam.sweep.report import build_report
+    from overparam.sweep.store import ResultsStore
+
+    assert get_study("min_norm") is STUDY
+    config = STUDY.resolve("tiny")
+    summary = run_sweep(STUDY, config, tmp_path, progress=False)
+    assert summary.failures == [] and summary.counts["done"] == config.seeds + config.dd_seeds
+    with ResultsStore(tmp_path) as store:
+        rows = store.runs("min_norm")
+    convergence = [r for r in rows if r["config"]["params"]["part"] == "convergence"]
+    assert len(convergence) == config.seeds
+    for row in convergence:
+        m = row["metrics"]
+        assert all(m[f"{method}_converged"] for method in ("gd_zero", "gd_init", "adam", "coordinate"))
+        assert m["gd_zero_distance"] < 1e-8 and m["gd_init_nearest_distance"] < 1e-8
+        assert m["gd_init_distance"] == pytest.approx(m["gd_init_predicted"], rel=1e-6)
+        assert len(m["ridge_distance"]) == len(config.ridge_lambdas)
+    double_descent = [r for r in rows if r["config"]["params"]["part"] == "double_descent"]
+    m = double_descent[0]["metrics"]
+    assert m["dd_features"] == [5, 10, 20, 40, 60]
+    assert m["dd_train_residual"][-1] < 1e-10 < m["dd_train_residual"][0]  # interpolates only for p >= n
+
+    assert STUDY.summarize(rows, STUDY.resolve("quick"))[0].text == "No finished runs yet."  # other config's runs
+    paths = build_report(tmp_path)
+    claims = json.loads(paths.claims.read_text())
+    assert [c["id"] for c in claims] == [f"min_norm.{k}" for k in (
+        "gd_zero_reaches_min_norm", "nonzero_init_not_min_norm", "nonzero_init_nearest_interpolant",
+        "adam_not_min_norm", "coordinate_not_min_norm", "ridge_limit", "ridge_rate", "double_descent_peak")]
+    assert all(c["verdict"] in ("reproduced", "not_reproduced", "inconclusive") for c in claims)
+    by_id = {c["id"]: c for c in claims}
+    assert by_id["min_norm.gd_zero_reaches_min_norm"]["verdict"] == "reproduced"
+    assert by_id["min_norm.nonzero_init_nearest_interpolant"]["verdict"] == "reproduced"
+    assert sorted(p.name for p in paths.figures) == ["min_norm_convergence.png", "min_norm_double_descent.png",
+                                                     "min_norm_ridge_path.png"]
