@@ -11,7 +11,8 @@ from overparam.errors import choice_error
 from overparam.studies.base import RunOutcome, RunSpec, Study
 
 _MODULES = ("train_sweep", "batch_size", "width", "double_descent", "lottery", "optimizer",
-            "min_norm", "deep_linear", "max_margin", "kernel_regime", "lr_eos", "label_noise", "batch_sqrt")
+            "min_norm", "deep_linear", "max_margin", "kernel_regime", "lr_eos", "label_noise", "batch_sqrt",
+            "igr", "sgd_modified_loss", "batch_saturation", "rff_double_descent")
 
 
 def _load() -> dict[str, Study]:
@@ -29,6 +30,9 @@ SUITES: dict[str, tuple[str, ...]] = {
     "paper": ("batch_size", "width", "double_descent", "lottery", "optimizer"),
     # The mathematical analysis's experiments: which solution gradient descent picks.
     "theory": ("min_norm", "deep_linear", "max_margin", "kernel_regime", "lr_eos", "label_noise", "batch_sqrt"),
+    # The survey's dynamics: implicit gradient regularization, SGD's modified loss, critical batch
+    # size, random-features double descent.
+    "dynamics": ("igr", "sgd_modified_loss", "batch_saturation", "rff_double_descent"),
 }
 
 
