@@ -6,6 +6,8 @@ line and exits non-zero, without a traceback.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterable
 
 
@@ -35,6 +37,15 @@ def check_positive_int(name: str, value: object, minimum: int = 1, cls=ConfigErr
     """Return ``value`` if it is an int >= ``minimum``, else raise ``cls`` naming it."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise cls(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_optional_nonnegative(name: str, value: object, default: str, cls=ConfigError) -> float | None:
+    """Return ``value`` if it is None (meaning ``default``, a rule described in words) or a finite
+    number >= 0, else raise ``cls`` naming it."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not (math.isfinite(value) and value >= 0)):
+        raise cls(f"{name} must be null (the default rule {default}) or a finite number >= 0, got {value!r}")
     return value
 
 

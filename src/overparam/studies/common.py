@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from overparam.config import RunConfig
+from overparam.errors import ConfigError
 from overparam.studies.base import RunOutcome, RunSpec, run_key
 
 Measure = Callable[[RunSpec, Any], tuple[dict[str, Any], dict[str, list[tuple[int, float]]]]]
@@ -42,6 +43,15 @@ def spec(study: str, config: RunConfig, **settings: Any) -> RunSpec:
     """A grid point: the run's config plus study settings (JSON values) that ``measure`` reads."""
     params = {"run": config.to_dict(), **settings}
     return RunSpec(run_key(study, params, config.seed), params, config.seed)
+
+
+def check_workload(data: Any, model: Any, loss: str) -> None:
+    """Raise ConfigError unless ``data`` and ``model`` are mappings that, with ``loss``, make a
+    valid RunConfig (for studies that declare their own data and model sections)."""
+    for name, value in (("data", data), ("model", model)):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a mapping of {name} settings, got {value!r}")
+    RunConfig.from_dict({"data": data, "model": model, "train": {"loss": loss}})
 
 
 def validate_specs(specs: Sequence[RunSpec]) -> None:

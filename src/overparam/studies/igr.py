@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from overparam.errors import ConfigError, check_positive_int, choice_error
+from overparam.errors import ConfigError, check_optional_nonnegative, check_positive_int, choice_error
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study
 
@@ -94,8 +94,6 @@ class IGRConfig:
     seeds: int = 3
 
     def __post_init__(self) -> None:
-        from overparam.config import RunConfig
-
         check_positive_int("seeds", self.seeds)
         check_positive_int("track_points", self.track_points)
         check_positive_int("substeps", self.substeps)
@@ -109,14 +107,8 @@ class IGRConfig:
                 math.isfinite(self.time) and self.time >= max(hs)):
             raise ConfigError(f"time must be a finite number >= the largest h ({max(hs)}) so that every h takes at "
                               f"least one step, got {self.time!r}")
-        if self.egr_penalty is not None and (isinstance(self.egr_penalty, bool) or not isinstance(
-                self.egr_penalty, (int, float)) or not (math.isfinite(self.egr_penalty) and self.egr_penalty >= 0)):
-            raise ConfigError(f"egr_penalty must be null (the default rule (max(hs) − min(hs))/4) or a finite "
-                              f"number >= 0, got {self.egr_penalty!r}")
-        for name in ("data", "model"):
-            if not isinstance(getattr(self, name), dict):
-                raise ConfigError(f"{name} must be a mapping of {name} settings, got {getattr(self, name)!r}")
-        RunConfig.from_dict({"data": self.data, "model": self.model, "train": {"loss": self.loss}})
+        check_optional_nonnegative("egr_penalty", self.egr_penalty, "(max(hs) − min(hs))/4")
+        common.check_workload(self.data, self.model, self.loss)
 
     @property
     def penalty(self) -> float:

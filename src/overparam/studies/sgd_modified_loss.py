@@ -64,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from overparam.errors import ConfigError, check_positive_int
+from overparam.errors import ConfigError, check_optional_nonnegative, check_positive_int
 from overparam.studies import common
 from overparam.studies.base import RunSpec, Study
 
@@ -107,8 +107,6 @@ class SGDModifiedLossConfig:
     seeds: int = 3
 
     def __post_init__(self) -> None:
-        from overparam.config import RunConfig
-
         check_positive_int("seeds", self.seeds)
         lrs = _positive_numbers("lrs", self.lrs, float)
         batches = _positive_numbers("batch_sizes", self.batch_sizes, int)
@@ -126,15 +124,8 @@ class SGDModifiedLossConfig:
         if self.small_batch not in batches or self.large_batch not in batches or not self.small_batch < self.large_batch:
             raise ConfigError(f"small_batch and large_batch must be batch_sizes {list(batches)} with small_batch < "
                               f"large_batch, got small_batch={self.small_batch!r}, large_batch={self.large_batch!r}")
-        if self.explicit_penalty is not None and (isinstance(self.explicit_penalty, bool) or not isinstance(
-                self.explicit_penalty, (int, float)) or not (math.isfinite(self.explicit_penalty)
-                                                             and self.explicit_penalty >= 0)):
-            raise ConfigError(f"explicit_penalty must be null (the default rule (explicit_lr/4)(large_batch/"
-                              f"small_batch − 1)) or a finite number >= 0, got {self.explicit_penalty!r}")
-        for name in ("data", "model"):
-            if not isinstance(getattr(self, name), dict):
-                raise ConfigError(f"{name} must be a mapping of {name} settings, got {getattr(self, name)!r}")
-        RunConfig.from_dict({"data": self.data, "model": self.model, "train": {"loss": self.loss}})
+        check_optional_nonnegative("explicit_penalty", self.explicit_penalty, "(explicit_lr/4)(large_batch/small_batch − 1)")
+        common.check_workload(self.data, self.model, self.loss)
 
     @property
     def penalty(self) -> float:
