@@ -204,8 +204,10 @@ def test_batched_sweep_matches_separate_runs(tmp_path):
     with ResultsStore(tmp_path / "batched") as a, ResultsStore(tmp_path / "alone") as b:
         rows_a, rows_b = {r["run_key"]: r for r in a.runs("train")}, {r["run_key"]: r for r in b.runs("train")}
         assert rows_a.keys() == rows_b.keys()
+        batch_clock = max(row["provenance"]["batch_wall_time_s"] for row in rows_a.values())
         for key, row in rows_a.items():
             assert row["provenance"]["batched_with"] == 6
+            assert row["wall_time_s"] == pytest.approx(batch_clock / 6)  # shares sum to the batch's time
             assert "batched_with" not in rows_b[key]["provenance"]
             for name in ("train_loss", "test_loss", "test_acc"):
                 assert row["metrics"][name] == pytest.approx(rows_b[key]["metrics"][name], rel=1e-4, abs=1e-5)

@@ -121,7 +121,9 @@ def run_batch(configs: Sequence[RunConfig], *, device: str | torch.device | None
     vectorized model; each member follows its separate run's trajectory up to float rounding).
     Runs whose data differ (a per-seed subset, label noise or synthetic draw; fix it across
     seeds with ``data.seed``), or whose model/optimizer fit_ensemble does not support, train
-    one at a time. Records come back in the order of ``configs``."""
+    one at a time. Records come back in the order of ``configs``; a batched run's
+    ``wall_time_s`` is its equal share of the batch's time (``provenance.batch_wall_time_s``:
+    the batch's clock until that member finished)."""
     target = resolve_device(device)
     records: list[RunRecord | None] = [None] * len(configs)
     groups: dict[str, list[int]] = {}
@@ -138,8 +140,14 @@ def run_batch(configs: Sequence[RunConfig], *, device: str | torch.device | None
             if len(same) > 1 and ensemble_unsupported(built, train_config) is None:
                 results = fit_ensemble(built, dataset, train_config, [configs[i].seed for i in same],
                                        lrs=[configs[i].train.lr for i in same])
+                # Each run's wall time is its equal share of the batch's, so that times summed over
+                # runs (store, reports) add up to the compute spent; the batch's clock until the
+                # member finished is kept in the provenance.
+                share = max(result.wall_time_s for result in results) / len(same)
                 for i, model, result in zip(same, built, results):
-                    records[i] = _record(configs[i], datasets[i], model, result, target, batched_with=len(same))
+                    records[i] = _record(configs[i], datasets[i], model, result, target, batched_with=len(same),
+                                         batch_wall_time_s=result.wall_time_s)
+                    records[i].wall_time_s = share
             else:
                 for i, model in zip(same, built):
                     result = fit(model, datasets[i], configs[i].train, seed=configs[i].seed)
