@@ -48,7 +48,6 @@ the full-sample fit of B_noise and are held fixed while seeds are resampled.
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -319,13 +318,9 @@ def run_batch(specs: list[RunSpec], device: str | None) -> list[RunOutcome]:
 
 def batch_key(spec: RunSpec) -> str | None:
     """Train runs of one workload and batch size train together, every seed and LR of the grid."""
-    from overparam.config import RunConfig
-    from overparam.run import batch_signature
-
     if spec.params["kind"] != "train":
         return None
-    settings = {k: v for k, v in spec.params.items() if k not in ("run", "lr_factor")}
-    return batch_signature(RunConfig.from_dict(spec.params["run"])) + json.dumps(settings, sort_keys=True)
+    return common.batch_key(spec, ignore=("lr_factor",))
 
 
 # --- summary -------------------------------------------------------------------------------------

@@ -125,11 +125,6 @@ def batch_key(spec: RunSpec) -> str | None:
 # --- summary -------------------------------------------------------------------------------------
 
 
-def _by_seed(rows: list, metric: str) -> dict[int, float]:
-    return {row["seed"]: row["metrics"][metric] for row in rows
-            if isinstance(row["metrics"].get(metric), (int, float)) and math.isfinite(row["metrics"][metric])}
-
-
 # What the paper reports for each claim, and how many times sharper the largest batch must be.
 PAPER_CLAIMS = {"lambda_max_ratio": "11.8x", "sharper_by": 2.0,
                 "small_batch_accuracy_gain": "+1.61 pp (abstract); +2.25 pp (results list)"}
@@ -156,7 +151,7 @@ def summarize(rows: list[dict[str, Any]], config: BatchSizeConfig, name: str = N
 
     small, large = min(by_batch), max(by_batch)
     claims = []
-    lam_small, lam_large = _by_seed(by_batch[small], "lambda_max"), _by_seed(by_batch[large], "lambda_max")
+    lam_small, lam_large = common.by_seed(by_batch[small], "lambda_max"), common.by_seed(by_batch[large], "lambda_max")
     seeds = sorted(set(lam_small) & set(lam_large))
     ratio = ratio_ci([lam_large[s] for s in seeds], [lam_small[s] for s in seeds])
     sharper_by = paper["sharper_by"]
@@ -166,7 +161,7 @@ def summarize(rows: list[dict[str, Any]], config: BatchSizeConfig, name: str = N
         f"The top Hessian eigenvalue at the largest batch (B={large}) is {how_much} that at the smallest "
         f"(B={small}): ratio λ_max(B={large}) / λ_max(B={small}) > {sharper_by:g}, paired by seed.",
         paper["lambda_max_ratio"], ratio, greater_than=sharper_by))
-    acc_small, acc_large = _by_seed(by_batch[small], "test_acc"), _by_seed(by_batch[large], "test_acc")
+    acc_small, acc_large = common.by_seed(by_batch[small], "test_acc"), common.by_seed(by_batch[large], "test_acc")
     seeds = sorted(set(acc_small) & set(acc_large))
     gain = bootstrap_ci([100 * (acc_small[s] - acc_large[s]) for s in seeds])
     claims.append(Claim.from_ci(

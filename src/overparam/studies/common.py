@@ -72,11 +72,12 @@ def validate_specs(specs: Sequence[RunSpec]) -> None:
 # --- execution -----------------------------------------------------------------------------------
 
 
-def batch_key(spec: RunSpec) -> str:
-    """Runs equal but for seed and LR (and with equal study settings) may train together."""
+def batch_key(spec: RunSpec, ignore: Sequence[str] = ()) -> str:
+    """Runs equal but for seed and LR (and with equal study settings, apart from those named in
+    ``ignore``) may train together."""
     from overparam.run import batch_signature
 
-    settings = {k: v for k, v in spec.params.items() if k != "run"}
+    settings = {k: v for k, v in spec.params.items() if k != "run" and k not in ignore}
     return batch_signature(RunConfig.from_dict(spec.params["run"])) + json.dumps(settings, sort_keys=True, default=str)
 
 
@@ -166,14 +167,47 @@ def _order(value: Any) -> Any:
     return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def values(rows: Iterable[Mapping[str, Any]], metric: str) -> list[float]:
     """A metric over rows, skipping runs that lack it or have a non-finite value."""
-    out = []
-    for row in rows:
-        value = row["metrics"].get(metric)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            out.append(float(value))
-    return out
+    return [float(row["metrics"][metric]) for row in rows if _finite(row["metrics"].get(metric))]
+
+
+def by_seed(rows: Iterable[Mapping[str, Any]], metric: str) -> dict[int, float]:
+    """A metric per seed, skipping runs that lack it or have a non-finite value."""
+    return {row["seed"]: float(row["metrics"][metric]) for row in rows if _finite(row["metrics"].get(metric))}
+
+
+def finite_pairs(rows: Iterable[Mapping[str, Any]], x: str, y: str) -> tuple[list[float], list[float]]:
+    """The metrics (x, y) of every run with a finite y, as two lists (e.g. for spearman_ci)."""
+    points = [(row["metrics"].get(x), row["metrics"][y]) for row in rows if _finite(row["metrics"].get(y))]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def gap_fraction(start: Iterable[Mapping[str, Any]], target: Iterable[Mapping[str, Any]],
+                 treated: Iterable[Mapping[str, Any]], metric: str):
+    """The fraction (m_start − m_treated)/(m_start − m_target) of the gap between two arms that a
+    third closes (1: the treated arm reaches the target's value), over the seeds all three arms
+    finished: a ratio of seed means with a paired bootstrap CI (unstable when the gap is small)."""
+    from overparam.report import ratio_ci
+
+    a, b, c = by_seed(start, metric), by_seed(target, metric), by_seed(treated, metric)
+    seeds = sorted(set(a) & set(b) & set(c))
+    return ratio_ci([a[s] - c[s] for s in seeds], [a[s] - b[s] for s in seeds])
+
+
+def label_noise_fractions(value: Any) -> tuple:
+    """``label_noise`` (one fraction or a list) as a tuple of distinct fractions in [0, 1)."""
+    noise = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    if not noise or len(set(noise)) != len(noise):
+        raise ConfigError(f"label_noise must be a non-empty list of fractions without repeats, got {value!r}")
+    for p in noise:
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+            raise ConfigError(f"each label_noise value must be a fraction in [0, 1), got {p!r}")
+    return noise
 
 
 def fmt(value: float, digits: int = 4) -> str:

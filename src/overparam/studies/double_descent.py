@@ -114,13 +114,7 @@ class DoubleDescentConfig:
             if len(set(widths)) < 3 or len(set(widths)) != len(widths):
                 raise ConfigError(f"{name} needs at least three different widths and no repeats (a threshold and "
                                   f"a peak need points on both sides), got {list(widths)!r}")
-        noise = _as_tuple(self.label_noise)
-        if not noise or len(set(noise)) != len(noise):
-            raise ConfigError(f"label_noise must be a non-empty list of fractions without repeats, got "
-                              f"{self.label_noise!r}")
-        for p in noise:
-            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-                raise ConfigError(f"each label_noise value must be a fraction in [0, 1), got {p!r}")
+        common.label_noise_fractions(self.label_noise)
         e = self.interpolation_error
         if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0.0 <= e < 1.0:
             raise ConfigError(f"interpolation_error must be a train error in [0, 1), got {e!r}")

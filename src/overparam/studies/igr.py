@@ -242,28 +242,6 @@ def _slope(rows: list, metric: str):
     return loglog_slope_ci(xs, ys, groups=groups)
 
 
-def _by_seed(rows: list, metric: str) -> dict[int, float]:
-    return {r["seed"]: float(r["metrics"][metric]) for r in rows
-            if isinstance(r["metrics"].get(metric), (int, float)) and math.isfinite(r["metrics"][metric])}
-
-
-def _pairs(rows: list, metric: str) -> tuple[list[float], list[float]]:
-    """(h, metric) of every run with a finite value of ``metric``."""
-    points = [(r["metrics"]["h"], r["metrics"].get(metric)) for r in rows]
-    points = [(h, float(v)) for h, v in points if isinstance(v, (int, float)) and math.isfinite(v)]
-    return [h for h, _ in points], [v for _, v in points]
-
-
-def _gap_fraction(small: list, large: list, egr: list, metric: str):
-    """(m_small − m_EGR)/(m_small − m_large) over the seeds all three arms finished, as a ratio
-    of seed means with a paired bootstrap CI."""
-    from overparam.report import ratio_ci
-
-    a, b, c = _by_seed(small, metric), _by_seed(large, metric), _by_seed(egr, metric)
-    seeds = sorted(set(a) & set(b) & set(c))
-    return ratio_ci([a[s] - c[s] for s in seeds], [a[s] - b[s] for s in seeds])
-
-
 def summarize(rows: list[dict[str, Any]], config: IGRConfig) -> list:
     from overparam.report import Claim, Section, bootstrap_ci, spearman_ci
 
@@ -303,7 +281,7 @@ def summarize(rows: list[dict[str, Any]], config: IGRConfig) -> list:
         egr_cis = {m: bootstrap_ci(common.values(egr, m)) for m in metrics} if egr else None
         setting = (f"full-batch GD on {len({r['seed'] for r in gd})} seeds, equal training time "
                    f"t = steps·h = {config.time:g} for h = {', '.join(f'{h:g}' for h in by_h)}")
-        rho = {m: spearman_ci(*_pairs(gd, m)) for m in ("r_ig", "lambda_max", "test_acc")}
+        rho = {m: spearman_ci(*common.finite_pairs(gd, "h", m)) for m in ("r_ig", "lambda_max", "test_acc")}
         n_seeds = max(len(rs) for rs in by_h.values())
         claims += [
             Claim.from_ci(f"{NAME}.rig_falls_with_h", NAME,
@@ -324,7 +302,7 @@ def summarize(rows: list[dict[str, Any]], config: IGRConfig) -> list:
         h_small, h_large = min(by_h), max(by_h)
         if egr and h_small != h_large:
             small, large = by_h[h_small], by_h[h_large]
-            fractions = {m: _gap_fraction(small, large, egr, m) for m in ("lambda_max", "test_acc")}
+            fractions = {m: common.gap_fraction(small, large, egr, m) for m in ("lambda_max", "test_acc")}
             penalty = egr[0]["metrics"]["grad_penalty"]
             egr_setting = (f"GD at h = {h_small:g} with the explicit penalty {penalty:g}·|∇L|² "
                            f"(= (h_large − h_small)/4 by default, so that L + (λ + h_small/4)|∇L|² is the modified "

@@ -107,13 +107,7 @@ class LabelNoiseConfig:
 
         check_positive_int("seeds", self.seeds)
         check_positive_int("record_every", self.record_every)
-        noise = tuple(self.label_noise) if isinstance(self.label_noise, (list, tuple)) else (self.label_noise,)
-        if not noise or len(set(noise)) != len(noise):
-            raise ConfigError(f"label_noise must be a non-empty list of fractions without repeats, got "
-                              f"{self.label_noise!r}")
-        for p in noise:
-            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-                raise ConfigError(f"each label_noise value must be a fraction in [0, 1), got {p!r}")
+        noise = common.label_noise_fractions(self.label_noise)
         if max(noise) <= 0:
             raise ConfigError(f"label_noise needs at least one fraction > 0 (the study compares noisy with clean "
                               f"examples), got {list(noise)!r}")

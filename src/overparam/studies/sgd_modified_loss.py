@@ -190,12 +190,6 @@ def _point(row: dict) -> tuple[float, int]:
     return float(train["lr"]), int(train["batch_size"])
 
 
-def _pairs(rows: list, metric: str) -> tuple[list[float], list[float]]:
-    points = [(r["metrics"].get("ratio"), r["metrics"].get(metric)) for r in rows]
-    points = [(x, y) for x, y in points if isinstance(y, (int, float)) and math.isfinite(y)]
-    return [x for x, _ in points], [y for _, y in points]
-
-
 def spread_ratio(values: dict[tuple[float, int], list[float]], groups: dict[float, list[tuple[float, int]]],
                  seed: int = 0):
     """Within-group over across-group spread of the point means of ``values`` ((ε, B) -> one value
@@ -233,19 +227,6 @@ def spread_ratio(values: dict[tuple[float, int], list[float]], groups: dict[floa
     return CI(estimate, float(low), float(high), n=n, method="percentile")
 
 
-def _gap_fraction(small: list, large: list, penalty: list, metric: str):
-    """(m_pen − m_large)/(m_small − m_large) of ``metric`` over the seeds all three arms
-    finished, a ratio of seed means with a paired bootstrap CI."""
-    from overparam.report import ratio_ci
-
-    def by_seed(rows: list) -> dict[int, float]:
-        return {r["seed"]: float(r["metrics"][metric]) for r in rows if metric in r["metrics"]}
-
-    a, b, c = by_seed(small), by_seed(large), by_seed(penalty)
-    seeds = sorted(set(a) & set(b) & set(c))
-    return ratio_ci([c[s] - b[s] for s in seeds], [a[s] - b[s] for s in seeds])
-
-
 def summarize(rows: list[dict[str, Any]], config: SGDModifiedLossConfig) -> list:
     from overparam.report import Claim, Section, bootstrap_ci, spearman_ci
 
@@ -261,8 +242,8 @@ def summarize(rows: list[dict[str, Any]], config: SGDModifiedLossConfig) -> list
     n_seeds = max(len(rs) for rs in by_point.values())
     setting = (f"plain SGD for {config.epochs:g} epochs, ε in {sorted({p[0] for p in by_point})}, B in "
                f"{sorted({p[1] for p in by_point})}, {len(grid_rows)} runs")
-    rho_sharp = spearman_ci(*_pairs(grid_rows, "lambda_max"))
-    rho_var = spearman_ci(*_pairs(grid_rows, "per_example_variance"))
+    rho_sharp = spearman_ci(*common.finite_pairs(grid_rows, "ratio", "lambda_max"))
+    rho_var = spearman_ci(*common.finite_pairs(grid_rows, "ratio", "per_example_variance"))
 
     def logs(metric: str) -> dict[tuple[float, int], list[float]]:
         return {p: [math.log(v) for v in common.values(rs, metric) if v > 0] for p, rs in by_point.items()}
@@ -293,8 +274,8 @@ def summarize(rows: list[dict[str, Any]], config: SGDModifiedLossConfig) -> list
     large, penalized = _arm(done, "large"), _arm(done, "penalty")
     fraction = sharp_fraction = None
     if small and large and penalized:
-        fraction = _gap_fraction(small, large, penalized, "test_acc")
-        sharp_fraction = _gap_fraction(small, large, penalized, "lambda_max")
+        fraction = common.gap_fraction(large, small, penalized, "test_acc")
+        sharp_fraction = common.gap_fraction(large, small, penalized, "lambda_max")
         arm_setting = (f"ε = {config.explicit_lr:g}, λ = {penalized[0]['metrics']['grad_penalty']:g}, all three for the "
                        f"small batch's number of steps; paired by seed")
         claims += [

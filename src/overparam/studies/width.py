@@ -293,15 +293,6 @@ def _slope(rows: list, metric: str):
     return loglog_slope_ci(xs, ys, groups=seeds)
 
 
-def _by_seed(rows: list, metric: str) -> dict[int, float]:
-    out = {}
-    for row in rows:
-        value = row["metrics"].get(metric)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            out[row["seed"]] = float(value)
-    return out
-
-
 def _layer_names(rows: list) -> list[str]:
     names: list[str] = []
     for row in rows:
@@ -318,7 +309,7 @@ def _analysis(p: str, rows: list) -> dict[str, Any]:
     by_width = common.group(rows, lambda r: common.option(r, "model.width"))
     cis = {w: {m: bootstrap_ci(common.values(rs, m)) for m, _ in QUANTITIES} for w, rs in by_width.items()}
     small, large = min(by_width), max(by_width)
-    low, high = _by_seed(by_width[small], "movement"), _by_seed(by_width[large], "movement")
+    low, high = common.by_seed(by_width[small], "movement"), common.by_seed(by_width[large], "movement")
     seeds = sorted(set(low) & set(high))
     layers = _layer_names(rows)
     return {
