@@ -7,7 +7,6 @@ line and exits non-zero, without a traceback.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Iterable
 
 
