@@ -24,26 +24,27 @@ def tiny_store(tmp_path_factory):
 
 def test_runs_store_flatness_measures_and_line(tiny_store):
     with ResultsStore(tiny_store) as store:
-        rows = store.runs("batch_size")
+        rows = store.runs("batch_size", curves=True)
     train = [r for r in rows if r["config"]["params"]["kind"] == "train"]
     lines = [r for r in rows if r["config"]["params"]["kind"] == "line"]
     assert len(train) == 4 and len(lines) == 2
     for row in train:
         m = row["metrics"]
         assert m["lambda_max"] > 0 and m["hessian_trace"] > 0 and m["keskar_sharpness"] >= 0
-        assert len(m["perturbation_increase"]) == len(m["perturbation_sigmas"]) == 2
+        assert len(row["curves"]["perturbation_increase"]) == len(m["perturbation_sigmas"]) == 2
         assert row["provenance"]["batched_with"] == 2  # the two seeds share data.seed: trained together
         assert row["config"]["preset"] == "tiny"
     by_key = {(r["config"]["params"]["run"]["train"]["batch_size"], r["seed"]): r["metrics"] for r in train}
     for row in lines:
-        m, seed = row["metrics"], row["seed"]
+        m, seed, curves = row["metrics"], row["seed"], row["curves"]
         alphas = m["alphas"]
-        assert alphas[0] == -0.5 and alphas[-1] == 1.5 and len(m["line_train_loss"]) == 5
+        assert alphas[0] == -0.5 and alphas[-1] == 1.5 and len(curves["line_train_loss"]) == 5
+        test_acc = dict(curves["line_test_acc"])  # step = index of α
         # α = 0 and α = 1 are the retrained endpoint runs: bit-identical to the stored runs
         assert m["small_test_acc"] == by_key[(16, seed)]["test_acc"]
         assert m["large_test_acc"] == by_key[(64, seed)]["test_acc"]
-        assert m["line_test_acc"][alphas.index(0.0)] == pytest.approx(by_key[(16, seed)]["test_acc"])
-        assert m["line_test_acc"][alphas.index(1.0)] == pytest.approx(by_key[(64, seed)]["test_acc"])
+        assert test_acc[alphas.index(0.0)] == pytest.approx(by_key[(16, seed)]["test_acc"])
+        assert test_acc[alphas.index(1.0)] == pytest.approx(by_key[(64, seed)]["test_acc"])
 
 
 def test_report_has_the_three_claims_and_figures(tiny_store):

@@ -82,6 +82,15 @@ def errorbar_plot(ax: Axes, x: Sequence[float], estimates: Sequence[float], lows
     return line
 
 
+def log2_axis(ax: Axes, xs: Sequence[float]) -> None:
+    """A base-2 log x axis with a tick labelled in plain numbers at each of ``xs`` (batch sizes,
+    widths)."""
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([float(x) for x in xs])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _plain_number(value: float) -> str:
     """64, 0.06, 1000 as written; 10^6 and 10^-5 as powers of ten."""
     if value == 0 or not np.isfinite(value):

@@ -24,9 +24,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Any
 
 from overparam import __version__
 from overparam.errors import ConfigError
@@ -36,6 +34,9 @@ from overparam.report.claims import (
     write_claims_json,
     write_text_atomic,
 )
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 120
 NOTE = ("Measured values are estimates over seeds with 95% bootstrap confidence intervals; n is the number "
@@ -263,6 +264,8 @@ def render_report(directory: str | Path, title: str, sections: Sequence[Section]
     title. Figures are saved and closed; names must be unique across sections. Claim ids must be
     unique. ``include_details`` adds each claim's ``details`` to claims.json.
     """
+    from matplotlib.figure import Figure
+
     sections = list(sections)
     for section in sections:
         if not isinstance(section, Section):

@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import numpy as np
-import scipy.stats
 
 from overparam.errors import ConfigError, check_positive_int
 
@@ -86,6 +85,14 @@ def _rebuild_ci(values, n, confidence, method, extras) -> CI:
 # --- plumbing ------------------------------------------------------------------------------------
 
 
+def _scipy():
+    """scipy.stats, imported on first use (it takes about half a second; studies import this
+    module whenever they are loaded, reports are rarer)."""
+    import scipy.stats
+
+    return scipy.stats
+
+
 def _check_options(confidence: float, num_resamples: int, method: str) -> None:
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
         raise ConfigError(f"confidence must be a number in (0, 1), got {confidence!r}")
@@ -114,7 +121,7 @@ def _resample(data: tuple[np.ndarray, ...], statistic: Callable, *, paired: bool
     batch = int(min(num_resamples, max(1, _BATCH_ELEMENTS // max(size, 1))))
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")  # DegenerateDataWarning, divide-by-zero in degenerate resamples
-        result = scipy.stats.bootstrap(data, statistic, n_resamples=num_resamples, batch=batch,
+        result = _scipy().bootstrap(data, statistic, n_resamples=num_resamples, batch=batch,
                                        vectorized=vectorized, paired=paired, confidence_level=confidence,
                                        method=method, rng=np.random.default_rng(seed))
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
@@ -200,8 +207,8 @@ def ratio_ci(numerators: Sequence[float], denominators: Sequence[float], confide
 
 def _rank_correlation(x, y, axis=-1):
     """Spearman's rho along ``axis``: Pearson correlation of average ranks (ties as spearmanr)."""
-    rx = scipy.stats.rankdata(x, axis=axis)
-    ry = scipy.stats.rankdata(y, axis=axis)
+    rx = _scipy().rankdata(x, axis=axis)
+    ry = _scipy().rankdata(y, axis=axis)
     rx = rx - rx.mean(axis=axis, keepdims=True)
     ry = ry - ry.mean(axis=axis, keepdims=True)
     rho = (rx * ry).sum(axis=axis) / np.sqrt((rx * rx).sum(axis=axis) * (ry * ry).sum(axis=axis))
@@ -228,7 +235,7 @@ def spearman_ci(x: Sequence[float], y: Sequence[float], confidence: float = 0.95
         return CI(math.nan, math.nan, math.nan, n=n, confidence=confidence, pvalue=math.nan)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")  # constant input: rho undefined, reported as NaN
-        result = scipy.stats.spearmanr(xs, ys)
+        result = _scipy().spearmanr(xs, ys)
     estimate, pvalue = float(result.statistic), float(result.pvalue)
     if n < 3 or math.isnan(estimate):
         return CI(estimate, math.nan, math.nan, n=n, confidence=confidence, pvalue=pvalue)

@@ -9,8 +9,12 @@ A study is a :class:`Study` object in the registry (``overparam.studies.STUDIES`
 - ``run_one(spec, device) -> RunOutcome``: data -> model -> train -> measures for one run.
 - optionally ``batch_key(spec)`` and ``run_batch(specs, device)``: runs with one batch key are
   executed together (the sweep executor groups them; ``--no-batch`` turns it off).
-- ``summarize(rows, config) -> list[Section]``: claims, tables and figures from stored rows
-  alone (so a report can be rebuilt after a crash, or from a partial sweep).
+- the report, from stored rows alone (so it can be rebuilt after a crash, or from a partial
+  sweep), in three steps: ``analyze(runs, config)`` -> a typed analysis (numbers only, no
+  matplotlib; or :class:`~overparam.analysis.Missing` when there is nothing to analyze yet),
+  ``claims(analysis, config)`` -> the claims, ``render(analysis, claims, config)`` -> report
+  sections (text, tables, figures, readings), which place the claims. :meth:`Study.summarize`
+  runs the three.
 
 Configs resolve as: defaults < preset < config file < ``--set key=value`` overrides (values
 parsed as YAML, so ``--set widths=[32,64]`` gives a list); an unknown key or a bad value is a
@@ -32,11 +36,16 @@ from overparam.errors import ConfigError, choice_error
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One grid point: ``params`` (JSON-serializable) fully determine the run with ``seed``."""
+    """One grid point: ``params`` (JSON-serializable) fully determine the run with ``seed``.
+
+    A training study's point also carries its typed run config (``config``, a
+    :class:`~overparam.config.RunConfig` whose JSON is ``params["run"]``): the typed value is
+    what runs, the JSON is what the store keeps."""
 
     key: str
     params: dict[str, Any]
     seed: int
+    config: Any = field(default=None, compare=False)
 
 
 @dataclass
@@ -62,13 +71,36 @@ class Study:
     grid: Callable[[Any], list[RunSpec]]
     run_one: Callable[[RunSpec, str | None], RunOutcome]
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    # (store rows of this study, resolved config) -> report sections (text, figures, claims)
-    summarize: Callable[[list[dict[str, Any]], Any], list[Any]] | None = None
+    # The report: (finished runs, resolved config) -> analysis; (analysis, config) -> claims;
+    # (analysis, claims, config) -> report sections.
+    analyze: Callable[[list[Any], Any], Any] | None = None
+    claims: Callable[[Any, Any], list[Any]] | None = None
+    render: Callable[[Any, list[Any], Any], list[Any]] | None = None
+    # (store rows, resolved config) -> report sections; the form studies had before analyze/claims/render
+    legacy_summarize: Callable[[list[dict[str, Any]], Any], list[Any]] | None = None
     # Optional batched execution: runs whose batch_key is equal (and not None) may be handed
     # to run_batch together, which returns one outcome per spec in order (e.g. seeds trained
     # as one vectorized model). Each outcome must match what run_one gives for its spec.
     batch_key: Callable[[RunSpec], Any] | None = None
     run_batch: Callable[[list[RunSpec], str | None], list[RunOutcome]] | None = None
+
+    @property
+    def reports(self) -> bool:
+        """Whether the study turns its runs into a report."""
+        return self.analyze is not None or self.legacy_summarize is not None
+
+    def summarize(self, rows: list[dict[str, Any]], config: Any) -> list[Any]:
+        """Report sections from store rows (finished runs are analyzed): analyze -> claims -> render."""
+        from overparam.analysis import Missing, runs_from_rows
+        from overparam.report import Section
+
+        if self.analyze is None:
+            return self.legacy_summarize(rows, config) if self.legacy_summarize is not None else []
+        analysis = self.analyze(runs_from_rows(rows), config)
+        if isinstance(analysis, Missing):
+            return [Section(analysis.title, analysis.message)]
+        claims = self.claims(analysis, config) if self.claims is not None else []
+        return self.render(analysis, claims, config)
 
     def resolve(self, preset: str | None = None, file_values: Mapping[str, Any] | None = None,
                 overrides: list[str] | Mapping[str, Any] = ()) -> Any:

@@ -742,7 +742,7 @@ STUDY = Study(
     run_one=run_one,
     run_batch=run_batch,
     batch_key=batch_key,
-    summarize=summarize,
+    legacy_summarize=summarize,
     presets={
         "tiny": {"linear": _TINY_LINEAR, "mlp": _TINY_MLP, "seeds": 3},
         "quick": {"linear": WORKLOAD_DEFAULTS["linear"], "mlp": WORKLOAD_DEFAULTS["mlp"], "seeds": 3},

@@ -15,13 +15,14 @@ results list); sharpness and test error are positively rank-correlated across ru
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from overparam.analysis import Missing, Run, SeedTable, mean_ci, metric_pairs
 from overparam.errors import ConfigError, check_positive_int, choice_error
+from overparam.report import CI, Claim, Section, spearman_ci
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study, run_key
 from overparam.train.optim import LR_SCALING
@@ -100,11 +101,10 @@ def _line(spec: RunSpec, device: str | None) -> RunOutcome:
     loss, data, alphas = common.loss_fn(small), small.dataset, spec.params["alphas"]
     train = loss_along_line(small.model, large.model, loss, (data.x_train, data.y_train), alphas, batch_size=4096)
     test = loss_along_line(small.model, large.model, loss, (data.x_test, data.y_test), alphas, batch_size=4096)
-    metrics = {"alphas": alphas, "line_train_loss": train.losses, "line_test_loss": test.losses,
-               "line_train_acc": train.accuracies, "line_test_acc": test.accuracies,
-               "small_test_acc": small.metrics["test_acc"], "large_test_acc": large.metrics["test_acc"]}
-    curves = {name: list(enumerate(metrics[name])) for name in
-              ("line_train_loss", "line_test_loss", "line_train_acc", "line_test_acc")}
+    metrics = {"alphas": alphas, "small_test_acc": small.metrics["test_acc"], "large_test_acc": large.metrics["test_acc"]}
+    lines = {"line_train_loss": train.losses, "line_test_loss": test.losses, "line_train_acc": train.accuracies,
+             "line_test_acc": test.accuracies}
+    curves = {name: list(enumerate(values)) for name, values in lines.items()}  # step = index of α
     return RunOutcome("done", metrics, curves, small.wall_time_s + large.wall_time_s, small.provenance)
 
 
@@ -122,103 +122,115 @@ def batch_key(spec: RunSpec) -> str | None:
     return None if spec.params["kind"] == "line" else common.batch_key(spec)
 
 
-# --- summary -------------------------------------------------------------------------------------
+# --- analysis -------------------------------------------------------------------------------------
 
 
 # What the paper reports for each claim, and how many times sharper the largest batch must be.
 PAPER_CLAIMS = {"lambda_max_ratio": "11.8x", "sharper_by": 2.0,
                 "small_batch_accuracy_gain": "+1.61 pp (abstract); +2.25 pp (results list)"}
+METRICS = ("test_acc", "train_loss", "lambda_max", "hessian_trace", "keskar_sharpness")
 
 
-def summarize(rows: list[dict[str, Any]], config: BatchSizeConfig, name: str = NAME,
-              paper: dict[str, Any] = PAPER_CLAIMS) -> list:
-    from overparam.report import Claim, Section, bootstrap_ci, ratio_ci, spearman_ci
+@dataclass
+class BatchSizeAnalysis:
+    name: str
+    table: SeedTable  # training runs: seed x batch size
+    lines: list[Run]  # the per-seed runs along the line between the smallest- and largest-batch solutions
+    cis: dict[str, list[CI]]  # per metric, the mean over seeds at each batch size
+    small: int
+    large: int
+    ratio: CI  # λ_max(large) / λ_max(small), paired by seed
+    gain: CI  # test accuracy(small) − (large), pp, paired by seed
+    rho: CI  # Spearman(λ_max, test error) over the runs
+    n_points: int  # runs in the correlation
+    measure_examples: int  # training examples the flatness measures use
 
-    title = f"{name}: SGD batch size (LR scaling '{config.lr_scaling}'), sharpness and generalization"
 
-    done = common.done_rows(rows)
-    train_rows = [r for r in done if common.run_params(r)["kind"] == "train"]
-    line_rows = [r for r in done if common.run_params(r)["kind"] == "line"]
-    by_batch = common.group(train_rows, lambda r: common.option(r, "train.batch_size"))
-    if not by_batch:
-        return [Section(title, "No finished runs yet.")]
-    metrics = ("test_acc", "train_loss", "lambda_max", "hessian_trace", "keskar_sharpness")
-    cis = {b: {m: bootstrap_ci(common.values(rs, m)) for m in metrics} for b, rs in by_batch.items()}
-    table = common.table(
-        ["batch size", "lr", "n", "test acc", "train loss", "λ_max", "tr(H)", "Keskar ε-sharpness (%)"],
-        [[b, common.fmt(rs[0]["metrics"].get("lr", math.nan)), len(rs)] + [common.ci_text(cis[b][m]) for m in metrics]
-         for b, rs in by_batch.items()])
+def analyze(runs: list[Run], config: BatchSizeConfig, name: str = NAME) -> BatchSizeAnalysis | Missing:
+    train = [r for r in runs if r.settings["kind"] == "train"]
+    if not train:
+        return Missing(_title(name, config), "No finished runs yet.")
+    table = SeedTable(train, lambda r: r.config.train.batch_size)
+    small, large = table.axis[0], table.axis[-1]
+    x, y = metric_pairs(train, "lambda_max", lambda r: 1 - r.metric("test_acc"))
+    return BatchSizeAnalysis(
+        name, table, [r for r in runs if r.settings["kind"] == "line"], {m: table.cis(m) for m in METRICS},
+        small, large, table.ratio("lambda_max", large, small), table.difference("test_acc", small, large, scale=100),
+        spearman_ci(x, y), len(x), int(np.nanmax(table["measure_examples"])))
 
-    small, large = min(by_batch), max(by_batch)
-    claims = []
-    lam_small, lam_large = common.by_seed(by_batch[small], "lambda_max"), common.by_seed(by_batch[large], "lambda_max")
-    seeds = sorted(set(lam_small) & set(lam_large))
-    ratio = ratio_ci([lam_large[s] for s in seeds], [lam_small[s] for s in seeds])
+
+def claims(a: BatchSizeAnalysis, config: BatchSizeConfig, paper: dict[str, Any] = PAPER_CLAIMS) -> list[Claim]:
     sharper_by = paper["sharper_by"]
     how_much = "larger than" if sharper_by == 1 else f"more than {sharper_by:g} times"
-    claims.append(Claim.from_ci(
-        f"{name}.lambda_max_ratio", name,
-        f"The top Hessian eigenvalue at the largest batch (B={large}) is {how_much} that at the smallest "
-        f"(B={small}): ratio λ_max(B={large}) / λ_max(B={small}) > {sharper_by:g}, paired by seed.",
-        paper["lambda_max_ratio"], ratio, greater_than=sharper_by))
-    acc_small, acc_large = common.by_seed(by_batch[small], "test_acc"), common.by_seed(by_batch[large], "test_acc")
-    seeds = sorted(set(acc_small) & set(acc_large))
-    gain = bootstrap_ci([100 * (acc_small[s] - acc_large[s]) for s in seeds])
-    claims.append(Claim.from_ci(
-        f"{name}.small_batch_accuracy_gain", name,
-        f"Smaller batches generalize better: test accuracy at B={small} minus at B={large}, in percentage points, "
-        f"paired by seed (> 0).", paper["small_batch_accuracy_gain"], gain, greater_than=0.0))
-    pairs = [(r["metrics"]["lambda_max"], 1 - r["metrics"]["test_acc"]) for r in train_rows
-             if "lambda_max" in r["metrics"] and "test_acc" in r["metrics"]]
-    rho = spearman_ci([p[0] for p in pairs], [p[1] for p in pairs])
-    claims.append(Claim.from_ci(
-        f"{name}.sharpness_error_correlation", name,
-        "Sharpness (λ_max) and test error are positively rank-correlated across all runs (Spearman ρ > 0).",
-        "positive correlation", rho, greater_than=0.0, n_seeds=config.seeds,
-        details={"n_runs": len(pairs)}))
+    return [
+        Claim.from_ci(
+            f"{a.name}.lambda_max_ratio", a.name,
+            f"The top Hessian eigenvalue at the largest batch (B={a.large}) is {how_much} that at the smallest "
+            f"(B={a.small}): ratio λ_max(B={a.large}) / λ_max(B={a.small}) > {sharper_by:g}, paired by seed.",
+            paper["lambda_max_ratio"], a.ratio, greater_than=sharper_by),
+        Claim.from_ci(
+            f"{a.name}.small_batch_accuracy_gain", a.name,
+            f"Smaller batches generalize better: test accuracy at B={a.small} minus at B={a.large}, in percentage "
+            f"points, paired by seed (> 0).", paper["small_batch_accuracy_gain"], a.gain, greater_than=0.0),
+        Claim.from_ci(
+            f"{a.name}.sharpness_error_correlation", a.name,
+            "Sharpness (λ_max) and test error are positively rank-correlated across all runs (Spearman ρ > 0).",
+            "positive correlation", a.rho, greater_than=0.0, n_seeds=config.seeds, details={"n_runs": a.n_points}),
+    ]
 
-    reading = (f"Trained for the same number of epochs with LR scaling '{config.lr_scaling}', the smallest batch "
-               f"(B={small}) reached test accuracy {common.ci_text(cis[small]['test_acc'])} and the largest "
-               f"(B={large}) {common.ci_text(cis[large]['test_acc'])}: a difference of {common.fmt(gain[0], 3)} pp "
-               f"[{common.fmt(gain[1], 3)}, {common.fmt(gain[2], 3)}]. λ_max went from "
-               f"{common.fmt(cis[small]['lambda_max'][0], 3)} to {common.fmt(cis[large]['lambda_max'][0], 3)} "
-               f"({common.fmt(ratio[0], 3)}x; paper: {paper['lambda_max_ratio']}), and the rank correlation between sharpness and test error "
-               f"over {len(pairs)} runs is ρ = {common.fmt(rho[0], 3)} [{common.fmt(rho[1], 3)}, "
-               f"{common.fmt(rho[2], 3)}]. Final training loss: {common.ci_text(cis[small]['train_loss'], 3)} at "
-               f"B={small} vs {common.ci_text(cis[large]['train_loss'], 3)} at B={large}"
-               + (" — at equal epochs the large batch takes far fewer steps and did not fit the training set as "
-                  "well, so part of the accuracy gap is under-training rather than generalization (Hoffer et al. "
-                  "2017)." if cis[large]["train_loss"][0] > max(10 * cis[small]["train_loss"][0], 0.05) else ".")
-               + " With cross-entropy, λ_max also shrinks as the training loss goes to zero, so runs that end at "
-                 "different losses are not compared at equal loss.")
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def _title(name: str, config: BatchSizeConfig) -> str:
+    return f"{name}: SGD batch size (LR scaling '{config.lr_scaling}'), sharpness and generalization"
+
+
+def render(a: BatchSizeAnalysis, claims: list[Claim], config: BatchSizeConfig,
+           paper: dict[str, Any] = PAPER_CLAIMS) -> list[Section]:
+    lrs = a.table.mean("lr")
+    table = common.table(
+        ["batch size", "lr", "n", "test acc", "train loss", "λ_max", "tr(H)", "Keskar ε-sharpness (%)"],
+        [[b, common.fmt(lrs[j]), count] + [common.ci_text(a.cis[m][j]) for m in METRICS]
+         for j, (b, count) in enumerate(zip(a.table.axis, a.table.n_runs()))])
     text = ("Per batch size: mean over seeds with a 95% bootstrap CI; λ_max, tr(H), ε-sharpness and the "
-            f"perturbation curve are measured on {train_rows[0]['metrics'].get('measure_examples', '?')} training "
-            f"examples.\n\n{table}\n\n{reading}")
-    figures = [(f"{name}_accuracy_sharpness", _accuracy_sharpness_figure(by_batch, cis)),
-               (f"{name}_perturbation", _perturbation_figure(by_batch[small], by_batch[large], small, large))]
-    if line_rows:
-        figures.append((f"{name}_line", _line_figure(line_rows, small, large)))
-    return [Section(title, text, figures, claims)]
+            f"perturbation curve are measured on {a.measure_examples} training "
+            f"examples.\n\n{table}\n\n{_reading(a, config, paper)}")
+    figures = [(f"{a.name}_accuracy_sharpness", _accuracy_sharpness_figure(a)),
+               (f"{a.name}_perturbation", _perturbation_figure(a))]
+    if a.lines:
+        figures.append((f"{a.name}_line", _line_figure(a)))
+    return [Section(_title(a.name, config), text, figures, claims)]
 
 
-def _log2_axis(ax, xs) -> None:
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+def _reading(a: BatchSizeAnalysis, config: BatchSizeConfig, paper: dict[str, Any]) -> str:
+    first, last = 0, len(a.table) - 1
+    acc, lam, loss = a.cis["test_acc"], a.cis["lambda_max"], a.cis["train_loss"]
+    under_trained = loss[last][0] > max(10 * loss[first][0], 0.05)
+    return (f"Trained for the same number of epochs with LR scaling '{config.lr_scaling}', the smallest batch "
+            f"(B={a.small}) reached test accuracy {common.ci_text(acc[first])} and the largest (B={a.large}) "
+            f"{common.ci_text(acc[last])}: a difference of {common.fmt(a.gain[0], 3)} pp [{common.fmt(a.gain[1], 3)}, "
+            f"{common.fmt(a.gain[2], 3)}]. λ_max went from {common.fmt(lam[first][0], 3)} to "
+            f"{common.fmt(lam[last][0], 3)} ({common.fmt(a.ratio[0], 3)}x; paper: {paper['lambda_max_ratio']}), and "
+            f"the rank correlation between sharpness and test error over {a.n_points} runs is ρ = "
+            f"{common.fmt(a.rho[0], 3)} [{common.fmt(a.rho[1], 3)}, {common.fmt(a.rho[2], 3)}]. Final training loss: "
+            f"{common.ci_text(loss[first], 3)} at B={a.small} vs {common.ci_text(loss[last], 3)} at B={a.large}"
+            + (" — at equal epochs the large batch takes far fewer steps and did not fit the training set as "
+               "well, so part of the accuracy gap is under-training rather than generalization (Hoffer et al. "
+               "2017)." if under_trained else ".")
+            + " With cross-entropy, λ_max also shrinks as the training loss goes to zero, so runs that end at "
+              "different losses are not compared at equal loss.")
 
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(list(xs))
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(NullFormatter())
 
-
-def _accuracy_sharpness_figure(by_batch: dict, cis: dict):
-    from overparam.report import errorbar_plot, new_figure
+def _accuracy_sharpness_figure(a: BatchSizeAnalysis):
+    from overparam.report.figures import errorbar_plot, log2_axis, new_figure
 
     fig, (left, right) = new_figure(1, 2, width=11, height=4.2)
-    xs, ns = list(by_batch), [len(rs) for rs in by_batch.values()]
+    xs, ns = a.table.axis, a.table.n_runs()
     for ax, metric, label in ((left, "test_acc", "test accuracy"), (right, "lambda_max", "λ_max (top Hessian eigenvalue)")):
-        c = [cis[b][metric] for b in xs]
+        c = a.cis[metric]
         errorbar_plot(ax, xs, [v[0] for v in c], [v[1] for v in c], [v[2] for v in c], label, ns)
-        _log2_axis(ax, xs)
+        log2_axis(ax, xs)
         ax.set_xlabel("batch size B")
         ax.set_ylabel(label)
     right.set_yscale("log")
@@ -228,18 +240,21 @@ def _accuracy_sharpness_figure(by_batch: dict, cis: dict):
     return fig
 
 
-def _perturbation_figure(small_rows: list, large_rows: list, small: int, large: int):
-    from overparam.report import bootstrap_ci, errorbar_plot, new_figure
+def _perturbation_figure(a: BatchSizeAnalysis):
+    from overparam.report.figures import errorbar_plot, new_figure
 
     fig, ax = new_figure()
-    for rows, b, colour in ((small_rows, small, "tab:blue"), (large_rows, large, "tab:red")):
-        curves = [r["metrics"]["perturbation_increase"] for r in rows if "perturbation_increase" in r["metrics"]]
-        if not curves:
+    sigmas = a.table["perturbation_sigmas"]
+    _, curves = a.table.curve("perturbation_increase")  # (S, B, σ)
+    for b, colour in ((a.small, "tab:blue"), (a.large, "tab:red")):
+        j = a.table.index(b)
+        values = curves[:, j]
+        values = values[np.isfinite(values).any(axis=1)]
+        if not len(values):
             continue
-        sigmas = rows[0]["metrics"]["perturbation_sigmas"]
-        c = [bootstrap_ci([curve[i] for curve in curves]) for i in range(len(sigmas))]
-        errorbar_plot(ax, sigmas, [v[0] for v in c], [v[1] for v in c], [v[2] for v in c], f"B={b}", len(curves),
-                      color=colour)
+        c = [mean_ci(values[:, i]) for i in range(values.shape[1])]
+        errorbar_plot(ax, np.nanmax(sigmas[:, j], axis=0), [v[0] for v in c], [v[1] for v in c], [v[2] for v in c],
+                      f"B={b}", len(values), color=colour)
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=1e-3)
     ax.set_xlabel("perturbation size σ (relative to each layer's norm)")
@@ -248,21 +263,20 @@ def _perturbation_figure(small_rows: list, large_rows: list, small: int, large: 
     return fig
 
 
-def _line_figure(line_rows: list, small: int, large: int):
-    from overparam.report import new_figure
+def _line_figure(a: BatchSizeAnalysis):
+    from overparam.report.figures import new_figure
 
     fig, (ax_loss, ax_acc) = new_figure(1, 2, width=11, height=4.2)
-    alphas = np.asarray(line_rows[0]["metrics"]["alphas"])
-    for split, style in (("train", "-"), ("test", "--")):
+    lines = SeedTable(a.lines)
+    alphas = np.nanmax(lines["alphas"][:, 0], axis=0)
+    for split, colour, style in (("train", "black", "-"), ("test", "tab:purple", "--")):
         for ax, metric in ((ax_loss, f"line_{split}_loss"), (ax_acc, f"line_{split}_acc")):
-            curves = np.asarray([r["metrics"][metric] for r in line_rows], dtype=float)
-            mean = curves.mean(axis=0)
-            ax.plot(alphas, mean, style, color="black" if split == "train" else "tab:purple",
+            curves = lines.curve(metric)[1][:, 0]  # (seeds, α)
+            ax.plot(alphas, curves.mean(axis=0), style, color=colour,
                     label=f"{split} (mean of n={len(curves)} seeds; band: min-max)")
-            ax.fill_between(alphas, curves.min(axis=0), curves.max(axis=0), alpha=0.2,
-                            color="black" if split == "train" else "tab:purple")
+            ax.fill_between(alphas, curves.min(axis=0), curves.max(axis=0), alpha=0.2, color=colour)
     for ax, label in ((ax_loss, "loss"), (ax_acc, "accuracy")):
-        for x, text in ((0.0, f"B={small}"), (1.0, f"B={large}")):
+        for x, text in ((0.0, f"B={a.small}"), (1.0, f"B={a.large}")):
             ax.axvline(x, color="grey", linewidth=0.8, linestyle=":")
             ax.annotate(text, (x, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom", fontsize=9)
         ax.set_xlabel("α  (θ = (1−α) θ_small + α θ_large)")
@@ -285,7 +299,9 @@ STUDY = Study(
     run_one=run_one,
     run_batch=run_batch,
     batch_key=batch_key,
-    summarize=summarize,
+    analyze=analyze,
+    claims=claims,
+    render=render,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 100, "seed": 0},
                  "model": {"name": "mlp", "width": 16, "depth": 1}, "train": {"lr": 0.05, "epochs": 1},

@@ -35,7 +35,9 @@ STUDY = Study(
     run_one=batch_size.run_one,
     run_batch=batch_size.run_batch,
     batch_key=batch_size.batch_key,
-    summarize=functools.partial(batch_size.summarize, name=NAME, paper=PAPER_CLAIMS),
+    analyze=functools.partial(batch_size.analyze, name=NAME),
+    claims=functools.partial(batch_size.claims, paper=PAPER_CLAIMS),
+    render=functools.partial(batch_size.render, paper=PAPER_CLAIMS),
     presets={
         "tiny": _sqrt(batch_size.STUDY.presets["tiny"]),
         # MNIST-1D has 4000 training examples, so the sweep stops at B = 2048 (2 steps per epoch).

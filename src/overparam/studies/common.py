@@ -42,7 +42,7 @@ def run_config(data: Mapping[str, Any], model: Mapping[str, Any], train: Mapping
 def spec(study: str, config: RunConfig, **settings: Any) -> RunSpec:
     """A grid point: the run's config plus study settings (JSON values) that ``measure`` reads."""
     params = {"run": config.to_dict(), **settings}
-    return RunSpec(run_key(study, params, config.seed), params, config.seed)
+    return RunSpec(run_key(study, params, config.seed), params, config.seed, config)
 
 
 def check_workload(data: Any, model: Any, loss: str) -> None:
@@ -61,11 +61,10 @@ def validate_specs(specs: Sequence[RunSpec]) -> None:
 
     seen, configs = set(), []
     for s in specs:
-        config = RunConfig.from_dict(s.params["run"])
-        key = (json.dumps(config.to_dict()["data"], sort_keys=True), json.dumps(config.to_dict()["model"], sort_keys=True))
+        key = (json.dumps(s.params["run"]["data"], sort_keys=True), json.dumps(s.params["run"]["model"], sort_keys=True))
         if key not in seen:
             seen.add(key)
-            configs.append(config)
+            configs.append(s.config)
     validate(configs)
 
 
@@ -78,7 +77,7 @@ def batch_key(spec: RunSpec, ignore: Sequence[str] = ()) -> str:
     from overparam.run import batch_signature
 
     settings = {k: v for k, v in spec.params.items() if k != "run" and k not in ignore}
-    return batch_signature(RunConfig.from_dict(spec.params["run"])) + json.dumps(settings, sort_keys=True, default=str)
+    return batch_signature(spec.config) + json.dumps(settings, sort_keys=True, default=str)
 
 
 def train_and_measure(specs: Sequence[RunSpec], device: str | None, measure: Measure | None) -> list[RunOutcome]:
@@ -86,7 +85,7 @@ def train_and_measure(specs: Sequence[RunSpec], device: str | None, measure: Mea
     trained run that did not diverge; its metrics and curves are merged into the outcome."""
     from overparam.run import run_batch
 
-    records = run_batch([RunConfig.from_dict(s.params["run"]) for s in specs], device=device, quiet=True)
+    records = run_batch([s.config for s in specs], device=device, quiet=True)
     outcomes = []
     for s, record in zip(specs, records):
         metrics, curves = dict(record.metrics), dict(record.curves)
@@ -273,6 +272,5 @@ def flatness_metrics(record: Any, settings: Mapping[str, Any],
                                            seed=seed)
     increases = [float(v) for v in sensitivity.mean_increase]
     metrics = {"lambda_max": float(eig.values[0]), "hessian_trace": trace.value, "keskar_sharpness": keskar.value,
-               "perturbation_sigmas": list(settings["sigmas"]), "perturbation_increase": increases,
-               "measure_examples": len(data[0])}
-    return metrics, {"perturbation_increase": list(enumerate(increases))}
+               "perturbation_sigmas": list(settings["sigmas"]), "measure_examples": len(data[0])}
+    return metrics, {"perturbation_increase": list(enumerate(increases))}  # step = index of σ

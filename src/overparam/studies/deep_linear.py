@@ -664,7 +664,7 @@ STUDY = Study(
     config_type=DeepLinearConfig,
     grid=grid,
     run_one=run_one,
-    summarize=summarize,
+    legacy_summarize=summarize,
     presets={
         "tiny": {"d": 10, "rank": 2, "n_observed": 60, "depths": [1, 2, 3], "init_scale": 1e-3, "lr": 0.05,
                  "steps": 600, "curve_points": 10, "seeds": 2},

@@ -673,7 +673,7 @@ STUDY = Study(
     run_one=common.single(_measure),
     run_batch=common.batched(_measure),
     batch_key=common.batch_key,
-    summarize=summarize,
+    legacy_summarize=summarize,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 200, "seed": 0},
                  "train": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 50, "epochs": 1},

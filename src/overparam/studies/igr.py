@@ -501,7 +501,7 @@ STUDY = Study(
     config_type=IGRConfig,
     grid=grid,
     run_one=run_one,
-    summarize=summarize,
+    legacy_summarize=summarize,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 100, "seed": 0},
                  "model": {"name": "mlp", "width": 16, "depth": 1, "activation": "tanh"},

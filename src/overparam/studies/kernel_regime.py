@@ -643,7 +643,7 @@ STUDY = Study(
     config_type=KernelRegimeConfig,
     grid=grid,
     run_one=run_one,
-    summarize=summarize,
+    legacy_summarize=summarize,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 40, "n_test": 60, "seed": 0},
                  "widths": [8, 64], "alphas": [0.5, 8.0], "alpha_sweep_width": 64, "steps": 20, "eval_every": 10,

@@ -718,7 +718,7 @@ STUDY = Study(
     config_type=LabelNoiseConfig,
     grid=grid,
     run_one=run_one,
-    summarize=summarize,
+    legacy_summarize=summarize,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 100},
                  "model": {"name": "mlp", "width": 32, "depth": 1},

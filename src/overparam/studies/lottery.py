@@ -402,7 +402,7 @@ STUDY = Study(
     config_type=LotteryConfig,
     grid=grid,
     run_one=run_one,
-    summarize=summarize,
+    legacy_summarize=summarize,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 200, "seed": 0},
                  "model": {"name": "mlp", "width": 16, "depth": 1},

@@ -578,7 +578,7 @@ STUDY = Study(
     run_one=run_one,
     run_batch=run_batch,
     batch_key=batch_key,
-    summarize=summarize,
+    legacy_summarize=summarize,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 100, "seed": 0},
                  "model": {"name": "mlp", "width": 16, "depth": 1},

@@ -607,7 +607,7 @@ STUDY = Study(
     config_type=MaxMarginConfig,
     grid=grid,
     run_one=run_one,
-    summarize=summarize,
+    legacy_summarize=summarize,
     presets={
         "tiny": {"n_train": 40, "dim": 5, "steps": 2000, "record_points": 40, "late_decades": 1.0, "seeds": 3},
         "quick": {"n_train": 200, "dim": 10, "steps": 300_000, "record_points": 110, "late_decades": 2.0,

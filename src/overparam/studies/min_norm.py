@@ -566,7 +566,7 @@ STUDY = Study(
     config_type=MinNormConfig,
     grid=grid,
     run_one=run_one,
-    summarize=summarize,
+    legacy_summarize=summarize,
     presets={
         "tiny": {"n": 20, "p": 60, "seeds": 4, "dd_seeds": 4, "dd_ratios": [0.25, 0.5, 1.0, 2.0, 3.0]},
         "quick": {"n": 100, "p": 1000, "seeds": 100, "dd_seeds": 50},

@@ -12,11 +12,14 @@ the lowest λ_max; across runs, sharpness and test error are positively rank-cor
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from overparam.analysis import Missing, Run, SeedTable, mean_ci, metric_pairs
 from overparam.errors import ConfigError, check_positive_int
+from overparam.report import CI, Claim, Section, spearman_ci
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study
 
@@ -74,97 +77,114 @@ def run_batch(specs: list[RunSpec], device: str | None) -> list[RunOutcome]:
     return common.train_and_measure(specs, device, _measure)
 
 
-# --- summary -------------------------------------------------------------------------------------
+# --- analysis ------------------------------------------------------------------------------------
 
 
-def summarize(rows: list[dict[str, Any]], config: OptimizerConfig) -> list:
-    from overparam.report import Claim, Section, bootstrap_ci, ratio_ci, spearman_ci
+METRICS = ("test_acc", "train_loss", "lambda_max", "hessian_trace", "keskar_sharpness")
+TITLE = "optimizer: SGD, momentum, Adam and SAM — flatness and accuracy"
 
-    title = "optimizer: SGD, momentum, Adam and SAM — flatness and accuracy"
-    done = common.done_rows(rows)
+
+@dataclass
+class OptimizerAnalysis:
+    table: SeedTable  # seed x optimizer (the config's order)
+    cis: dict[str, list[CI]]  # per metric, the mean over seeds for each optimizer
+    sam_ratio: CI | None  # λ_max(SAM) / λ_max(the flattest other optimizer), paired by seed
+    runner_up: str | None  # that other optimizer
+    rho: CI  # Spearman(λ_max, test error) over the runs
+    n_points: int
+
+
+def analyze(runs: list[Run], config: OptimizerConfig) -> OptimizerAnalysis | Missing:
+    if not runs:
+        return Missing(TITLE, "No finished runs yet.")
     known = list(DEFAULT_OPTIMIZERS)  # stored configs sort their keys: show the usual order
-    by_variant = common.group(done, lambda r: common.run_params(r)["variant"])
-    by_variant = dict(sorted(by_variant.items(), key=lambda kv: (known.index(kv[0]) if kv[0] in known else len(known),
-                                                                  kv[0])))
-    if not by_variant:
-        return [Section(title, "No finished runs yet.")]
-    metrics = ("test_acc", "train_loss", "lambda_max", "hessian_trace", "keskar_sharpness")
-    cis = {v: {m: bootstrap_ci(common.values(rs, m)) for m in metrics} for v, rs in by_variant.items()}
+    table = SeedTable(runs, lambda r: (known.index(r.settings["variant"]) if r.settings["variant"] in known
+                                       else len(known), r.settings["variant"]))
+    cis = {m: table.cis(m) for m in METRICS}
+    names = [v for _, v in table.axis]
+    ratio = runner_up = None
+    if "sam" in names and len(names) > 1:
+        lam = {v: ci[0] for v, ci in zip(names, cis["lambda_max"])}
+        runner_up = min((v for v in names if v != "sam"), key=lam.get)
+        ratio = table.ratio("lambda_max", table.axis[names.index("sam")], table.axis[names.index(runner_up)])
+    x, y = metric_pairs(runs, "lambda_max", lambda r: 1 - r.metric("test_acc"))
+    return OptimizerAnalysis(table, cis, ratio, runner_up, spearman_ci(x, y), len(x))
 
-    def settings(variant: str) -> str:
-        s = common.run_params(by_variant[variant][0])["run"]["train"]
-        text = f"{s['optimizer']}, lr {s['lr']}"
-        if s["optimizer"] in ("sgd", "sam"):
-            text += f", momentum {s['momentum']}"
-        if s["optimizer"] == "sam":
-            text += f", ρ {s['sam_rho']}"
-        return text
 
-    table = common.table(["optimizer", "settings", "n", "test acc", "train loss", "λ_max", "tr(H)",
-                          "Keskar ε-sharpness (%)"],
-                         [[v, settings(v), len(rs)] + [common.ci_text(cis[v][m]) for m in metrics]
-                          for v, rs in by_variant.items()])
-    claims = []
-    flattest = min(by_variant, key=lambda v: cis[v]["lambda_max"][0])
-    if "sam" in by_variant and len(by_variant) > 1:
-        others = [v for v in by_variant if v != "sam"]
-        runner_up = min(others, key=lambda v: cis[v]["lambda_max"][0])
-        sam = {r["seed"]: r["metrics"]["lambda_max"] for r in by_variant["sam"] if "lambda_max" in r["metrics"]}
-        other = {r["seed"]: r["metrics"]["lambda_max"] for r in by_variant[runner_up] if "lambda_max" in r["metrics"]}
-        seeds = sorted(set(sam) & set(other))
-        ratio = ratio_ci([sam[s] for s in seeds], [other[s] for s in seeds])
-        claims.append(Claim.from_ci(
+def claims(a: OptimizerAnalysis, config: OptimizerConfig) -> list[Claim]:
+    out = []
+    if a.sam_ratio is not None:
+        out.append(Claim.from_ci(
             "optimizer.sam_flattest", NAME,
-            f"SAM finds the flattest minimum: λ_max(SAM) / λ_max({runner_up}, the flattest of the others) < 1, "
-            f"paired by seed.", "SAM flattest (sharpness-aware training)", ratio, less_than=1.0))
-    pairs = [(r["metrics"]["lambda_max"], 1 - r["metrics"]["test_acc"]) for r in done
-             if "lambda_max" in r["metrics"] and "test_acc" in r["metrics"]]
-    rho = spearman_ci([p[0] for p in pairs], [p[1] for p in pairs])
-    claims.append(Claim.from_ci(
+            f"SAM finds the flattest minimum: λ_max(SAM) / λ_max({a.runner_up}, the flattest of the others) < 1, "
+            f"paired by seed.", "SAM flattest (sharpness-aware training)", a.sam_ratio, less_than=1.0))
+    out.append(Claim.from_ci(
         "optimizer.flatness_orders_accuracy", NAME,
         "Flatter minima generalize better across optimizers: Spearman ρ between λ_max and test error over all runs > 0.",
-        "flatness orders test accuracy", rho, greater_than=0.0, n_seeds=config.seeds,
-        details={"n_runs": len(pairs)}))
-    best = max(by_variant, key=lambda v: cis[v]["test_acc"][0])
-    reading = (f"Lowest mean λ_max: {flattest} ({common.fmt(cis[flattest]['lambda_max'][0], 3)}); highest mean test "
-               f"accuracy: {best} ({common.fmt(cis[best]['test_acc'][0], 4)}). Across {len(pairs)} runs the rank "
-               f"correlation between λ_max and test error is ρ = {common.ci_text(rho, 3)}. λ_max depends on the "
-               f"parameterization of the solution (Adam's and SGD's minima differ in weight scale), so it is "
-               f"compared together with the scale-aware perturbation curve and ε-sharpness; with cross-entropy it also "
-               f"shrinks as the training loss goes to zero (final train losses are in the table).")
+        "flatness orders test accuracy", a.rho, greater_than=0.0, n_seeds=config.seeds,
+        details={"n_runs": a.n_points}))
+    return out
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def _settings(run: Run) -> str:
+    train = run.config.train
+    text = f"{train.optimizer}, lr {train.lr}"
+    if train.optimizer in ("sgd", "sam"):
+        text += f", momentum {train.momentum}"
+    if train.optimizer == "sam":
+        text += f", ρ {train.sam_rho}"
+    return text
+
+
+def render(a: OptimizerAnalysis, claims: list[Claim], config: OptimizerConfig) -> list[Section]:
+    names = [v for _, v in a.table.axis]
+    first = [next(row[j] for row in a.table.runs if row[j] is not None) for j in range(len(names))]
+    table = common.table(["optimizer", "settings", "n", "test acc", "train loss", "λ_max", "tr(H)",
+                          "Keskar ε-sharpness (%)"],
+                         [[v, _settings(run), count] + [common.ci_text(a.cis[m][j]) for m in METRICS]
+                          for j, (v, run, count) in enumerate(zip(names, first, a.table.n_runs()))])
+    lam, acc = [c[0] for c in a.cis["lambda_max"]], [c[0] for c in a.cis["test_acc"]]
+    flattest, best = names[int(np.argmin(lam))], names[int(np.argmax(acc))]
+    reading = (f"Lowest mean λ_max: {flattest} ({common.fmt(min(lam), 3)}); highest mean test accuracy: {best} "
+               f"({common.fmt(max(acc), 4)}). Across {a.n_points} runs the rank correlation between λ_max and test "
+               f"error is ρ = {common.ci_text(a.rho, 3)}. λ_max depends on the parameterization of the solution "
+               f"(Adam's and SGD's minima differ in weight scale), so it is compared together with the scale-aware "
+               f"perturbation curve and ε-sharpness; with cross-entropy it also shrinks as the training loss goes to "
+               f"zero (final train losses are in the table).")
     text = (f"Same model, data, batch size ({config.train.get('batch_size')}) and epochs "
             f"({config.train.get('epochs')}) for every optimizer; mean over seeds with a 95% bootstrap CI.\n\n"
             f"{table}\n\n{reading}")
-    return [Section(title, text, [("optimizer_flatness", _figure(by_variant, cis))], claims)]
+    return [Section(TITLE, text, [("optimizer_flatness", _figure(a))], claims)]
 
 
-def _figure(by_variant: dict, cis: dict):
-    from overparam.report import bootstrap_ci, new_figure
+def _figure(a: OptimizerAnalysis):
+    from overparam.report.figures import new_figure
 
     fig, axes = new_figure(1, 3, width=15, height=4.2)
-    names = list(by_variant)
+    names = [v for _, v in a.table.axis]
     positions = range(len(names))
     for ax, metric, label in ((axes[0], "test_acc", "test accuracy"), (axes[1], "lambda_max", "λ_max")):
-        est = [cis[v][metric][0] for v in names]
-        low = [cis[v][metric][0] - cis[v][metric][1] for v in names]
-        high = [cis[v][metric][2] - cis[v][metric][0] for v in names]
-        err = [[0 if math.isnan(x) else x for x in low], [0 if math.isnan(x) else x for x in high]]
-        ax.bar(positions, est, yerr=err, capsize=4, color="tab:blue", alpha=0.75)
+        est, low, high = (np.array([c[i] for c in a.cis[metric]]) for i in range(3))
+        ax.bar(positions, est, yerr=np.nan_to_num([est - low, high - est]), capsize=4, color="tab:blue", alpha=0.75)
         ax.set_xticks(list(positions), names)
         ax.set_ylabel(f"{label} (mean, 95% CI)")
-        ax.set_title(f"{label} by optimizer (n={min(len(r) for r in by_variant.values())} seeds)")
-    lows = [cis[v]["test_acc"][1] for v in names if not math.isnan(cis[v]["test_acc"][1])]
+        ax.set_title(f"{label} by optimizer (n={min(a.table.n_runs())} seeds)")
+    lows = [c[1] for c in a.cis["test_acc"] if not np.isnan(c[1])]
     if lows:
         axes[0].set_ylim(max(0.0, min(lows) - 0.05), None)
     ax = axes[2]
-    for v, rows in by_variant.items():
-        curves = [r["metrics"]["perturbation_increase"] for r in rows if "perturbation_increase" in r["metrics"]]
-        if not curves:
+    sigmas = np.nanmax(a.table["perturbation_sigmas"], axis=0)  # (optimizer, σ)
+    _, curves = a.table.curve("perturbation_increase")  # (seeds, optimizer, σ)
+    for j, name in enumerate(names):
+        values = curves[:, j][np.isfinite(curves[:, j]).any(axis=1)]
+        if not len(values):
             continue
-        sigmas = rows[0]["metrics"]["perturbation_sigmas"]
-        c = [bootstrap_ci([curve[i] for curve in curves]) for i in range(len(sigmas))]
-        ax.plot(sigmas, [x[0] for x in c], marker="o", label=v)
-        ax.fill_between(sigmas, [x[1] for x in c], [x[2] for x in c], alpha=0.2)
+        c = [mean_ci(values[:, i]) for i in range(values.shape[1])]
+        ax.plot(sigmas[j], [x[0] for x in c], marker="o", label=name)
+        ax.fill_between(sigmas[j], [x[1] for x in c], [x[2] for x in c], alpha=0.2)
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=1e-3)
     ax.set_xlabel("perturbation size σ (relative to each layer's norm)")
@@ -182,7 +202,9 @@ STUDY = Study(
     run_one=run_one,
     run_batch=run_batch,
     batch_key=common.batch_key,
-    summarize=summarize,
+    analyze=analyze,
+    claims=claims,
+    render=render,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 100, "seed": 0},
                  "model": {"name": "mlp", "width": 16, "depth": 1}, "train": {"batch_size": 50, "epochs": 1},

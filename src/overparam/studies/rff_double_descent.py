@@ -402,7 +402,7 @@ STUDY = Study(
     config_type=RFFDoubleDescentConfig,
     grid=grid,
     run_one=run_one,
-    summarize=summarize,
+    legacy_summarize=summarize,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 100, "n_test": 200, "seed": 0},
                  "feature_ratios": [0.3, 0.7, 1.0, 1.5, 4.0], "seeds": 3},

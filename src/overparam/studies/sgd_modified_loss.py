@@ -408,7 +408,7 @@ STUDY = Study(
     run_one=common.single(_measure),
     run_batch=common.batched(_measure),
     batch_key=common.batch_key,
-    summarize=summarize,
+    legacy_summarize=summarize,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 256, "n_test": 100, "seed": 0},
                  "model": {"name": "mlp", "width": 16, "depth": 1}, "lrs": [0.05, 0.1, 0.2], "batch_sizes": [32, 64],

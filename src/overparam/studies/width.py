@@ -551,7 +551,7 @@ STUDY = Study(
     run_one=common.single(_measure),
     run_batch=common.batched(_measure),
     batch_key=common.batch_key,
-    summarize=summarize,
+    legacy_summarize=summarize,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 100, "seed": 0},
                  "train": {"optimizer": "sgd", "momentum": 0.0, "batch_size": 50, "epochs": 1},

@@ -23,12 +23,12 @@ def build_report(directory: str | Path) -> ReportPaths:
         studies = [n for n in suite_order if n in present] + sorted(present - set(suite_order))
         for name in studies:
             study = get_study(name)
-            rows = store.runs(name)
+            rows = store.runs(name, curves=True)
             stored = rows[-1]["config"].get("study_config", {})  # the latest invocation's resolved config
             config = study.resolve(file_values=stored)
             setup.append(_setup_line(name, rows, stored))
             status = status_line(store, name)
-            if study.summarize is None:
+            if not study.reports:
                 sections.append(Section(name, status))
                 continue
             for i, section in enumerate(study.summarize(rows, config)):

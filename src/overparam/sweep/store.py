@@ -191,8 +191,10 @@ class ResultsStore:
             (study, *FINAL_STATUSES))}
         return [key for key in run_keys if key not in finished]
 
-    def runs(self, study: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        """Rows as dicts, with ``config`` and ``metrics`` parsed from JSON."""
+    def runs(self, study: str | None = None, status: str | None = None, *, curves: bool = False
+             ) -> list[dict[str, Any]]:
+        """Rows as dicts, with ``config`` and ``metrics`` parsed from JSON; with ``curves=True``
+        each row also has ``curves`` ({name: [(step, value), ...]}, read in one query)."""
         query, args = "SELECT * FROM runs WHERE 1=1", []
         if study is not None:
             query, args = query + " AND study=?", args + [study]
@@ -207,6 +209,17 @@ class ResultsStore:
             record["metrics"] = json.loads(record["metrics"]) if record["metrics"] else {}
             record["provenance"] = json.loads(record["provenance"]) if record["provenance"] else {}
             out.append(record)
+        if curves:
+            by_run: dict[tuple[str, str], dict[str, list[tuple[int, float]]]] = {}
+            query, args = "SELECT study, run_key, name, step, value FROM curves", ()
+            if study is not None:
+                query, args = query + " WHERE study=?", (study,)
+            for row in self._db.execute(query + " ORDER BY study, run_key, name, step", args):
+                value = float("nan") if row["value"] is None else row["value"]
+                by_run.setdefault((row["study"], row["run_key"]), {}).setdefault(row["name"], []).append(
+                    (row["step"], value))
+            for record in out:
+                record["curves"] = by_run.get((record["study"], record["run_key"]), {})
         return out
 
     def curves(self, study: str, run_key: str) -> dict[str, list[tuple[int, float]]]:
