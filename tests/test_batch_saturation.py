@@ -13,7 +13,7 @@ import torch
 
 from overparam.errors import ConfigError
 from overparam.studies import get_study
-from overparam.studies.batch_saturation import NAME, STUDY, summarize
+from overparam.studies.batch_saturation import NAME, STUDY
 from overparam.sweep.execute import run_sweep
 from overparam.sweep.report import build_report
 from overparam.sweep.store import ResultsStore
@@ -104,7 +104,7 @@ def _rows(s_min: float, b_noise: float, sizes, b_simple: float, seeds=4, lrs=(0.
 def test_summary_recovers_a_known_saturation_curve():
     sizes = [2**k for k in range(2, 15)]
     config = STUDY.resolve("tiny", overrides=["workloads=[mlp]"])
-    [section] = summarize(_rows(200.0, 256.0, sizes, b_simple=128.0, unreached_at=8), config)
+    [section] = STUDY.summarize(_rows(200.0, 256.0, sizes, b_simple=128.0, unreached_at=8), config)
     claims = {c.id.split(".")[-1]: c for c in section.claims}
     assert claims["perfect_scaling"].verdict == "reproduced" and claims["saturation"].verdict == "reproduced"
     assert claims["perfect_scaling"].details["batch_sizes"] == [4, 16, 32, 64]  # 8 left out: seed 0 never reached it
@@ -120,7 +120,7 @@ def test_summary_without_saturation_is_not_reproduced():
     # and far above a B_simple of 50
     sizes = [2**k for k in range(2, 10)]
     config = STUDY.resolve("tiny", overrides=["workloads=[mlp]"])
-    [section] = summarize(_rows(0.01, 10**7, sizes, b_simple=50.0), config)
+    [section] = STUDY.summarize(_rows(0.01, 10**7, sizes, b_simple=50.0), config)
     claims = {c.id.split(".")[-1]: c for c in section.claims}
     assert claims["perfect_scaling"].verdict == "reproduced"
     assert claims["saturation"].verdict == "inconclusive" and claims["saturation"].details["batch_sizes"] == []

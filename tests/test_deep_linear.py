@@ -20,7 +20,6 @@ from overparam.studies.deep_linear import (
     curve_steps,
     make_problem,
     run_one,
-    summarize,
     train,
 )
 
@@ -107,19 +106,20 @@ def _rows(rank_by_depth, error_by_depth, ratio2=1.0, seeds=3):
                        "relative_residual": 1e-3, "truth_effective_rank": 4.9, "truth_numerical_rank": 5,
                        "reference_effective_rank": 4.9, "reference_numerical_rank": 5, "reference_error": 1e-7,
                        "reference_gap": 1e-7, "reference_converged": True, "singular_values": [3.0, 2.0, 1.0],
-                       "truth_singular_values": [3.0, 2.0, 0.0], "reference_singular_values": [3.0, 2.0, 1e-8],
-                       "curve_steps": [0, 1, 10], "effective_rank_curve": [40.0, 30.0, rank],
-                       "train_loss_curve": [10.0, 5.0, 1e-3]}
+                       "truth_singular_values": [3.0, 2.0, 0.0], "reference_singular_values": [3.0, 2.0, 1e-8]}
+            curves = {"effective_rank": [(0, 40.0), (1, 30.0), (10, rank)],
+                      "train_loss": [(0, 10.0), (1, 5.0), (10, 1e-3)]}
             params = {"problem": "completion", "d": 50, "rank": 5, "n_observed": 2000, "width": 50,
                       "init": "balanced", "init_scale": 1e-4, "lr": 0.02, "steps": 10, "curve_points": 3,
                       "rank_threshold": 0.01, "reference_tol": 1e-6, "reference_max_iter": 100, "depth": depth}
-            rows.append({"status": "done", "seed": seed, "metrics": metrics, "config": {"params": params}})
+            rows.append({"status": "done", "seed": seed, "metrics": metrics, "curves": curves,
+                         "config": {"params": params}})
     return rows
 
 
 def test_verdicts_follow_the_measurements():
     config = STUDY.resolve("quick")
-    falling = summarize(_rows({1: 25.0, 2: 5.3, 3: 5.1, 5: 5.0}, {1: 1.0, 2: 0.01, 3: 0.005, 5: 0.002}), config)
+    falling = STUDY.summarize(_rows({1: 25.0, 2: 5.3, 3: 5.1, 5: 5.0}, {1: 1.0, 2: 0.01, 3: 0.005, 5: 0.002}), config)
     verdicts = {c.id: c.verdict for c in falling[0].claims}
     assert verdicts == {"deep_linear.low_rank_at_max_depth": "reproduced",
                         "deep_linear.depth_lowers_effective_rank": "reproduced",
@@ -128,12 +128,13 @@ def test_verdicts_follow_the_measurements():
                         "deep_linear.depth2_min_nuclear_norm": "reproduced",
                         "deep_linear.depth_lowers_reconstruction_error": "reproduced"}
     # rank and error growing with depth, a high-rank deepest solution, a depth-2 nuclear norm far above the minimum
-    rising = summarize(_rows({1: 5.0, 2: 10.0, 3: 15.0, 5: 20.0}, {1: 0.1, 2: 0.2, 3: 0.3, 5: 0.4}, ratio2=1.3), config)
+    rising = STUDY.summarize(_rows({1: 5.0, 2: 10.0, 3: 15.0, 5: 20.0}, {1: 0.1, 2: 0.2, 3: 0.3, 5: 0.4}, ratio2=1.3),
+                             config)
     verdicts = {c.id: c.verdict for c in rising[0].claims}
     assert set(verdicts.values()) == {"not_reproduced"}
     claims = {c.id: c for c in rising[0].claims}
     assert claims["deep_linear.effective_rank_ratio"].measured == pytest.approx(5.01 / 20.01, rel=1e-3)
-    assert "No two depths" in summarize([], config)[0].text
+    assert "No two depths" in STUDY.summarize([], config)[0].text
 
 
 def test_tiny_preset_end_to_end(tiny_store):
@@ -141,16 +142,16 @@ def test_tiny_preset_end_to_end(tiny_store):
     from overparam.sweep.store import ResultsStore
 
     with ResultsStore(tiny_store) as store:
-        rows = store.runs("deep_linear")
-        curves = store.curves("deep_linear", rows[0]["run_key"])
+        rows = store.runs("deep_linear", curves=True)
     assert len(rows) == 6 and {r["status"] for r in rows} == {"done"}
     for row in rows:
-        m = row["metrics"]
+        m, curves = row["metrics"], row["curves"]
         assert m["reference_converged"] and m["reference_gap"] <= 1e-6
         assert 1 <= m["effective_rank"] <= 10 and len(m["singular_values"]) == 10
         assert m["nuclear_ratio"] > 1 - 0.1  # no fit has a much smaller nuclear norm than the minimum
-        assert len(m["effective_rank_curve"]) == len(m["curve_steps"]) == len(m["train_loss_curve"])
-    assert set(curves) == {"effective_rank", "numerical_rank", "train_loss"}
+        assert set(curves) == {"effective_rank", "numerical_rank", "train_loss"} and "effective_rank_curve" not in m
+        steps = [[s for s, _ in points] for points in curves.values()]
+        assert steps[0] == steps[1] == steps[2] == curve_steps(600, 10)
     # depth 1 leaves the unobserved entries at their near-zero init
     assert all(math.isclose(r["metrics"]["reconstruction_error"], 1.0, abs_tol=1e-2) for r in rows
                if r["config"]["params"]["depth"] == 1)

@@ -9,16 +9,14 @@ import math
 import numpy as np
 import pytest
 
+from overparam.analysis import runs_from_rows
 from overparam.errors import ConfigError
 from overparam.studies import get_study
 from overparam.studies.double_descent import (
     STUDY,
-    Curve,
     DoubleDescentConfig,
-    curves,
     locate,
     peak_index,
-    summarize,
     sweet_spot_index,
     threshold_index,
 )
@@ -31,11 +29,12 @@ TRAIN = [0.50, 0.30, 0.10, 0.00, 0.00, 0.00]
 TEST = [0.40, 0.30, 0.45, 0.40, 0.30, 0.25]
 
 
-def _curve(train, test, seeds=4, noise=0.15, jitter=0.002, widths=WIDTHS, params=PARAMS) -> Curve:
+def _locate(train, test, seeds=4, jitter=0.002, num_resamples=500, tolerance=0.01):
+    """locate() on per-seed errors (seeds x WIDTHS) spread around the given mean curves."""
     offsets = jitter * (np.arange(seeds)[:, None] - (seeds - 1) / 2)
-    return Curve("mlp", noise, np.asarray(widths), np.asarray(params), list(range(seeds)),
-                 np.clip(np.asarray(train)[None, :] + np.abs(offsets) * (np.asarray(train) > 0), 0, 1),
-                 np.asarray(test)[None, :] + offsets)
+    train_error = np.clip(np.asarray(train)[None, :] + np.abs(offsets) * (np.asarray(train) > 0), 0, 1)
+    return locate(train_error, np.asarray(test)[None, :] + offsets, np.asarray(WIDTHS), np.asarray(PARAMS),
+                  tolerance, num_resamples=num_resamples)
 
 
 def _rows(train, test, seeds=3, noise=0.15, family="mlp", widths=WIDTHS, params=PARAMS):
@@ -47,6 +46,7 @@ def _rows(train, test, seeds=3, noise=0.15, family="mlp", widths=WIDTHS, params=
             metrics = {"train_acc": 1 - max(0.0, train[j] + (abs(shift) if train[j] > 0 else 0.0)),
                        "test_acc": 1 - (test[j] + shift), "num_parameters": params[j], "train_loss": 0.1,
                        "test_loss": 1.0}
+            metrics.update(train_error=1 - metrics["train_acc"], test_error=1 - metrics["test_acc"])
             if noise > 0:
                 metrics.update(noisy_train_acc=1 - train[j], clean_train_acc=1.0, noisy_clean_acc=0.0)
             rows.append({"status": "done", "seed": seed, "metrics": metrics, "config": {"params": {
@@ -77,25 +77,25 @@ def test_locators_on_known_curves():
 
 
 def test_locate_gives_threshold_peak_and_fall_with_cis():
-    found = locate(_curve(TRAIN, TEST), tolerance=0.01, num_resamples=500)
-    assert found["threshold_index"] == 3 and found["sweet_index"] == 1 and found["peak_index"] == 2
-    thr = found["threshold_params"]
+    found = _locate(TRAIN, TEST)
+    assert found.threshold_index == 3 and found.sweet_index == 1 and found.peak_index == 2
+    thr = found.threshold_params
     assert thr[0] == PARAMS[3] and thr.n == 4 and thr[1] <= thr[0] <= thr[2]
-    ratio = found["log2_peak_over_threshold"]
+    ratio = found.log2_peak_over_threshold
     assert ratio[0] == pytest.approx(math.log2(16 / 32))
     assert -1 <= ratio[1] <= ratio[2] <= 1
-    fall = found["fall"]
+    fall = found.fall
     assert fall[0] == pytest.approx(0.25 - 0.45)
     assert fall[2] < 0
 
 
 def test_no_peak_when_test_error_never_rises():
     falling = [0.40, 0.35, 0.30, 0.28, 0.27, 0.25]
-    found = locate(_curve(TRAIN, falling), num_resamples=200)
-    assert found["peak_index"] == found["sweet_index"] == 3  # the threshold, where the descent goes on
-    assert math.isinf(found["log2_peak_over_threshold"][0]) and found["log2_peak_over_threshold"][0] > 0
-    assert found["fall"][0] == 0.0
-    sections = summarize(_rows(TRAIN, falling), STUDY.resolve("tiny"))
+    found = _locate(TRAIN, falling, num_resamples=200)
+    assert found.peak_index == found.sweet_index == 3  # the threshold, where the descent goes on
+    assert math.isinf(found.log2_peak_over_threshold[0]) and found.log2_peak_over_threshold[0] > 0
+    assert found.fall[0] == 0.0
+    sections = STUDY.summarize(_rows(TRAIN, falling), STUDY.resolve("tiny"))
     claims = {c.id: c for s in sections for c in s.claims}
     assert claims["double_descent.mlp.noise15.peak_near_threshold"].verdict == "not_reproduced"
     assert claims["double_descent.mlp.noise15.falls_beyond_peak"].verdict == "not_reproduced"
@@ -103,18 +103,18 @@ def test_no_peak_when_test_error_never_rises():
 
 
 def test_locate_without_interpolation_and_with_one_seed():
-    found = locate(_curve([0.5, 0.4, 0.3, 0.2, 0.1, 0.05], TEST), num_resamples=200)
-    assert found["threshold_index"] == -1
-    assert math.isinf(found["threshold_params"][0]) and math.isinf(found["log2_peak_over_threshold"][0])
-    single = locate(_curve(TRAIN, TEST, seeds=1), num_resamples=200)
-    assert single["threshold_params"][0] == PARAMS[3]
-    assert math.isnan(single["threshold_params"][1])  # no interval from one seed
+    found = _locate([0.5, 0.4, 0.3, 0.2, 0.1, 0.05], TEST, num_resamples=200)
+    assert found.threshold_index == -1
+    assert math.isinf(found.threshold_params[0]) and math.isinf(found.log2_peak_over_threshold[0])
+    single = _locate(TRAIN, TEST, seeds=1, num_resamples=200)
+    assert single.threshold_params[0] == PARAMS[3]
+    assert math.isnan(single.threshold_params[1])  # no interval from one seed
 
 
 def test_claims_from_synthetic_rows():
     config = STUDY.resolve("tiny")
     rows = _rows(TRAIN, TEST) + _rows(TRAIN, [0.40, 0.30, 0.28, 0.27, 0.26, 0.25], noise=0.0)
-    sections = summarize(rows, config)
+    sections = STUDY.summarize(rows, config)
     claims = {c.id: c for s in sections for c in s.claims}
     assert set(claims) == {"double_descent.mlp.noise0.interpolation_threshold",
                            "double_descent.mlp.noise15.interpolation_threshold",
@@ -127,13 +127,13 @@ def test_claims_from_synthetic_rows():
     assert claims["double_descent.mlp.noise15.falls_beyond_peak"].verdict == "reproduced"
     assert "double descent" in sections[0].text
     # no width interpolates: the threshold claim is not reproduced, and the text says so
-    sections = summarize(_rows([0.5, 0.4, 0.3, 0.2, 0.1, 0.05], TEST), config)
+    sections = STUDY.summarize(_rows([0.5, 0.4, 0.3, 0.2, 0.1, 0.05], TEST), config)
     claims = {c.id: c for s in sections for c in s.claims}
     assert claims["double_descent.mlp.noise15.interpolation_threshold"].verdict == "not_reproduced"
     assert claims["double_descent.mlp.noise15.peak_near_threshold"].verdict == "not_reproduced"
     assert "No width reaches" in sections[0].text
     # the peak at the largest width: test error never falls again
-    sections = summarize(_rows(TRAIN, [0.4, 0.3, 0.35, 0.4, 0.45, 0.5]), config)
+    sections = STUDY.summarize(_rows(TRAIN, [0.4, 0.3, 0.35, 0.4, 0.45, 0.5]), config)
     claims = {c.id: c for s in sections for c in s.claims}
     assert claims["double_descent.mlp.noise15.falls_beyond_peak"].verdict == "not_reproduced"
 
@@ -142,10 +142,10 @@ def test_curves_tolerate_missing_runs():
     rows = _rows(TRAIN, TEST)
     del rows[4]  # seed 0 at width 64 never finished
     rows.append({**rows[0], "status": "failed"})
-    curve = curves(rows)[("mlp", 0.15)]
-    assert curve.train_error.shape == (3, len(WIDTHS))
-    assert np.isnan(curve.test_error[0, 4]) and np.isfinite(curve.test_error[1, 4])
-    assert locate(curve, num_resamples=100)["peak_index"] == 2
+    curve = STUDY.analyze(runs_from_rows(rows), STUDY.resolve("tiny")).curves[("mlp", 0.15)]
+    assert curve.table["train_error"].shape == (3, len(WIDTHS))
+    assert np.isnan(curve.table["test_error"][0, 4]) and np.isfinite(curve.table["test_error"][1, 4])
+    assert curve.located.peak_index == 2
 
 
 def test_config_validation():

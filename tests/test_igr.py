@@ -19,7 +19,7 @@ def test_tiny_study_end_to_end(tmp_path):
     summary = run_sweep(study, config, tmp_path, progress=False)
     assert summary.failures == [] and summary.counts["done"] == 8  # 2 seeds x (one_step, 2 h, egr)
     with ResultsStore(tmp_path) as store:
-        rows = store.runs("igr")
+        rows = store.runs("igr", curves=True)
     kinds = {}
     for row in rows:
         kinds.setdefault(row["config"]["params"]["kind"], []).append(row)
@@ -35,7 +35,9 @@ def test_tiny_study_end_to_end(tmp_path):
         train = row["config"]["params"]["run"]["train"]
         m = row["metrics"]
         assert train["optimizer"] == "gd" and train["steps"] * train["lr"] == pytest.approx(config.time)
-        assert m["lambda_max"] > 0 and m["r_ig"] > 0 and len(m["track_r_ig"]) == len(m["track_steps"]) >= 2
+        # R_IG and the full training loss tracked at the same steps, at least twice
+        tracked = [[step for step, _ in row["curves"][name]] for name in ("r_ig", "full_loss")]
+        assert m["lambda_max"] > 0 and m["r_ig"] > 0 and tracked[0] == tracked[1] and len(tracked[0]) >= 2
     # EGR: the smallest h with λ = (h_large − h_small)/4
     assert {r["config"]["params"]["run"]["train"]["grad_penalty"] for r in kinds["egr"]} == {(2.0 - 0.5) / 4}
     assert {r["config"]["params"]["run"]["train"]["lr"] for r in kinds["egr"]} == {0.5}

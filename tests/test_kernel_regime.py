@@ -15,7 +15,7 @@ from overparam.measures import empirical_ntk
 from overparam.models import build
 from overparam.references.kernel import kernel_predict
 from overparam.studies import common, get_study
-from overparam.studies.kernel_regime import STUDY, Centered, _run_config, ntk_apply, run_one, summarize
+from overparam.studies.kernel_regime import STUDY, Centered, _run_config, ntk_apply, run_one
 from overparam.sweep.execute import run_sweep
 from overparam.sweep.report import build_report
 from overparam.sweep.store import ResultsStore
@@ -106,7 +106,7 @@ def test_a_very_lazy_network_is_its_kernel_regression():
 
 def test_summary_claims_and_figures(tiny_rows):
     config = STUDY.resolve("tiny")
-    section = summarize(tiny_rows, config)[0]
+    section = STUDY.summarize(tiny_rows, config)[0]
     assert [c.id for c in section.claims] == IDS
     assert all(c.n_seeds == 3 and c.verdict in ("reproduced", "not_reproduced", "inconclusive")
                for c in section.claims)
@@ -117,7 +117,7 @@ def test_summary_claims_and_figures(tiny_rows):
     assert "| 64 | 3 |" in section.text and "**alpha sweep** (width = 64)" in section.text
     # one width and one α only: neither sweep has two values
     one = [r for r in tiny_rows if r["metrics"]["width"] == 8]
-    assert summarize(one, config)[0].claims == []
+    assert STUDY.summarize(one, config)[0].claims == []
 
 
 def test_report_has_the_claims_and_figures(tiny_store):

@@ -19,7 +19,7 @@ from overparam.studies import get_study
 from overparam.studies.label_noise import (
     STUDY,
     Tracker,
-    band,
+    curve_band,
     early_stopping,
     first_step_reaching,
     gradient_weighting,
@@ -28,7 +28,6 @@ from overparam.studies.label_noise import (
     phase_means,
     run_metrics,
     split_gradients,
-    summarize,
 )
 from overparam.train import Callback, loss_function
 
@@ -138,12 +137,12 @@ def test_per_run_summaries_of_hand_made_series():
     assert m["noisy_grad_share_growth"] == pytest.approx(0.6)
 
 
-def test_band_is_the_mean_with_a_bootstrap_interval_over_seeds():
+def test_curve_band_is_the_mean_with_a_bootstrap_interval_over_seeds():
     values = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])
-    mean, low, high = band(values, num_resamples=500)
+    mean, low, high = curve_band(values, num_resamples=500)
     assert mean.tolist() == [1.0, 1.0]
     assert 0.0 <= low[0] < 1.0 < high[0] <= 2.0 and low[1] == high[1] == 1.0
-    assert np.isnan(band(values[:1])[1]).all()
+    assert np.isnan(curve_band(values[:1])[1]).all()
 
 
 def test_tracker_does_not_change_training():
@@ -187,7 +186,7 @@ def test_claims_from_synthetic_rows():
             "noisy_grad_share_early": 0.2 + 0.01 * seed, "noisy_grad_share_late": 0.6,
             "noisy_grad_share_growth": 0.4 - 0.01 * seed, "noisy_loss_share_early": 0.5,
             "grad_noisy_fraction": 0.4}))
-    (section,) = summarize(rows, config)
+    (section,) = STUDY.summarize(rows, config)
     claims = {c.id: c for c in section.claims}
     assert list(claims) == ["label_noise.noisy_fitted_late", "label_noise.early_stopping_helps",
                             "label_noise.early_stopping_gain_grows", "label_noise.noisy_weight_small_early",
@@ -202,7 +201,7 @@ def test_claims_from_synthetic_rows():
     for r in rows:
         if r["seed"] < 3:
             r["metrics"]["clean_fit_step"] = None
-    (section,) = summarize(rows, config)
+    (section,) = STUDY.summarize(rows, config)
     ratio = next(c for c in section.claims if c.id == "label_noise.noisy_fitted_late")
     assert ratio.n_seeds == 1 and ratio.verdict == "inconclusive"
 
@@ -238,16 +237,16 @@ def test_tiny_study_end_to_end(tmp_path):
     summary = run_sweep(study, study.resolve("tiny"), tmp_path, progress=False)
     assert summary.failures == [] and summary.counts["done"] == 4
     with ResultsStore(tmp_path) as store:
-        rows = store.runs("label_noise")
-        curves = store.curves("label_noise", rows[0]["run_key"])
+        rows = store.runs("label_noise", curves=True)
     noisy = [r for r in rows if r["config"]["params"]["label_noise"] == 0.4]
     assert len(noisy) == 2 and all(r["metrics"]["num_noisy_labels"] == 80 for r in noisy)
     for r in noisy:
-        series = r["metrics"]["series"]
-        assert series["step"] == [0, 4, 8, 12]
-        assert all(0 <= v <= 1 for v in series["noisy_train_acc"] + series["clean_train_acc"])
+        curves = r["curves"]
+        for name in ("tracked_noisy_train_acc", "tracked_clean_train_acc"):
+            assert [s for s, _ in curves[name]] == [0, 4, 8, 12]
+            assert all(0 <= v <= 1 for _, v in curves[name])
         assert 0.2 < r["metrics"]["grad_noisy_fraction"] < 0.6
-    assert "tracked_clean_train_acc" in curves
+        assert "series" not in r["metrics"]  # the tracked measures are stored as curves only
     paths = build_report(tmp_path)
     claims = json.loads(paths.claims.read_text())
     assert [c["id"] for c in claims] == ["label_noise.noisy_fitted_late", "label_noise.early_stopping_helps",

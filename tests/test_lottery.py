@@ -10,7 +10,7 @@ import pytest
 
 from overparam.errors import ConfigError
 from overparam.studies import get_study
-from overparam.studies.lottery import STUDY, summarize
+from overparam.studies.lottery import NETWORKS, STUDY
 from overparam.sweep.execute import run_sweep
 from overparam.sweep.report import build_report
 from overparam.sweep.store import ResultsStore
@@ -27,7 +27,7 @@ def test_tiny_preset_end_to_end(tmp_path):
     summary = run_sweep(STUDY, config, tmp_path, progress=False)
     assert summary.counts["done"] == config.seeds == 2 and not summary.failures
     with ResultsStore(tmp_path) as store:
-        rows = store.runs("lottery")
+        rows = store.runs("lottery", curves=True)
         curves = {row["run_key"]: store.curves("lottery", row["run_key"]) for row in rows}
     assert sorted(row["seed"] for row in rows) == [0, 1]
     for row in rows:
@@ -41,21 +41,23 @@ def test_tiny_preset_end_to_end(tmp_path):
         assert levels[2]["remaining"] == pytest.approx((410 + 130) / 800)
         assert levels[2]["remaining_by_layer"] == pytest.approx({"hidden.0.weight": 410 / 640,
                                                                  "readout.weight": 130 / 160})
+        assert set(levels[1]) == {"level", "remaining", "remaining_by_layer", "counts"}  # accuracies: curves
         assert metrics["max_abs_pruned_weight"] == 0.0  # pruned weights stayed exactly zero
         assert metrics["diverged"] == []
-        assert levels[0]["ticket_test_acc"] == metrics["dense_test_acc"]
-        for entry in levels[1:]:
-            for net in ("ticket", "reinit", "random"):
-                assert 0.0 <= entry[f"{net}_test_acc"] <= 1.0 and 0.0 <= entry[f"{net}_train_acc"] <= 1.0
-                assert entry[f"{net}_early_stopping_test_acc"] is not None
         run_curves = curves[row["run_key"]]
-        assert [step for step, _ in run_curves["ticket_test_acc"]] == [0, 1, 2]
-        assert [step for step, _ in run_curves["reinit_test_acc"]] == [1, 2]
-        assert [step for step, _ in run_curves["random_test_acc"]] == [1, 2]
-        assert [v for _, v in run_curves["ticket_test_acc"]] == pytest.approx(
-            [e["ticket_test_acc"] for e in levels])
+        assert run_curves == row["curves"]
+        assert [step for step, _ in run_curves["remaining"]] == [0, 1, 2]
+        assert [v for _, v in run_curves["remaining"]] == pytest.approx([e["remaining"] for e in levels])
+        assert run_curves["ticket_test_acc"][0] == (0, pytest.approx(metrics["dense_test_acc"]))
+        assert run_curves["ticket_early_stopping_test_acc"][0] == (0, pytest.approx(
+            metrics["dense_early_stopping_test_acc"]))
+        for net in NETWORKS:  # every network at every level (the ticket from the dense level 0 on)
+            steps = [0, 1, 2] if net == "ticket" else [1, 2]
+            for key in ("test_acc", "train_acc", "early_stopping_test_acc"):
+                assert [step for step, _ in run_curves[f"{net}_{key}"]] == steps
+                assert all(0.0 <= v <= 1.0 for _, v in run_curves[f"{net}_{key}"])
 
-    sections = summarize(rows, config)
+    sections = STUDY.summarize(rows, config)
     assert len(sections) == 1
     assert [c.id for c in sections[0].claims] == CLAIM_IDS
     assert [name for name, _ in sections[0].figures] == ["lottery_accuracy_vs_remaining"]
@@ -75,14 +77,15 @@ def test_tiny_preset_end_to_end(tmp_path):
 
 def _row(seed: int, remaining: list[float], dense: float, ticket: list[float], reinit: list[float],
          random: list[float]) -> dict:
-    levels = [{"level": 0, "remaining": 1.0, "ticket_test_acc": dense}]
-    for i, r in enumerate(remaining, start=1):
-        levels.append({"level": i, "remaining": r, "ticket_test_acc": ticket[i - 1],
-                       "reinit_test_acc": reinit[i - 1], "random_test_acc": random[i - 1],
-                       "ticket_early_stopping_test_acc": ticket[i - 1]})
-    metrics = {"dense_test_acc": dense, "dense_early_stopping_test_acc": dense, "levels": levels, "diverged": [],
+    """A store row (with curves, step = level) of one finished IMP trajectory."""
+    levels = range(len(remaining) + 1)
+    metrics = {"dense_test_acc": dense, "dense_early_stopping_test_acc": dense, "diverged": [],
+               "levels": [{"level": i, "remaining": r} for i, r in zip(levels, [1.0] + remaining)],
                "max_abs_pruned_weight": 0.0}
-    return {"seed": seed, "status": "done", "metrics": metrics, "config": {}}
+    curves = {"remaining": list(zip(levels, [1.0] + remaining)), "ticket_test_acc": list(zip(levels, [dense] + ticket)),
+              "ticket_early_stopping_test_acc": list(zip(levels, [dense] + ticket)),
+              "reinit_test_acc": list(zip(levels[1:], reinit)), "random_test_acc": list(zip(levels[1:], random))}
+    return {"seed": seed, "status": "done", "metrics": metrics, "curves": curves, "config": {}}
 
 
 def test_summary_claims_use_the_level_closest_to_ten_percent_and_paired_differences():
@@ -93,7 +96,7 @@ def test_summary_claims_use_the_level_closest_to_ten_percent_and_paired_differen
         _row(2, remaining, 0.78, [0.79, 0.78, 0.775, 0.69], [0.77, 0.74, 0.73, 0.58], [0.75, 0.73, 0.72, 0.68]),
         {"seed": 3, "status": "failed", "metrics": {}, "config": {}},  # ignored
     ]
-    (section,) = summarize(rows, STUDY.resolve("tiny"))
+    (section,) = STUDY.summarize(rows, STUDY.resolve("tiny"))
     claims = {c.id: c for c in section.claims}
     gap = claims["lottery.ticket_vs_dense_10pct"]
     assert "9.0%" in gap.statement and "level 3" in gap.statement
@@ -110,7 +113,7 @@ def test_summary_claims_use_the_level_closest_to_ten_percent_and_paired_differen
 
 
 def test_summary_without_pruned_levels_says_so():
-    (section,) = summarize([], STUDY.resolve("tiny"))
+    (section,) = STUDY.summarize([], STUDY.resolve("tiny"))
     assert section.claims == [] and "No finished run" in section.text
 
 

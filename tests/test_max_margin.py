@@ -14,7 +14,7 @@ from overparam.errors import ConfigError
 from overparam.references.svm import hard_margin_svm
 from overparam.studies import get_study
 from overparam.studies.max_margin import (STUDY, angles, asymptotic_offset, late_statistics, logistic_gd,
-                                          record_steps, smoothness, summarize)
+                                          record_steps, smoothness)
 from overparam.sweep.execute import run_sweep
 from overparam.sweep.report import build_report
 from overparam.sweep.store import ResultsStore
@@ -72,10 +72,8 @@ def test_asymptote_is_undefined_when_the_support_vectors_do_not_span():
     assert asymptotic_offset(z, np.array([1.0, 1.0, 0.0]), np.array([0, 1]), 0.5) is None
 
 
-def _metrics_with(angle, loss, norm, margin_ratio, steps):
-    return {"curve_steps": list(steps), "angle_curve": list(angle), "loss_curve": list(loss),
-            "norm_curve": list(norm), "margin_ratio_curve": list(margin_ratio), "svm_norm": 2.0,
-            "final_angle": angle[-1], "final_angle_planted": 3 * angle[-1]}
+def _curves_with(angle, loss, norm, margin_ratio):
+    return {"angle": angle, "loss": loss, "norm": norm, "margin_ratio": margin_ratio, "angle_planted": 3 * angle}
 
 
 def test_late_statistics_recover_known_rates():
@@ -83,8 +81,8 @@ def test_late_statistics_recover_known_rates():
     log_t = np.log(steps)
     c, t0 = 0.3, 2.0
     angle = c / (log_t + t0)  # the 1/log t law with a time shift
-    metrics = _metrics_with(angle, 5.0 / steps, 2.0 * log_t + 1.0, 1 - 0.5 / log_t, steps)
-    stats = late_statistics(metrics, 2.0)
+    curves = _curves_with(angle, 5.0 / steps, 2.0 * log_t + 1.0, 1 - 0.5 / log_t)
+    stats = late_statistics(steps, curves, 2.0, 2.0)  # ‖ŵ‖ = 2
     assert stats["inverse_angle_curvature"] == pytest.approx(1.0, abs=1e-9)
     assert stats["fit_c"] == pytest.approx(c, rel=1e-9) and stats["fit_t0"] == pytest.approx(t0, rel=1e-9)
     assert stats["loss_exponent_t"] == pytest.approx(-1.0, abs=1e-9)
@@ -96,10 +94,10 @@ def test_late_statistics_recover_known_rates():
     assert -late[-1] / (late[-1] + t0) < stats["angle_exponent_logt"] < -late[0] / (late[0] + t0)
     assert math.isnan(stats["theory_ratio"]) and math.isnan(stats["theory_rate_ratio"])
     # with an asymptote curve equal to the measured one, the theory ratios are 1
-    stats = late_statistics({**metrics, "angle_theory_curve": list(angle)}, 2.0)
+    stats = late_statistics(steps, {**curves, "angle_theory": angle}, 2.0, 2.0)
     assert stats["theory_ratio"] == pytest.approx(1.0) and stats["theory_rate_ratio"] == pytest.approx(1.0)
     # a power law t^(−0.1) bends 1/angle upward: late/early slope ratio 10^0.1 = 1.26 over two decades
-    power = late_statistics(_metrics_with(steps ** -0.1, 5.0 / steps, log_t, 1 - 0.5 / log_t, steps), 2.0)
+    power = late_statistics(steps, _curves_with(steps ** -0.1, 5.0 / steps, log_t, 1 - 0.5 / log_t), 2.0, 2.0)
     assert power["inverse_angle_curvature"] == pytest.approx(10 ** 0.1, rel=0.03)
     assert power["angle_exponent_t"] == pytest.approx(-0.1, abs=1e-9)
 
@@ -118,7 +116,7 @@ def tiny_store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_rows(tiny_store):
     with ResultsStore(tiny_store) as store:
-        return store.runs("max_margin")
+        return store.runs("max_margin", curves=True)
 
 
 def test_registered_under_its_name():
@@ -128,19 +126,21 @@ def test_registered_under_its_name():
 def test_runs_store_curves_and_the_svm(tiny_rows):
     config = STUDY.resolve("tiny")
     for row in tiny_rows:
-        m = row["metrics"]
-        assert m["curve_steps"] == record_steps(config.steps, config.record_points)
+        m, curves = row["metrics"], {name: np.array(points, dtype=float) for name, points in row["curves"].items()}
+        for points in curves.values():
+            assert points[:, 0].tolist() == record_steps(config.steps, config.record_points)
         assert m["svm_kkt_residual"] < 1e-9 and 1 <= m["support_vectors"] <= config.dim
-        angle, ratio, loss = np.array(m["angle_curve"]), np.array(m["margin_ratio_curve"]), np.array(m["loss_curve"])
+        angle, ratio, loss = curves["angle"][:, 1], curves["margin_ratio"][:, 1], curves["loss"][:, 1]
         assert np.all(ratio <= 1 + 1e-12)  # no direction has a larger margin than the SVM's
         assert np.all(np.diff(loss) < 0)  # GD with η < 2/β decreases the loss monotonically
         assert angle[-1] < angle[0] and 0 < m["final_angle"] < 0.2
         assert m["lr"] == pytest.approx(config.lr_scale / m["smoothness"])
-        assert m["asymptote_defined"] == ("angle_theory_curve" in m)
+        assert m["asymptote_defined"] == ("angle_theory" in curves)
+        assert not any(k.endswith("_curve") for k in m)  # the curves are stored once, as curves
 
 
 def test_summarize_gives_claims_tables_and_figures(tiny_rows):
-    sections = summarize(tiny_rows, STUDY.resolve("tiny"))
+    sections = STUDY.summarize(tiny_rows, STUDY.resolve("tiny"))
     assert len(sections) == 1
     section = sections[0]
     assert [c.id for c in section.claims] == IDS
@@ -150,8 +150,8 @@ def test_summarize_gives_claims_tables_and_figures(tiny_rows):
                                                      "max_margin_norm"]
     assert "| seed | SVs | δ_min |" in section.text
     # runs of another configuration are not mixed in; one seed alone gives no claims
-    assert summarize(tiny_rows, STUDY.resolve("tiny", overrides=["steps=3000"]))[0].claims == []
-    assert summarize(tiny_rows[:1], STUDY.resolve("tiny"))[0].claims == []
+    assert STUDY.summarize(tiny_rows, STUDY.resolve("tiny", overrides=["steps=3000"]))[0].claims == []
+    assert STUDY.summarize(tiny_rows[:1], STUDY.resolve("tiny"))[0].claims == []
 
 
 def test_report_has_the_claims_and_figures(tiny_store):

@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from overparam.analysis import Run, SeedTable
 from overparam.errors import ConfigError
 from overparam.references.linear import min_norm_interpolant, nearest_interpolant
 from overparam.studies import get_study
 from overparam.studies.min_norm import (
     STUDY,
     _peak_ratio,
-    _trace_matrix,
     coordinate_update,
     gd_update,
+    hold_last,
     iterate,
     median_band,
     null_part,
@@ -68,12 +69,14 @@ def test_median_band_order_statistics():
     assert low.tolist() == [1.0] and high.tolist() == [4.0]  # few trials: the range
 
 
-def test_trace_matrix_holds_a_stopped_trial_at_its_last_value():
-    rows = [{"metrics": {"trace_gd": [[0, 1.0], [1, 0.5], [2, 0.25]]}},
-            {"metrics": {"trace_gd": [[0, 1.0], [1, 0.1]]}}]
-    steps, matrix = _trace_matrix(rows, "gd")
+def test_a_stopped_trial_is_held_at_its_last_value():
+    runs = [Run("a", 0, "done", {}, None, {}, {"gd": [(0, 1.0), (1, 0.5), (2, 0.25)]}),
+            Run("b", 1, "done", {}, None, {}, {"gd": [(0, 1.0), (1, 0.1)]})]
+    steps, curves = SeedTable(runs).curve("gd")
     assert steps.tolist() == [0, 1, 2]
-    assert matrix.tolist() == [[1.0, 0.5, 0.25], [1.0, 0.1, 0.1]]
+    assert hold_last(curves[:, 0]).tolist() == [[1.0, 0.5, 0.25], [1.0, 0.1, 0.1]]
+    held = hold_last(np.array([np.nan, 2.0, np.nan, 3.0]))
+    assert np.isnan(held[0]) and held[1:].tolist() == [2.0, 2.0, 3.0]  # nothing before the first value
 
 
 def test_peak_ratio():
@@ -119,7 +122,7 @@ def test_tiny_end_to_end(tmp_path):
     summary = run_sweep(STUDY, config, tmp_path, progress=False)
     assert summary.failures == [] and summary.counts["done"] == config.seeds + config.dd_seeds
     with ResultsStore(tmp_path) as store:
-        rows = store.runs("min_norm")
+        rows = store.runs("min_norm", curves=True)
     convergence = [r for r in rows if r["config"]["params"]["part"] == "convergence"]
     assert len(convergence) == config.seeds
     for row in convergence:
@@ -128,6 +131,8 @@ def test_tiny_end_to_end(tmp_path):
         assert m["gd_zero_distance"] < 1e-8 and m["gd_init_nearest_distance"] < 1e-8
         assert m["gd_init_distance"] == pytest.approx(m["gd_init_predicted"], rel=1e-6)
         assert len(m["ridge_distance"]) == len(config.ridge_lambdas)
+        assert set(row["curves"]) == {"gd_zero", "gd_init", "gd_init_nearest", "adam", "coordinate"}
+        assert not any(k.startswith("trace_") for k in m)  # the curves are stored once, as curves
     double_descent = [r for r in rows if r["config"]["params"]["part"] == "double_descent"]
     m = double_descent[0]["metrics"]
     assert m["dd_features"] == [5, 10, 20, 40, 60]

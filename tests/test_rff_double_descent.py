@@ -15,7 +15,7 @@ from overparam.data.transforms import random_fourier_features
 from overparam.errors import ConfigError
 from overparam.references.rff import median_bandwidth, min_norm_lstsq
 from overparam.studies import get_study
-from overparam.studies.rff_double_descent import STUDY, locate, summarize
+from overparam.studies.rff_double_descent import STUDY, locate
 from overparam.sweep.execute import run_sweep
 from overparam.sweep.report import build_report
 from overparam.sweep.store import ResultsStore
@@ -172,7 +172,7 @@ def test_runs_store_errors_losses_and_norms(tiny_rows):
 
 
 def test_summarize_gives_claims_table_and_figure(tiny_rows):
-    sections = summarize(tiny_rows, STUDY.resolve("tiny"))
+    sections = STUDY.summarize(tiny_rows, STUDY.resolve("tiny"))
     assert len(sections) == 1
     section = sections[0]
     assert [c.id for c in section.claims] == IDS
@@ -184,7 +184,7 @@ def test_summarize_gives_claims_table_and_figure(tiny_rows):
     # only one side of N = n finished: a plain message, no claims
     n = STUDY.resolve("tiny").data["n_train"]
     below = [r for r in tiny_rows if r["metrics"]["num_features"] < n]
-    assert summarize(below, STUDY.resolve("tiny"))[0].claims == []
+    assert STUDY.summarize(below, STUDY.resolve("tiny"))[0].claims == []
 
 
 def test_report_has_the_claims_and_figure(tiny_store):

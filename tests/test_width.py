@@ -12,7 +12,7 @@ from overparam.errors import ConfigError
 from overparam.measures import analytic_ntk, empirical_ntk, kernel_distance
 from overparam.models import build
 from overparam.studies import get_study
-from overparam.studies.width import STUDY, limit_kernel, normalization, standard_limit_kernel, summarize
+from overparam.studies.width import STUDY, limit_kernel, normalization, standard_limit_kernel
 from overparam.sweep.execute import run_sweep
 from overparam.sweep.report import build_report
 from overparam.sweep.store import ResultsStore
@@ -99,7 +99,7 @@ def test_standard_limit_of_one_hidden_layer_is_the_readout_nngp_term():
 
 
 def test_summarize_gives_claims_tables_and_figures(tiny_rows):
-    sections = summarize(tiny_rows, STUDY.resolve("tiny"))
+    sections = STUDY.summarize(tiny_rows, STUDY.resolve("tiny"))
     assert len(sections) == 1
     section = sections[0]
     assert [c.id for c in section.claims] == IDS + STANDARD_IDS
@@ -110,7 +110,8 @@ def test_summarize_gives_claims_tables_and_figures(tiny_rows):
     assert "lr 1 (NTK parameterization), lr 0.05 (standard parameterization)" in section.text
     # one width only: no claims, a plain message
     one = [r for r in tiny_rows if r["config"]["params"]["run"]["model"]["options"]["width"] == 16]
-    assert summarize(one, STUDY.resolve("tiny"))[0].claims == []
+    (only,) = STUDY.summarize(one, STUDY.resolve("tiny"))
+    assert only.claims == [] and "two or more widths" in only.text
 
 
 def test_report_has_the_claims_and_figures(tiny_store):

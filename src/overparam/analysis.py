@@ -83,6 +83,8 @@ class Run:
 
         params = dict((row.get("config") or {}).get("params") or {})
         raw = params.pop("run", None)
+        if raw is None and {"data", "model", "train", "seed"} <= set(params):
+            raw, params = params, {}  # the generic train study stores the run config itself
         return cls(key=str(row.get("run_key", "")), seed=int(row["seed"]), status=str(row["status"]),
                    settings=params, config=None if raw is None else RunConfig.from_dict(raw),
                    metrics=row.get("metrics") or {}, curves=row.get("curves") or {},
@@ -235,6 +237,30 @@ class SeedTable:
     def ratio(self, metric: str | Callable[[Run], Any], a: Any, b: Any):
         """``mean(metric[a]) / mean(metric[b])``, paired by seed (:func:`paired_ratio`)."""
         return paired_ratio(self.at(metric, a), self.at(metric, b))
+
+    def slope(self, metric: str | Callable[[Run], Any], x: Sequence[float] | None = None, *, log: bool = True):
+        """The (log-log) slope of the metric against the axis (or ``x``, one value per axis point),
+        fitted per seed, with a t-interval over seeds (:func:`seed_slope_ci`)."""
+        from overparam.report.stats import seed_slope_ci
+
+        return seed_slope_ci(self.axis if x is None else x, self[metric], log=log)
+
+    def largest_step(self, metric: str | Callable[[Run], Any]):
+        """The largest mean rise of the metric between neighbouring axis points, with a
+        simultaneous interval (:func:`largest_step_ci`): < 0 throughout means it falls at every
+        step."""
+        from overparam.report.stats import largest_step_ci
+
+        return largest_step_ci(self[metric])
+
+    def correlation(self, x: str | Callable[[Run], Any], y: str | Callable[[Run], Any]):
+        """Spearman's ρ between two metrics over every run of the table, seeds as clusters
+        (:func:`clustered_spearman_ci`; n = seeds)."""
+        from overparam.report.stats import clustered_spearman_ci
+
+        xs, ys = self[x], self[y]
+        seeds = np.broadcast_to(np.asarray(self.seeds)[:, None], xs.shape)
+        return clustered_spearman_ci(xs.reshape(-1), ys.reshape(-1), seeds.reshape(-1))
 
     def curve(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """A stored curve of every run as ``(steps (K,), values (S, A, K))``, on the union of

@@ -54,8 +54,10 @@ from typing import Any
 
 import numpy as np
 
+from overparam.analysis import Missing, Run, SeedTable, finite, group, mean_ci, quiet
 from overparam.errors import ConfigError, check_positive_int, choice_error
-from overparam.references.batch import fit_saturation, ma_critical_batch
+from overparam.references.batch import SaturationFit, fit_saturation, ma_critical_batch
+from overparam.report import CI, Claim, Section, bootstrap_ci, loglog_slope_ci
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study
 
@@ -103,10 +105,6 @@ WORKLOAD_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _complete(workload: str, settings: Any) -> dict[str, Any]:
     """The workload's settings with defaults filled in, validated (ConfigError naming the bad one)."""
     if not isinstance(settings, dict):
@@ -116,8 +114,7 @@ def _complete(workload: str, settings: Any) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{workload} has no setting(s) {unknown}; accepted: {sorted(defaults)}")
     w = {**copy.deepcopy(defaults), **copy.deepcopy(settings)}
-    where = f"{workload}."
-    sizes = w["batch_sizes"]
+    where, sizes = f"{workload}.", w["batch_sizes"]
     if not isinstance(sizes, (list, tuple)) or len(sizes) < 3:
         raise ConfigError(f"{where}batch_sizes needs at least three batch sizes (a fit of two parameters), got {sizes!r}")
     for b in sizes:
@@ -125,19 +122,18 @@ def _complete(workload: str, settings: Any) -> dict[str, Any]:
     if len(set(sizes)) != len(sizes):
         raise ConfigError(f"{where}batch_sizes has repeated values: {list(sizes)}")
     w["batch_sizes"] = sorted(sizes)
-    if not (_is_number(w["target_loss"]) and w["target_loss"] > 0):
+    if not (finite(w["target_loss"]) and w["target_loss"] > 0):
         raise ConfigError(f"{where}target_loss must be a positive number, got {w['target_loss']!r}")
-    if w["loss"] not in LOSSES:
-        raise choice_error(f"{where}loss", w["loss"], LOSSES)
-    if w["lr_rule"] not in LR_RULES:
-        raise choice_error(f"{where}lr_rule", w["lr_rule"], LR_RULES)
+    for key, choices in (("loss", LOSSES), ("lr_rule", LR_RULES)):
+        if w[key] not in choices:
+            raise choice_error(f"{where}{key}", w[key], choices)
     grid = w["lr_grid"]
-    if not isinstance(grid, (list, tuple)) or not grid or not all(_is_number(v) and v > 0 for v in grid):
+    if not isinstance(grid, (list, tuple)) or not grid or not all(finite(v) and v > 0 for v in grid):
         raise ConfigError(f"{where}lr_grid must be a non-empty list of positive numbers, got {grid!r}")
     if len(set(grid)) != len(grid):
         raise ConfigError(f"{where}lr_grid has repeated values: {list(grid)}")
     w["lr_grid"] = sorted(float(v) for v in grid)
-    if not (_is_number(w["budget_epochs"]) and w["budget_epochs"] >= 0):
+    if not (finite(w["budget_epochs"]) and w["budget_epochs"] >= 0):
         raise ConfigError(f"{where}budget_epochs must be a number >= 0, got {w['budget_epochs']!r}")
     check_positive_int(f"{where}budget_steps", w["budget_steps"], minimum=0)
     if w["budget_epochs"] == 0 and w["budget_steps"] == 0:
@@ -151,12 +147,11 @@ def _complete(workload: str, settings: Any) -> dict[str, Any]:
     if not isinstance(w["data"].get("seed"), int) or isinstance(w["data"].get("seed"), bool):
         raise ConfigError(f"{where}data.seed must be set to an integer (one dataset shared by every seed and batch "
                           f"size), got {w['data'].get('seed')!r}")
-    if w["lr_rule"] == "ma":
-        model = w["model"]
-        if model.get("name") != "deep_linear" or model.get("depth") != 1 or w["loss"] != "mse":
-            raise ConfigError(f"{where}lr_rule 'ma' (Ma et al.'s η*(B) for least squares) needs the linear model "
-                              f"f(x) = wᵀx (model deep_linear with depth 1) and loss 'mse'; got model {model!r}, "
-                              f"loss {w['loss']!r}")
+    model = w["model"]
+    if w["lr_rule"] == "ma" and (model.get("name") != "deep_linear" or model.get("depth") != 1 or w["loss"] != "mse"):
+        raise ConfigError(f"{where}lr_rule 'ma' (Ma et al.'s η*(B) for least squares) needs the linear model "
+                          f"f(x) = wᵀx (model deep_linear with depth 1) and loss 'mse'; got model {model!r}, "
+                          f"loss {w['loss']!r}")
     common.run_config(w["data"], w["model"], {"loss": w["loss"], "momentum": 0.0}, 0)  # names and options
     return w
 
@@ -177,7 +172,7 @@ class BatchSaturationConfig:
                               f"(bad: {bad})")
         if len(set(self.workloads)) != len(self.workloads):
             raise ConfigError(f"workloads has repeated entries: {list(self.workloads)}")
-        if not (_is_number(self.regime_factor) and self.regime_factor > 1):
+        if not (finite(self.regime_factor) and self.regime_factor > 1):
             raise ConfigError(f"regime_factor must be a number > 1, got {self.regime_factor!r}")
         for workload in WORKLOADS:
             object.__setattr__(self, workload, _complete(workload, getattr(self, workload)))
@@ -323,74 +318,70 @@ def batch_key(spec: RunSpec) -> str | None:
     return common.batch_key(spec, ignore=("lr_factor",))
 
 
-# --- summary -------------------------------------------------------------------------------------
+# --- analysis ------------------------------------------------------------------------------------
 
 
 @dataclass
-class Curve:
-    """One workload's steps-to-target: ``steps[i, j]`` for seed ``seeds[i]`` at batch size
-    ``batch_sizes[j]``, the minimum over the LR grid (NaN: no LR reached the target, or no run
-    stored yet); ``best_lr``/``best_factor`` the LR (and grid entry) that got there first."""
+class WorkloadAnalysis:
+    """One workload's numbers. Axes: the seeds S and the batch sizes B (ascending) with a finished
+    training run."""
 
     workload: str
-    batch_sizes: np.ndarray
-    seeds: list[int]
-    steps: np.ndarray
-    best_lr: np.ndarray
-    best_factor: np.ndarray
-    lrs: dict[int, list[float]]  # B -> the LR grid there
-    budgets: dict[int, tuple[int, int]]  # B -> (budget steps, eval_every)
+    settings: dict[str, Any]  # the workload's settings, defaults filled in
+    table: SeedTable  # seed x B: the run of the LR grid that reached the target first (the smaller LR on a tie)
+    steps: np.ndarray  # (S, B) its steps to the target loss; NaN: no LR reached the target
+    best_lr: np.ndarray  # (S, B) its LR; NaN where no LR reached the target
+    best_factor: np.ndarray  # (S, B) its entry of lr_grid (× η*(B) for lr_rule 'ma'); NaN likewise
+    ma: dict[str, float] | None  # Ma et al.'s constants of the design (beta, lambda_1, m_star); None: no 'ma' rule
+    fit: SaturationFit | None  # S(B) = S_min(1 + B_noise/B) fitted to the mean steps at the used B; None: < 2 used
+    b_noise: CI  # the fitted B_noise = B_crit (examples), seeds resampled
+    s_min: CI  # the fitted S_min (steps), seeds resampled
+    small: np.ndarray  # (B,) bool: used and B <= B_noise/regime_factor (the full-sample fit's B_noise)
+    large: np.ndarray  # (B,) bool: used and B >= regime_factor·B_noise
+    small_slope: CI  # log-log slope of steps vs B over `small`, seeds resampled as groups
+    large_slope: CI  # the same over `large`
+    noise: dict[str, np.ndarray]  # "{b_simple,step,loss}_{level}" -> (S,) per seed; NaN: not measured
+    noise_cis: dict[str, CI]  # level -> mean B_simple over seeds (examples)
+    ratio_b_simple: CI  # B_noise / mean B_simple halfway, seeds resampled together
+    ratio_ma: CI | None  # B_noise / m* (None without Ma et al.'s constants)
+    unfinished: tuple[int, int]  # (training runs of the config's grid without a finished run, runs in that grid)
+
+    @property
+    def batch_sizes(self) -> np.ndarray:
+        return np.asarray(self.table.axis, dtype=float)
 
     @property
     def used(self) -> np.ndarray:
-        """Batch sizes where every seed reached the target: the points of every fit."""
+        """(B,) bool: batch sizes where every seed reached the target: the points of every fit."""
         return np.all(np.isfinite(self.steps), axis=0)
 
 
-def _curve(workload: str, rows: list[dict[str, Any]]) -> Curve:
-    by_point = common.group(rows, lambda r: (common.option(r, "train.batch_size"), r["seed"]))
-    sizes = sorted({b for b, _ in by_point})
-    seeds = sorted({s for _, s in by_point})
-    steps = np.full((len(seeds), len(sizes)), np.nan)
-    best_lr, best_factor = np.full_like(steps, np.nan), np.full_like(steps, np.nan)
-    lrs: dict[int, set[float]] = {}
-    budgets = {}
-    for (b, seed), point in by_point.items():
-        i, j = seeds.index(seed), sizes.index(b)
-        train = common.run_params(point[0])["run"]["train"]
-        budgets[b] = (train["steps"], train["eval_every"])
-        lrs.setdefault(b, set()).update(common.run_params(r)["run"]["train"]["lr"] for r in point)
-        reached = sorted((r["metrics"]["steps_to_target"], common.run_params(r)["run"]["train"]["lr"],
-                          common.run_params(r)["lr_factor"]) for r in point
-                         if r["status"] == "done" and r["metrics"].get("reached"))
-        if reached:
-            steps[i, j], best_lr[i, j], best_factor[i, j] = reached[0]
-    return Curve(workload, np.asarray(sizes, dtype=float), seeds, steps, best_lr, best_factor,
-                 {b: sorted(v) for b, v in lrs.items()}, budgets)
+@dataclass
+class BatchSaturationAnalysis:
+    workloads: list[WorkloadAnalysis]  # in config.workloads order, those with finished training runs
 
 
-def _nan_ci(n: int = 0):
-    from overparam.report import CI
+def _first_to_target(runs: list[Run]) -> Run:
+    """The run that reached the target in the fewest steps, the smaller LR on a tie (the smallest
+    LR if none reached it)."""
+    return min(runs, key=lambda r: (np.nan_to_num(r.metric("steps_to_target"), nan=math.inf), r.config.train.lr))
 
-    return CI(math.nan, math.nan, math.nan, n=n)
 
-
-def _resampled_fit(curve: Curve, what: str, divide_by: np.ndarray | None = None):
-    """Bootstrap CI over seeds of a fit quantity ('b_noise' or 's_min') of the mean curve,
-    optionally divided by the mean over the same resampled seeds of ``divide_by`` (one value per
-    seed; seeds where it is NaN, e.g. a missing noise run, are left out)."""
-    from overparam.report import bootstrap_ci
-
-    used = curve.used
-    keep = np.ones(len(curve.seeds), bool) if divide_by is None else np.isfinite(divide_by)
+def _resampled_fit(sizes: np.ndarray, steps: np.ndarray, what: str, divide_by: np.ndarray | None = None) -> CI:
+    """A fit quantity ('b_noise' or 's_min') of the mean steps (S, B) over seeds, with a BCa
+    interval resampling seeds (whole curves); optionally divided by the mean over the same
+    resampled seeds of ``divide_by`` (S,) (seeds where it is NaN, e.g. a missing noise run, are
+    left out). Only batch sizes every seed reached enter."""
+    used = np.all(np.isfinite(steps), axis=0)
+    keep = np.ones(len(steps), bool) if divide_by is None else np.isfinite(divide_by)
     if used.sum() < 2 or not keep.any():
-        return _nan_ci(int(keep.sum()))
-    xs, steps = curve.batch_sizes[used], curve.steps[keep][:, used]
+        return CI(math.nan, math.nan, math.nan, n=int(keep.sum()))
+    xs, kept = sizes[used], steps[keep][:, used]
     denominators = None if divide_by is None else divide_by[keep]
 
     def statistic(sample, axis=-1):
         index = np.moveaxis(np.asarray(sample), axis, -1).astype(np.intp)
-        value = np.asarray(getattr(fit_saturation(xs, steps[index].mean(axis=-2)), what), dtype=float)
+        value = np.asarray(getattr(fit_saturation(xs, kept[index].mean(axis=-2)), what), dtype=float)
         if what == "b_noise":  # ∞ (no saturation seen) or 0 (no scaling seen) as finite bounds: see B_NOISE_RANGE
             value = np.clip(value, xs.min() / B_NOISE_RANGE, xs.max() * B_NOISE_RANGE)
         return value if denominators is None else value / denominators[index].mean(axis=-1)
@@ -398,329 +389,332 @@ def _resampled_fit(curve: Curve, what: str, divide_by: np.ndarray | None = None)
     return bootstrap_ci(np.arange(int(keep.sum()), dtype=float), statistic)
 
 
-def _slope(curve: Curve, mask: np.ndarray):
-    """Log-log slope of steps vs B over the batch sizes in ``mask``, seeds resampled as groups."""
-    from overparam.report import loglog_slope_ci
-
+def _slope(sizes: np.ndarray, steps: np.ndarray, seeds: list[int], mask: np.ndarray) -> CI:
+    """Log-log slope of steps (S, B) vs B over the batch sizes in ``mask``, seeds resampled as groups."""
     if mask.sum() < 2:
-        return _nan_ci(len(curve.seeds))
-    xs = np.tile(curve.batch_sizes[mask], len(curve.seeds))
-    ys = curve.steps[:, mask].reshape(-1)
-    groups = np.repeat(curve.seeds, int(mask.sum()))
-    return loglog_slope_ci(xs, ys, groups=groups)
+        return CI(math.nan, math.nan, math.nan, n=len(seeds))
+    return loglog_slope_ci(np.tile(sizes[mask], len(seeds)), steps[:, mask].reshape(-1),
+                           groups=np.repeat(seeds, int(mask.sum())))
 
 
-def _noise_scales(curve: Curve, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """B_simple (and step, loss) at each level, per seed of ``curve`` (NaN where not measured)."""
-    by_seed = {r["seed"]: r["metrics"] for r in rows}
-    out = {}
-    for level in NOISE_LEVELS:
-        for key in ("b_simple", "step", "loss"):
-            out[f"{key}_{level}"] = np.asarray([by_seed.get(s, {}).get(f"{key}_{level}", math.nan) for s in curve.seeds],
-                                               dtype=float)
-    return out
+def _noise_scales(noise: list[Run], seeds: list[int]) -> dict[str, np.ndarray]:
+    """B_simple (and step, loss) at each level, per seed of ``seeds`` (NaN where not measured)."""
+    measured = SeedTable(noise).by_seed if noise else (lambda metric: {})
+    return {f"{key}_{level}": np.asarray([measured(f"{key}_{level}").get(s, math.nan) for s in seeds], dtype=float)
+            for level in NOISE_LEVELS for key in ("b_simple", "step", "loss")}
 
 
-def _analysis(workload: str, train_rows: list, noise_rows: list, config: BatchSaturationConfig) -> dict[str, Any]:
-    from overparam.report import CI, bootstrap_ci
+def _analyze_workload(workload: str, train: list[Run], noise: list[Run],
+                      config: BatchSaturationConfig) -> WorkloadAnalysis:
+    w, f, ma = getattr(config, workload), config.regime_factor, train[0].settings.get("ma")
+    by_point = group(train, lambda r: (r.config.train.batch_size, r.seed))
+    table = SeedTable([_first_to_target(runs) for runs in by_point.values()], lambda r: r.config.train.batch_size)
+    steps = table["steps_to_target"]
+    reached, sizes, seeds = np.isfinite(steps), np.asarray(table.axis, dtype=float), table.seeds
+    used = reached.all(axis=0)
+    fit = fit_saturation(sizes[used], steps[:, used].mean(axis=0)) if used.sum() >= 2 else None
+    b_noise = fit.b_noise if fit is not None else math.nan
+    small, large = used & (sizes <= b_noise / f), used & (sizes >= b_noise * f)
+    values, fitted = _noise_scales(noise, seeds), _resampled_fit(sizes, steps, "b_noise")
+    m = ma["m_star"] if ma is not None else math.nan
+    grid_points = {(b, g, s) for b in w["batch_sizes"] for g in w["lr_grid"] for s in range(config.seeds)}
+    finished = {(r.config.train.batch_size, r.settings["lr_factor"], r.seed) for r in train}
+    return WorkloadAnalysis(
+        workload=workload, settings=w, table=table, steps=steps,
+        best_lr=np.where(reached, table[lambda r: r.config.train.lr], np.nan),
+        best_factor=np.where(reached, table[lambda r: r.settings["lr_factor"]], np.nan),
+        ma=ma, fit=fit, b_noise=fitted, s_min=_resampled_fit(sizes, steps, "s_min"), small=small, large=large,
+        small_slope=_slope(sizes, steps, seeds, small), large_slope=_slope(sizes, steps, seeds, large),
+        noise=values, noise_cis={level: mean_ci(values[f"b_simple_{level}"]) for level in NOISE_LEVELS},
+        ratio_b_simple=_resampled_fit(sizes, steps, "b_noise", divide_by=values["b_simple_half"]),
+        ratio_ma=None if ma is None else CI(fitted[0] / m, fitted[1] / m, fitted[2] / m, n=fitted.n,
+                                            method=fitted.method),
+        unfinished=(len(grid_points - finished), len(grid_points)))
 
-    curve = _curve(workload, train_rows)
-    used = curve.used
-    runs = {"runs": len(train_rows), "diverged": sum(r["status"] == "diverged" for r in train_rows)}
-    a: dict[str, Any] = {"workload": workload, "curve": curve, "settings": getattr(config, workload),
-                         "ma": common.run_params(train_rows[0]).get("ma"), "fit": None, **runs}
-    if used.sum() >= 2:
-        a["fit"] = fit_saturation(curve.batch_sizes[used], curve.steps[:, used].mean(axis=0))
-    a["b_noise"] = _resampled_fit(curve, "b_noise")
-    a["s_min"] = _resampled_fit(curve, "s_min")
-    b_noise = a["fit"].b_noise if a["fit"] is not None else math.nan
-    f = config.regime_factor
-    a["small"] = used & (curve.batch_sizes <= b_noise / f)
-    a["large"] = used & (curve.batch_sizes >= b_noise * f)
-    a["small_slope"], a["large_slope"] = _slope(curve, a["small"]), _slope(curve, a["large"])
-    noise = _noise_scales(curve, noise_rows)
-    a["noise"] = noise
-    a["noise_cis"] = {level: bootstrap_ci(noise[f"b_simple_{level}"]) for level in NOISE_LEVELS}
-    a["ratio_b_simple"] = _resampled_fit(curve, "b_noise", divide_by=noise["b_simple_half"])
-    if a["ma"] is not None:
-        m = a["ma"]["m_star"]
-        ci = a["b_noise"]
-        a["ratio_ma"] = CI(ci[0] / m, ci[1] / m, ci[2] / m, n=ci.n, method=ci.method)
-    return a
+
+def analyze(runs: list[Run], config: BatchSaturationConfig) -> BatchSaturationAnalysis | Missing:
+    out = []
+    for workload in config.workloads:
+        train = [r for r in runs if r.settings["workload"] == workload and r.settings["kind"] == "train"]
+        noise = [r for r in runs if r.settings["workload"] == workload and r.settings["kind"] == "noise"]
+        if train:
+            out.append(_analyze_workload(workload, train, noise, config))
+    return BatchSaturationAnalysis(out) if out else Missing(TITLE, "No finished runs yet.")
+
+
+# --- claims --------------------------------------------------------------------------------------
 
 
 LABELS = {"linear": "least squares (linear model, noiseless teacher)", "mlp": "MLP on MNIST-1D"}
 
 
-def _claims(a: dict[str, Any], config: BatchSaturationConfig) -> list:
-    from overparam.report import Claim
-
-    workload, w = a["workload"], a["settings"]
-    prefix = f"{NAME}.{workload}."
-    f = config.regime_factor
-    where = (f"{LABELS[workload]}, SGD (momentum 0) to train loss <= {w['target_loss']:g}, each B at its best LR "
+def _workload_claims(a: WorkloadAnalysis, config: BatchSaturationConfig) -> list[Claim]:
+    w, prefix, f = a.settings, f"{NAME}.{a.workload}.", config.regime_factor
+    where = (f"{LABELS[a.workload]}, SGD (momentum 0) to train loss <= {w['target_loss']:g}, each B at its best LR "
              f"of a {len(w['lr_grid'])}-point grid")
-    ranges = {name: [int(b) for b in a["curve"].batch_sizes[a[name]]] for name in ("small", "large")}
+    ranges = {"small": [int(b) for b in a.batch_sizes[a.small]], "large": [int(b) for b in a.batch_sizes[a.large]]}
     claims = [
         Claim.from_ci(
             prefix + "perfect_scaling", NAME,
             f"Perfect scaling below the critical batch size ({where}): the log-log slope of steps-to-target vs B over "
             f"B <= B_noise/{f:g} (B in {ranges['small']}) lies in [{SMALL_SLOPE_BAND[0]}, {SMALL_SLOPE_BAND[1]}].",
             "S ∝ 1/B below the critical batch size: slope −1 (Ma et al. 2018 'linear scaling'; McCandlish et al. "
-            "2018 'perfect scaling')", a["small_slope"], within=SMALL_SLOPE_BAND,
+            "2018 'perfect scaling')", a.small_slope, within=SMALL_SLOPE_BAND,
             details={"batch_sizes": ranges["small"]}),
         Claim.from_ci(
             prefix + "saturation", NAME,
             f"Saturation above the critical batch size ({where}): the log-log slope of steps-to-target vs B over "
             f"B >= {f:g}·B_noise (B in {ranges['large']}) is > {LARGE_SLOPE_ABOVE}.",
             "S → S_min above the critical batch size: slope → 0 (Ma et al. 2018 'saturation'; McCandlish et al. 2018)",
-            a["large_slope"], greater_than=LARGE_SLOPE_ABOVE, details={"batch_sizes": ranges["large"]}),
+            a.large_slope, greater_than=LARGE_SLOPE_ABOVE, details={"batch_sizes": ranges["large"]}),
         Claim.from_ci(
             prefix + "b_noise_vs_b_simple", NAME,
             f"The fitted B_noise of S = S_min(1 + B_noise/B) ({where}) agrees with the simple gradient noise scale "
             f"B_simple = tr(Σ)/|G|² measured halfway to the target within an order of magnitude: ratio "
             f"B_noise/B_simple in [{1 / NOISE_SCALE_TOLERANCE:g}, {NOISE_SCALE_TOLERANCE:g}].",
             "B_crit ≈ B_noise ≈ B_simple within an order of magnitude (McCandlish et al. 2018)",
-            a["ratio_b_simple"], within=(1 / NOISE_SCALE_TOLERANCE, NOISE_SCALE_TOLERANCE)),
+            a.ratio_b_simple, within=(1 / NOISE_SCALE_TOLERANCE, NOISE_SCALE_TOLERANCE)),
     ]
-    if "ratio_ma" in a:
+    if a.ratio_ma is not None:
         claims.append(Claim.from_ci(
             prefix + "b_noise_vs_ma", NAME,
             f"The fitted B_noise ({where}) is of the order of Ma et al.'s critical mini-batch size m* = β/λ_1 = "
-            f"{a['ma']['m_star']:.4g} (β = max|x_i|², λ_1 = top eigenvalue of XᵀX/n): ratio B_noise/m* within half "
+            f"{a.ma['m_star']:.4g} (β = max|x_i|², λ_1 = top eigenvalue of XᵀX/n): ratio B_noise/m* within half "
             f"a decade, [{1 / MA_TOLERANCE:.3g}, {MA_TOLERANCE:.3g}].",
             "critical mini-batch size m* = β/λ_1 (Ma, Bassily & Belkin 2018; their bound gives B_noise = m* − 1)",
-            a["ratio_ma"], within=(1 / MA_TOLERANCE, MA_TOLERANCE), details={"m_star": a["ma"]["m_star"]}))
+            a.ratio_ma, within=(1 / MA_TOLERANCE, MA_TOLERANCE), details={"m_star": a.ma["m_star"]}))
     return claims
 
 
-def _table(a: dict[str, Any]) -> str:
-    from overparam.report import bootstrap_ci
+def claims(analysis: BatchSaturationAnalysis, config: BatchSaturationConfig) -> list[Claim]:
+    return [c for a in analysis.workloads for c in _workload_claims(a, config)]
 
-    curve, fit = a["curve"], a["fit"]
-    n = len(curve.seeds)
+
+# --- report --------------------------------------------------------------------------------------
+
+
+TITLE = "batch_saturation: steps to a target loss vs batch size (critical batch size)"
+INTRO = ("Per workload and batch size B: SGD with momentum 0 and a constant LR at every LR of the grid, for every "
+         "seed; steps to target = the first evaluated step with training loss (whole training set) <= target, "
+         "minimized over the LR grid; mean over the seeds that reached it, with a 95% bootstrap CI. Fits and "
+         "slopes use the batch sizes where every seed reached the target; their CIs resample seeds.")
+
+
+def render(analysis: BatchSaturationAnalysis, claims: list[Claim], config: BatchSaturationConfig) -> list[Section]:
+    parts = [INTRO]
+    for a in analysis.workloads:
+        w = a.settings
+        rule = ("multiples " + ", ".join(f"{v:g}" for v in w["lr_grid"]) + " of Ma et al.'s η*(B) (halved for "
+                "the mean-of-squares loss)" if w["lr_rule"] == "ma" else
+                "the same grid " + ", ".join(f"{v:g}" for v in w["lr_grid"]) + " at every B")
+        parts += [f"**{LABELS[a.workload]}** — data {w['data']}, model {w['model']}, loss {w['loss']}, target train "
+                  f"loss {w['target_loss']:g}; LRs: {rule}.", _table(a),
+                  f"Simple gradient noise scale along the run at B = {w['noise_batch_size']} (per-example gradients "
+                  f"over the whole training set):", _noise_table(a), _reading(a, config)]
+    figures = [(f"{NAME}_steps", _steps_figure(analysis.workloads)),
+               (f"{NAME}_learning_rates", _lr_figure(analysis.workloads))]
+    return [Section(TITLE, "\n\n".join(parts), figures, claims)]
+
+
+def _table(a: WorkloadAnalysis) -> str:
+    with quiet():  # a batch size's budget and evaluation interval (the same for every seed)
+        budgets, every = (np.nanmax(a.table[lambda r, k=k: getattr(r.config.train, k)], axis=0).astype(int)
+                          for k in ("steps", "eval_every"))
     body = []
-    for j, b in enumerate(curve.batch_sizes.astype(int)):
-        column = curve.steps[:, j]
+    for j, b in enumerate(a.batch_sizes.astype(int)):
+        column = a.steps[:, j]
         reached = int(np.isfinite(column).sum())
-        ci = bootstrap_ci(column[np.isfinite(column)])
-        budget_steps, every = curve.budgets[b]
-        grid = curve.lrs[b]
-        factors = curve.best_factor[:, j]
+        grid_lrs, factors = learning_rates(a.settings, int(b), a.ma), a.best_factor[:, j]
         best = "n/a" if not np.isfinite(factors).any() else ", ".join(
-            common.fmt(v, 3) for v in sorted(set(curve.best_lr[np.isfinite(factors), j].tolist())))
-        fitted = common.fmt(float(fit.steps(np.array([b]))[0]), 3) if fit is not None else "n/a"
-        region = "small" if a["small"][j] else ("large" if a["large"][j] else "")
-        body.append([b, f"{budget_steps} / {every}", f"{common.fmt(grid[0], 3)} – {common.fmt(grid[-1], 3)}",
-                     f"{reached}/{n}", common.ci_text(ci, 3) if reached else "not reached", best, fitted, region])
+            common.fmt(v, 3) for v in sorted(set(a.best_lr[np.isfinite(factors), j].tolist())))
+        fitted = common.fmt(float(a.fit.steps(np.array([b]))[0]), 3) if a.fit is not None else "n/a"
+        region = "small" if a.small[j] else ("large" if a.large[j] else "")
+        body.append([b, f"{budgets[j]} / {every[j]}", f"{common.fmt(grid_lrs[0], 3)} – {common.fmt(grid_lrs[-1], 3)}",
+                     f"{reached}/{len(column)}", common.ci_text(mean_ci(column), 3) if reached else "not reached",
+                     best, fitted, region])
     return common.table(["B", "budget / eval every", "LR grid", "reached", "steps to target", "best LR(s)",
                          "fitted S(B)", "slope range"], body)
 
 
-def _noise_table(a: dict[str, Any]) -> str:
-    noise, cis = a["noise"], a["noise_cis"]
+def _noise_table(a: WorkloadAnalysis) -> str:
     names = {"start": "step 0", "half": "halfway (loss <= sqrt(L_0·target))", "target": "at the target"}
     body = []
     for level in NOISE_LEVELS:
-        steps, losses = noise[f"step_{level}"], noise[f"loss_{level}"]
+        steps, losses = a.noise[f"step_{level}"], a.noise[f"loss_{level}"]
         measured = int(np.isfinite(steps).sum())
         body.append([names[level], f"{measured}/{len(steps)}",
                      common.fmt(float(np.nanmean(steps)), 4) if measured else "n/a",
                      common.fmt(float(np.nanmean(losses)), 3) if measured else "n/a",
-                     common.ci_text(cis[level], 3) if measured else "n/a"])
+                     common.ci_text(a.noise_cis[level], 3) if measured else "n/a"])
     return common.table(["where", "measured", "step (mean)", "train loss (mean)", "B_simple [95% CI]"], body)
 
 
-def _reading(a: dict[str, Any], config: BatchSaturationConfig) -> str:
-    curve, fit, w = a["curve"], a["fit"], a["settings"]
-    unreached = [int(b) for b, ok in zip(curve.batch_sizes, curve.used) if not ok]
-    if fit is None:
-        return (f"Fewer than two batch sizes had every seed reach the target loss {w['target_loss']:g}, so no curve "
-                f"was fitted (not reached at B = {unreached}).")
-    edge = np.isfinite(curve.best_factor)
-    lowest = np.isclose(curve.best_factor, w["lr_grid"][0]) & edge
-    highest = np.isclose(curve.best_factor, w["lr_grid"][-1]) & edge
-    text = ""
-    if not 0 < fit.b_noise < math.inf:
-        where = "above the largest" if fit.b_noise == math.inf else "below the smallest"
-        text = (f"The fit finds B_noise {where} batch size tried (the steps "
-                + ("still fall as 1/B at the largest B" if fit.b_noise == math.inf else "do not fall with B")
-                + f"); its CIs carry it as {common.fmt(B_NOISE_RANGE, 2)} times beyond that end. ")
-    text += (f"The fit S(B) = S_min(1 + B_noise/B) to the mean steps over {len(curve.seeds)} seeds at "
-            f"{int(curve.used.sum())} batch sizes gives S_min = {common.ci_text(a['s_min'], 3)} steps and B_noise = "
-            f"B_crit = {common.ci_text(a['b_noise'], 3)} (root-mean-square relative residual "
-            f"{common.fmt(fit.residual, 2)}). Below B_noise/{config.regime_factor:g} the steps fall with slope "
-            f"{common.ci_text(a['small_slope'], 3)} (perfect scaling is −1); above {config.regime_factor:g}·B_noise the "
-            f"slope is {common.ci_text(a['large_slope'], 3)} (saturation is 0). The simple noise scale B_simple, "
-            f"measured along a run at B = {w['noise_batch_size']}, was {common.ci_text(a['noise_cis']['start'], 3)} at "
-            f"step 0, {common.ci_text(a['noise_cis']['half'], 3)} halfway and "
-            f"{common.ci_text(a['noise_cis']['target'], 3)} at the target; B_noise/B_simple(halfway) = "
-            f"{common.ci_text(a['ratio_b_simple'], 3)}.")
-    noise = a["noise"]
-    start, target = np.nanmean(noise["b_simple_start"]), np.nanmean(noise["b_simple_target"])
-    if math.isfinite(start) and math.isfinite(target) and max(start, target) > 1.5 * min(start, target):
-        text += (f" B_simple changed by a factor {common.fmt(target / start, 3)} between step 0 and the target (the "
-                 f"noise scale grows as the loss falls, as McCandlish et al. observe), so the comparison depends on "
-                 f"where it is measured: B_noise/B_simple is {common.fmt(fit.b_noise / start, 3)} against step 0 and "
-                 f"{common.fmt(fit.b_noise / target, 3)} against the target (point estimates).")
-    if w["data"]["name"] == "linear_regression" and "p" in w["data"]:
-        text += (f" For x ~ N(0, I_p) the population B_simple of least squares is p + 1 = {w['data']['p'] + 1} "
-                 f"whatever the error e = w − w* (per-example gradient x xᵀe, up to the loss's factor 2: "
-                 f"E|g|² = (p + 2)|e|², |G|² = |e|²), "
-                 f"which is why it hardly moves along training here.")
-    if fit.s_min < 20:
-        text += (f" Note that S_min is only {common.fmt(fit.s_min, 3)} steps: each large-batch step removes much of the "
-                 f"remaining loss, while McCandlish et al.'s form is derived for many steps of small relative "
-                 f"progress (steps ∝ 1/progress per step); with a per-step contraction ρ of the loss the count is "
-                 f"log(L_0/target)/log(1/ρ), which bends the curve away from that form near saturation.")
-    if "ratio_ma" in a:
-        ma = a["ma"]
-        text += (f" Ma et al.'s constants of this design: β = {common.fmt(ma['beta'], 4)}, λ_1 = "
-                 f"{common.fmt(ma['lambda_1'], 4)}, m* = β/λ_1 = {common.fmt(ma['m_star'], 4)}; B_noise/m* = "
-                 f"{common.ci_text(a['ratio_ma'], 3)}. Their η*(B) comes from an upper bound on the per-step "
-                 f"contraction and is conservative: the best grid factor (× η*) was "
-                 + ", ".join(f"{common.fmt(v, 3)} at {int((curve.best_factor == v).sum())}"
-                             for v in w["lr_grid"] if (curve.best_factor == v).any())
-                 + " (B, seed) pairs. Their analysis samples batches with replacement; the training loop draws "
-                   "them without replacement within an epoch (less noise at large B, exact full-batch steps at "
-                   "B = n).")
-    text += (f" The best LR was the grid's smallest at {int(lowest.sum())} and its largest at {int(highest.sum())} of "
-             f"{int(edge.sum())} (B, seed) pairs that reached the target"
-             + ("; where it sits at an edge, a wider grid could lower that B's steps." if (lowest | highest).any()
-                else ", so the grid brackets every optimum.")
-             + f" {a['diverged']} of {a['runs']} runs diverged (they count as not reaching the target). Steps are "
-               f"read from evaluations every eval_every(B) steps (table), so each is an upper bound by less than "
-               f"that resolution.")
+def _reading(a: WorkloadAnalysis, config: BatchSaturationConfig) -> str:
+    unreached = [int(b) for b, ok in zip(a.batch_sizes, a.used) if not ok]
+    if a.fit is None:
+        return (f"Fewer than two batch sizes had every seed reach the target loss {a.settings['target_loss']:g}, so "
+                f"no curve was fitted (not reached at B = {unreached}).")
+    text = _fit_text(a, config) + _ma_and_grid_text(a)
     if unreached:
         text += f" Left out of the fits (some seed never reached the target within the budget): B = {unreached}."
     return text
 
 
-def summarize(rows: list[dict[str, Any]], config: BatchSaturationConfig) -> list:
-    from overparam.report import Section
-
-    title = "batch_saturation: steps to a target loss vs batch size (critical batch size)"
-    finished = [r for r in rows if r["status"] in ("done", "diverged")]
-    sections = []
-    for workload in config.workloads:
-        mine = [r for r in finished if common.run_params(r)["workload"] == workload]
-        train = [r for r in mine if common.run_params(r)["kind"] == "train"]
-        noise = [r for r in mine if common.run_params(r)["kind"] == "noise" and r["status"] == "done"]
-        if not train:
-            continue
-        sections.append(_analysis(workload, train, noise, config))
-    if not sections:
-        return [Section(title, "No finished runs yet.")]
-    claims = [c for a in sections for c in _claims(a, config)]
-    parts = ["Per workload and batch size B: SGD with momentum 0 and a constant LR at every LR of the grid, for every "
-             "seed; steps to target = the first evaluated step with training loss (whole training set) <= target, "
-             "minimized over the LR grid; mean over the seeds that reached it, with a 95% bootstrap CI. Fits and "
-             "slopes use the batch sizes where every seed reached the target; their CIs resample seeds."]
-    for a in sections:
-        w = a["settings"]
-        rule = ("multiples " + ", ".join(f"{v:g}" for v in w["lr_grid"]) + " of Ma et al.'s η*(B) (halved for "
-                "the mean-of-squares loss)" if w["lr_rule"] == "ma" else
-                "the same grid " + ", ".join(f"{v:g}" for v in w["lr_grid"]) + " at every B")
-        parts += [f"**{LABELS[a['workload']]}** — data {w['data']}, model {w['model']}, loss {w['loss']}, target train "
-                  f"loss {w['target_loss']:g}; LRs: {rule}.", _table(a),
-                  f"Simple gradient noise scale along the run at B = {w['noise_batch_size']} (per-example gradients "
-                  f"over the whole training set):", _noise_table(a), _reading(a, config)]
-    return [Section(title, "\n\n".join(parts),
-                    [(f"{NAME}_steps", _steps_figure(sections)), (f"{NAME}_learning_rates", _lr_figure(sections))],
-                    claims)]
-
-
-def _log2_axis(ax, sizes) -> None:
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    ax.set_xscale("log", base=2)
-    ax.set_xticks([int(b) for b in sizes])
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+def _fit_text(a: WorkloadAnalysis, config: BatchSaturationConfig) -> str:
+    """The fit, the slopes, B_simple and the caveats of the fit's form."""
+    fit, text = a.fit, ""
+    if not 0 < fit.b_noise < math.inf:
+        where = "above the largest" if fit.b_noise == math.inf else "below the smallest"
+        text = (f"The fit finds B_noise {where} batch size tried (the steps "
+                + ("still fall as 1/B at the largest B" if fit.b_noise == math.inf else "do not fall with B")
+                + f"); its CIs carry it as {common.fmt(B_NOISE_RANGE, 2)} times beyond that end. ")
+    text += (
+        f"The fit S(B) = S_min(1 + B_noise/B) to the mean steps over {len(a.table.seeds)} seeds at "
+        f"{int(a.used.sum())} batch sizes gives S_min = {common.ci_text(a.s_min, 3)} steps and B_noise = B_crit = "
+        f"{common.ci_text(a.b_noise, 3)} (root-mean-square relative residual {common.fmt(fit.residual, 2)}). Below "
+        f"B_noise/{config.regime_factor:g} the steps fall with slope {common.ci_text(a.small_slope, 3)} (perfect "
+        f"scaling is −1); above {config.regime_factor:g}·B_noise the slope is {common.ci_text(a.large_slope, 3)} (saturation is 0). The "
+        f"simple noise scale B_simple, measured along a run at B = {a.settings['noise_batch_size']}, was "
+        f"{common.ci_text(a.noise_cis['start'], 3)} at step 0, {common.ci_text(a.noise_cis['half'], 3)} halfway and "
+        f"{common.ci_text(a.noise_cis['target'], 3)} at the target; B_noise/B_simple(halfway) = "
+        f"{common.ci_text(a.ratio_b_simple, 3)}.")
+    data = a.settings["data"]
+    with quiet():
+        start, target = np.nanmean(a.noise["b_simple_start"]), np.nanmean(a.noise["b_simple_target"])
+    if math.isfinite(start) and math.isfinite(target) and max(start, target) > 1.5 * min(start, target):
+        text += (f" B_simple changed by a factor {common.fmt(target / start, 3)} between step 0 and the target (the "
+                 f"noise scale grows as the loss falls, as McCandlish et al. observe), so the comparison depends on "
+                 f"where it is measured: B_noise/B_simple is {common.fmt(fit.b_noise / start, 3)} against step 0 and "
+                 f"{common.fmt(fit.b_noise / target, 3)} against the target (point estimates).")
+    if data["name"] == "linear_regression" and "p" in data:
+        text += (f" For x ~ N(0, I_p) the population B_simple of least squares is p + 1 = {data['p'] + 1} "
+                 f"whatever the error e = w − w* (per-example gradient x xᵀe, up to the loss's factor 2: "
+                 f"E|g|² = (p + 2)|e|², |G|² = |e|²), which is why it hardly moves along training here.")
+    if fit.s_min < 20:
+        text += (f" Note that S_min is only {common.fmt(fit.s_min, 3)} steps: each large-batch step removes much of the "
+                 f"remaining loss, while McCandlish et al.'s form is derived for many steps of small relative "
+                 f"progress (steps ∝ 1/progress per step); with a per-step contraction ρ of the loss the count is "
+                 f"log(L_0/target)/log(1/ρ), which bends the curve away from that form near saturation.")
+    return text
 
 
-def _steps_figure(analyses: list[dict[str, Any]]):
-    from overparam.report import bootstrap_ci, errorbar_plot, new_figure
+def _ma_and_grid_text(a: WorkloadAnalysis) -> str:
+    """Ma et al.'s constants (linear) and where the best LRs sit in the grid."""
+    ma, text = a.ma, ""
+    if a.ratio_ma is not None:
+        text = (f" Ma et al.'s constants of this design: β = {common.fmt(ma['beta'], 4)}, λ_1 = "
+                f"{common.fmt(ma['lambda_1'], 4)}, m* = β/λ_1 = {common.fmt(ma['m_star'], 4)}; B_noise/m* = "
+                f"{common.ci_text(a.ratio_ma, 3)}. Their η*(B) comes from an upper bound on the per-step "
+                f"contraction and is conservative: the best grid factor (× η*) was "
+                + ", ".join(f"{common.fmt(v, 3)} at {int((a.best_factor == v).sum())}"
+                            for v in a.settings["lr_grid"] if (a.best_factor == v).any())
+                + " (B, seed) pairs. Their analysis samples batches with replacement; the training loop draws "
+                  "them without replacement within an epoch (less noise at large B, exact full-batch steps at "
+                  "B = n).")
+    grid_lrs, edge = a.settings["lr_grid"], np.isfinite(a.best_factor)
+    lowest = np.isclose(a.best_factor, grid_lrs[0]) & edge
+    highest = np.isclose(a.best_factor, grid_lrs[-1]) & edge
+    return text + (
+        f" The best LR was the grid's smallest at {int(lowest.sum())} and its largest at {int(highest.sum())} of "
+        f"{int(edge.sum())} (B, seed) pairs that reached the target"
+        + ("; where it sits at an edge, a wider grid could lower that B's steps." if (lowest | highest).any()
+           else ", so the grid brackets every optimum.")
+        + f" {a.unfinished[0]} of {a.unfinished[1]} runs of the grid have no finished result (diverged, or not run "
+          f"yet; they count as not reaching the target). Steps are read from evaluations every eval_every(B) steps "
+          f"(table), so each is an upper bound by less than that resolution.")
+
+
+def _steps_figure(analyses: list[WorkloadAnalysis]):
+    from overparam.report.figures import new_figure
 
     fig, axes = new_figure(1, len(analyses), width=6.8 * len(analyses), height=5.0, squeeze=False)
     for ax, a in zip(axes[0], analyses):
-        curve, fit, w = a["curve"], a["fit"], a["settings"]
-        used, sizes = curve.used, curve.batch_sizes
-        for i, row in enumerate(curve.steps):
-            ax.plot(sizes, row, linestyle="none", marker=".", color="0.6", markersize=5, zorder=2,
-                    label="each seed" if i == 0 else None)
-        if used.any():
-            cis = [bootstrap_ci(curve.steps[:, j]) for j in np.flatnonzero(used)]
-            errorbar_plot(ax, sizes[used], [c[0] for c in cis], [c[1] for c in cis], [c[2] for c in cis],
-                          "mean steps to target (best LR)", len(curve.seeds), color="black", legend=False)
-        if fit is not None:
-            grid = np.geomspace(sizes.min(), sizes.max(), 200)
-            ax.plot(grid, fit.steps(grid), color="tab:blue", linewidth=1.8, zorder=1,
-                    label=f"fit S_min(1 + B_noise/B), S_min = {common.fmt(fit.s_min, 3)}")
-            if math.isfinite(fit.b_noise):
-                small = grid[grid <= fit.b_noise]
-                ax.plot(small, fit.e_min / small, linestyle=":", color="tab:blue", linewidth=1.3,
-                        label="perfect scaling E_min/B (slope −1)")
-            ax.axhline(fit.s_min, linestyle=":", color="tab:blue", linewidth=1.0)
-        marks = [("B_noise (fit)", a["b_noise"], "tab:blue"), ("B_simple halfway", a["noise_cis"]["half"], "tab:green")]
-        if a["ma"] is not None:
-            marks.append(("Ma et al. m* = β/λ_1", (a["ma"]["m_star"], math.nan, math.nan), "tab:red"))
-        for label, ci, colour in marks:
-            if math.isfinite(ci[0]):
-                ax.axvline(ci[0], color=colour, linestyle="--", linewidth=1.3,
-                           label=f"{label} = {common.fmt(ci[0], 3)}" + (" (band: 95% CI)" if math.isfinite(ci[1]) else ""))
-            if math.isfinite(ci[1]) and math.isfinite(ci[2]):
-                ax.axvspan(max(ci[1], sizes.min() / 2), ci[2], color=colour, alpha=0.12, linewidth=0)
-        ax.set_yscale("log")
-        finite = curve.steps[np.isfinite(curve.steps)]
-        if finite.size:
-            low = min(finite.min(), fit.s_min) if fit is not None and fit.s_min > 0 else finite.min()
-            ax.set_ylim(0.6 * low, 1.8 * finite.max())
-        missing = sizes[~used]
-        if missing.size:
-            ax.plot(missing, [ax.get_ylim()[1] / 1.15] * missing.size, linestyle="none", marker="x", color="tab:red",
-                    label="not reached by every seed")
-        _log2_axis(ax, sizes)
-        ax.set_xlim(sizes.min() / 1.4, sizes.max() * 1.4)
-        ax.set_xlabel("batch size B")
-        ax.set_ylabel(f"steps to train loss <= {w['target_loss']:g}")
-        ax.set_title(f"{LABELS[a['workload']]}", fontsize=10)
-        ax.legend(fontsize=7.5, loc="upper right", framealpha=0.85, edgecolor="none")
+        _steps_panel(ax, a)
     fig.suptitle("steps to a target training loss vs batch size, each B at its best LR: perfect scaling, then saturation",
                  fontsize=11)
     return fig
 
 
-def _lr_figure(analyses: list[dict[str, Any]]):
+def _steps_panel(ax, a: WorkloadAnalysis) -> None:
+    """Steps to target vs B: each seed, the mean with its CI, the fit and the critical batch sizes."""
+    from overparam.report.figures import errorbar_plot, log2_axis
+
+    fit, used, sizes = a.fit, a.used, a.batch_sizes
+    for i, row in enumerate(a.steps):
+        ax.plot(sizes, row, linestyle="none", marker=".", color="0.6", markersize=5, zorder=2,
+                label="each seed" if i == 0 else None)
+    if used.any():
+        cis = [mean_ci(a.steps[:, j]) for j in np.flatnonzero(used)]
+        errorbar_plot(ax, sizes[used], [c[0] for c in cis], [c[1] for c in cis], [c[2] for c in cis],
+                      "mean steps to target (best LR)", len(a.table.seeds), color="black", legend=False)
+    if fit is not None:
+        grid_b = np.geomspace(sizes.min(), sizes.max(), 200)
+        ax.plot(grid_b, fit.steps(grid_b), color="tab:blue", linewidth=1.8, zorder=1,
+                label=f"fit S_min(1 + B_noise/B), S_min = {common.fmt(fit.s_min, 3)}")
+        if math.isfinite(fit.b_noise):
+            small = grid_b[grid_b <= fit.b_noise]
+            ax.plot(small, fit.e_min / small, linestyle=":", color="tab:blue", linewidth=1.3,
+                    label="perfect scaling E_min/B (slope −1)")
+        ax.axhline(fit.s_min, linestyle=":", color="tab:blue", linewidth=1.0)
+    _critical_marks(ax, a)
+    ax.set_yscale("log")
+    finite_steps = a.steps[np.isfinite(a.steps)]
+    if finite_steps.size:
+        low = min(finite_steps.min(), fit.s_min) if fit is not None and fit.s_min > 0 else finite_steps.min()
+        ax.set_ylim(0.6 * low, 1.8 * finite_steps.max())
+    missing = sizes[~used]
+    if missing.size:
+        ax.plot(missing, [ax.get_ylim()[1] / 1.15] * missing.size, linestyle="none", marker="x", color="tab:red",
+                label="not reached by every seed")
+    log2_axis(ax, sizes)
+    ax.set_xlim(sizes.min() / 1.4, sizes.max() * 1.4)
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel(f"steps to train loss <= {a.settings['target_loss']:g}")
+    ax.set_title(f"{LABELS[a.workload]}", fontsize=10)
+    ax.legend(fontsize=7.5, loc="upper right", framealpha=0.85, edgecolor="none")
+
+
+def _critical_marks(ax, a: WorkloadAnalysis) -> None:
+    """Vertical lines (and CI bands) at the fitted B_noise, B_simple halfway and Ma et al.'s m*."""
+    marks = [("B_noise (fit)", a.b_noise, "tab:blue"), ("B_simple halfway", a.noise_cis["half"], "tab:green")]
+    if a.ma is not None:
+        marks.append(("Ma et al. m* = β/λ_1", (a.ma["m_star"], math.nan, math.nan), "tab:red"))
+    for label, ci, colour in marks:
+        if math.isfinite(ci[0]):
+            ax.axvline(ci[0], color=colour, linestyle="--", linewidth=1.3,
+                       label=f"{label} = {common.fmt(ci[0], 3)}" + (" (band: 95% CI)" if math.isfinite(ci[1]) else ""))
+        if math.isfinite(ci[1]) and math.isfinite(ci[2]):
+            ax.axvspan(max(ci[1], a.batch_sizes.min() / 2), ci[2], color=colour, alpha=0.12, linewidth=0)
+
+
+def _lr_figure(analyses: list[WorkloadAnalysis]):
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    from overparam.report import new_figure
+    from overparam.report.figures import log2_axis, new_figure
 
     fig, axes = new_figure(1, len(analyses), width=6.4 * len(analyses), height=4.4, squeeze=False)
     for ax, a in zip(axes[0], analyses):
-        curve = a["curve"]
-        sizes = [int(b) for b in curve.batch_sizes]
-        grid_x = [b for b in sizes for _ in curve.lrs[b]]
-        ax.plot(grid_x, [lr for b in sizes for lr in curve.lrs[b]], linestyle="none", marker="_", markersize=12,
-                color="0.55", label="LR grid")
-        offsets = np.linspace(-0.08, 0.08, len(curve.seeds))  # seeds side by side (log2 units)
-        for i, seed in enumerate(curve.seeds):
-            ax.plot(curve.batch_sizes * 2 ** offsets[i], curve.best_lr[i], linestyle="none", marker="o", markersize=4,
-                    color="tab:purple", label=f"best LR, each of {len(curve.seeds)} seeds" if i == 0 else None)
-        if a["ma"] is not None:
-            ma = a["ma"]
-            grid = np.geomspace(min(sizes), max(sizes), 200)
-            ax.plot(grid, grid / (ma["beta"] + (grid - 1) * ma["lambda_1"]) / 2, color="tab:red", linewidth=1.2,
-                    label="Ma et al. η*(B), halved for the mean-of-squares loss")
+        sizes = [int(b) for b in a.batch_sizes]
+        lrs = {b: learning_rates(a.settings, b, a.ma) for b in sizes}
+        ax.plot([b for b in sizes for _ in lrs[b]], [lr for b in sizes for lr in lrs[b]], linestyle="none",
+                marker="_", markersize=12, color="0.55", label="LR grid")
+        offsets = np.linspace(-0.08, 0.08, len(a.table.seeds))  # seeds side by side (log2 units)
+        for i in range(len(a.table.seeds)):
+            ax.plot(a.batch_sizes * 2 ** offsets[i], a.best_lr[i], linestyle="none", marker="o", markersize=4,
+                    color="tab:purple", label=f"best LR, each of {len(a.table.seeds)} seeds" if i == 0 else None)
+        if a.ma is not None:
+            grid_b = np.geomspace(min(sizes), max(sizes), 200)
+            ax.plot(grid_b, grid_b / (a.ma["beta"] + (grid_b - 1) * a.ma["lambda_1"]) / 2, color="tab:red",
+                    linewidth=1.2, label="Ma et al. η*(B), halved for the mean-of-squares loss")
         ax.set_yscale("log")
-        if a["settings"]["lr_rule"] == "fixed":
-            ax.set_yticks(a["settings"]["lr_grid"])
+        if a.settings["lr_rule"] == "fixed":
+            ax.set_yticks(a.settings["lr_grid"])
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
-        _log2_axis(ax, sizes)
+        log2_axis(ax, sizes)
         ax.set_xlabel("batch size B")
         ax.set_ylabel("learning rate")
-        ax.set_title(f"{LABELS[a['workload']]}: the LR that reached the target first", fontsize=10)
+        ax.set_title(f"{LABELS[a.workload]}: the LR that reached the target first", fontsize=10)
         ax.legend(fontsize=8, framealpha=0.9, edgecolor="none")
     return fig
 
@@ -742,7 +736,9 @@ STUDY = Study(
     run_one=run_one,
     run_batch=run_batch,
     batch_key=batch_key,
-    legacy_summarize=summarize,
+    analyze=analyze,
+    claims=claims,
+    render=render,
     presets={
         "tiny": {"linear": _TINY_LINEAR, "mlp": _TINY_MLP, "seeds": 3},
         "quick": {"linear": WORKLOAD_DEFAULTS["linear"], "mlp": WORKLOAD_DEFAULTS["mlp"], "seeds": 3},

@@ -46,6 +46,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +54,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from overparam.analysis import Missing, Run, SeedTable, mean_ci, quiet
 from overparam.errors import ConfigError, check_positive_int, choice_error
+from overparam.report import CI, Claim, Section
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study, run_key
 
@@ -61,7 +64,6 @@ NAME = "deep_linear"
 PROBLEMS = ("completion", "sensing")
 INITS = ("balanced", "orthogonal", "gaussian")
 PAPER_RANK = "8.2 on average at L = 5 (ambient dimension 50)"
-CURVE_RESAMPLES = 2000  # bootstrap resamples for the per-step / per-index CI bands of the figures
 
 
 def _positive_number(name: str, value: Any, upper: float = math.inf, closed_upper: bool = False) -> float:
@@ -273,10 +275,35 @@ def train(problem: Problem, model: torch.nn.Module, lr: float, steps: int, recor
     return {"status": "done", "steps": steps, "curves": curves}
 
 
+def _ranks(matrix: Tensor, threshold: float) -> tuple[float, float]:
+    """(entropy effective rank, numerical rank #σ_i > threshold · σ_1) of a matrix."""
+    from overparam.measures import effective_rank
+
+    return effective_rank(matrix), effective_rank(matrix, "threshold", threshold=threshold)
+
+
+def _solution_metrics(problem: Problem, reference: Any, w: Tensor, threshold: float) -> dict[str, Any]:
+    """The measures of a trained end-to-end matrix ``w`` (module docstring)."""
+    residual = problem.observe(w) - problem.targets
+    singular_values = torch.linalg.svdvals(w)
+    nuclear = float(singular_values.sum())
+    effective, numerical = _ranks(w, threshold)
+    return {
+        "effective_rank": effective, "numerical_rank": numerical,
+        "train_loss": problem.loss_weight() * float(residual.pow(2).sum()),
+        "relative_residual": float(torch.linalg.vector_norm(residual) / torch.linalg.vector_norm(problem.targets)),
+        "reconstruction_error": problem.reconstruction_error(w),
+        "matrix_error": float(torch.linalg.matrix_norm(w - problem.truth) / torch.linalg.matrix_norm(problem.truth)),
+        "nuclear_norm": nuclear, "nuclear_ratio": nuclear / reference.nuclear_norm,
+        "distance_to_min_nuclear": float(torch.linalg.matrix_norm(w - reference.matrix)
+                                         / torch.linalg.matrix_norm(reference.matrix)),
+        "singular_values": singular_values.tolist(),
+    }
+
+
 def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
     """Problem -> minimum-nuclear-norm reference -> GD on the depth-L factorization -> measures."""
     from overparam.device import resolve_device
-    from overparam.measures import effective_rank
     from overparam.provenance import provenance
 
     p = spec.params
@@ -287,15 +314,10 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
         p["problem"], p["d"], p["rank"], p["n_observed"], spec.seed, p["reference_tol"], p["reference_max_iter"], target)
     reused = problem_and_reference.cache_info().hits > hits
     model = build_factorization(p["d"], p["width"], p["depth"], p["init"], p["init_scale"], spec.seed, target)
-    steps = curve_steps(p["steps"], p["curve_points"])
-    trained = train(problem, model, p["lr"], p["steps"], steps, p["rank_threshold"])
-    curves = trained["curves"]
-
-    def ranks(matrix: Tensor) -> tuple[float, float]:
-        return effective_rank(matrix), effective_rank(matrix, "threshold", threshold=p["rank_threshold"])
-
-    truth_rank, truth_numerical = ranks(problem.truth)
-    ref_rank, ref_numerical = ranks(reference.matrix)
+    trained = train(problem, model, p["lr"], p["steps"], curve_steps(p["steps"], p["curve_points"]),
+                    p["rank_threshold"])
+    truth_rank, truth_numerical = _ranks(problem.truth, p["rank_threshold"])
+    ref_rank, ref_numerical = _ranks(reference.matrix, p["rank_threshold"])
     metrics: dict[str, Any] = {
         "depth": p["depth"], "ambient_rank": p["d"], "steps_taken": trained["steps"],
         "truth_effective_rank": truth_rank, "truth_numerical_rank": truth_numerical,
@@ -307,65 +329,16 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
         "reference_error": problem.reconstruction_error(reference.matrix),
         "reference_singular_values": reference.singular_values.tolist(), "reference_time_s": reference_time,
         "reference_reused": reused,
-        "curve_steps": [s for s, _ in curves["effective_rank"]],
-        "effective_rank_curve": [v for _, v in curves["effective_rank"]],
-        "numerical_rank_curve": [v for _, v in curves["numerical_rank"]],
-        "train_loss_curve": [v for _, v in curves["train_loss"]],
     }
     if trained["status"] == "done":
         with torch.no_grad():
-            w = model.end_to_end()
-            residual = problem.observe(w) - problem.targets
-            singular_values = torch.linalg.svdvals(w)
-            nuclear = float(singular_values.sum())
-            effective, numerical = ranks(w)
-            metrics.update({
-                "effective_rank": effective, "numerical_rank": numerical,
-                "train_loss": problem.loss_weight() * float(residual.pow(2).sum()),
-                "relative_residual": float(torch.linalg.vector_norm(residual) / torch.linalg.vector_norm(problem.targets)),
-                "reconstruction_error": problem.reconstruction_error(w),
-                "matrix_error": float(torch.linalg.matrix_norm(w - problem.truth) / torch.linalg.matrix_norm(problem.truth)),
-                "nuclear_norm": nuclear, "nuclear_ratio": nuclear / reference.nuclear_norm,
-                "distance_to_min_nuclear": float(torch.linalg.matrix_norm(w - reference.matrix)
-                                                 / torch.linalg.matrix_norm(reference.matrix)),
-                "singular_values": singular_values.tolist(),
-            })
-    wall = time.perf_counter() - start
-    return RunOutcome(trained["status"], metrics, curves, wall, provenance(target))
+            metrics.update(_solution_metrics(problem, reference, model.end_to_end(), p["rank_threshold"]))
+    return RunOutcome(trained["status"], metrics, trained["curves"], time.perf_counter() - start, provenance(target))
 
 
-# --- summary -------------------------------------------------------------------------------------
+# --- analysis ------------------------------------------------------------------------------------
 
-
-def _by_depth(rows: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
-    return common.group(rows, lambda r: int(common.run_params(r)["depth"]))
-
-
-def _per_seed_spearman(rows: list[dict[str, Any]], metric: str, min_depth: int = 1):
-    """Spearman ρ between depth and ``metric`` within each seed (depths >= ``min_depth``; seeds
-    with fewer than three such depths are skipped), and a bootstrap CI of its mean over seeds."""
-    import scipy.stats
-
-    from overparam.report import bootstrap_ci
-
-    by_seed = common.group([r for r in rows if common.run_params(r)["depth"] >= min_depth and
-                            metric in r["metrics"]], lambda r: r["seed"])
-    rhos = []
-    for seed_rows in by_seed.values():
-        depths = [common.run_params(r)["depth"] for r in seed_rows]
-        values = [r["metrics"][metric] for r in seed_rows]
-        if len(set(depths)) >= 3 and len(set(values)) > 1:
-            rhos.append(float(scipy.stats.spearmanr(depths, values).statistic))
-    return bootstrap_ci(rhos), rhos
-
-
-def _paired(rows_a: list, rows_b: list, metric: str) -> tuple[list[float], list[float]]:
-    a = {r["seed"]: r["metrics"][metric] for r in rows_a if metric in r["metrics"]}
-    b = {r["seed"]: r["metrics"][metric] for r in rows_b if metric in r["metrics"]}
-    seeds = sorted(set(a) & set(b))
-    return [a[s] for s in seeds], [b[s] for s in seeds]
-
-
+TITLE = "deep_linear: depth and the low-rank bias of deep matrix factorization"
 TABLE = (  # metric, header
     ("effective_rank", "effective rank"),
     ("numerical_rank", "numerical rank"),
@@ -374,98 +347,147 @@ TABLE = (  # metric, header
     ("distance_to_min_nuclear", "‖W − W_nuc‖_F/‖W_nuc‖_F"),
     ("relative_residual", "train residual ‖A(W)−y‖/‖y‖"),
 )
+# measures of M* and W_nuc: they depend on the seed only (every depth of a seed shares them)
+REFERENCES = ("truth_effective_rank", "truth_numerical_rank", "reference_effective_rank", "reference_numerical_rank",
+              "reference_error", "reference_gap")
 
 
-def summarize(rows: list[dict[str, Any]], config: DeepLinearConfig) -> list:
-    from overparam.report import Claim, Section, bootstrap_ci, ratio_ci
+def spearman_over_axis(table: SeedTable, metric: str, columns: Sequence[bool] | None = None) -> np.ndarray:
+    """Spearman ρ between the axis value and ``metric`` within each seed, shape (S,): over the axis
+    points selected by ``columns`` (default: all) where the seed has a finite value; NaN for a
+    seed with fewer than three such points or a constant metric there."""
+    # LAYER CANDIDATE: the table's correlation over its axis, one value per seed
+    import scipy.stats
 
-    title = "deep_linear: depth and the low-rank bias of deep matrix factorization"
-    done = common.done_rows(rows)
-    by_depth = _by_depth(done)
-    if len(by_depth) < 2:
-        return [Section(title, "No two depths have finished runs yet.")]
-    depths = list(by_depth)
-    cis = {L: {m: bootstrap_ci(common.values(rs, m)) for m, _ in TABLE} for L, rs in by_depth.items()}
-    one_per_seed = list({r["seed"]: r for r in done}.values())  # the problem and W_nuc depend on the seed only
-    references = {m: bootstrap_ci(common.values(one_per_seed, m)) for m in
-                  ("truth_effective_rank", "truth_numerical_rank", "reference_effective_rank",
-                   "reference_numerical_rank", "reference_error", "reference_gap")}
-    first = done[0]
-    p = common.run_params(first)
-    ambient = int(p["d"])
-    deepest, shallowest = depths[-1], depths[0]
-    seeds = config.seeds
+    axis = np.asarray(table.axis, dtype=float)
+    keep = np.ones(len(axis), dtype=bool) if columns is None else np.asarray(columns, dtype=bool)
+    rhos = np.full(len(table.seeds), np.nan)
+    for i, row in enumerate(table[metric]):
+        ok = keep & np.isfinite(row)
+        if ok.sum() >= 3 and len(set(row[ok])) > 1:
+            rhos[i] = float(scipy.stats.spearmanr(axis[ok], row[ok]).statistic)
+    return rhos
 
-    claims = []
-    low = config.low_rank_fraction * ambient
-    claims.append(Claim.from_ci(
+
+@dataclass
+class DeepLinearAnalysis:
+    """The depth sweep: S seeds, A depths (``table.axis``, increasing)."""
+
+    table: SeedTable  # finished runs, seed x depth L
+    settings: Mapping[str, Any]  # the settings every run shares (problem, d, rank, init, lr, steps, ...)
+    cis: dict[str, list[CI]]  # per TABLE metric: the mean over seeds at each depth (A,)
+    references: dict[str, CI]  # per REFERENCES metric: the mean over seeds of M*'s / W_nuc's value
+    # the claims' per-depth means over seeds, seeds in store order (as the baseline claims were made;
+    # the BCa interval at a few seeds depends on the order):
+    low_rank: CI  # effective rank at the largest depth
+    nuclear2: CI | None  # ‖W_2W_1‖_* / ‖W_nuc‖_* at depth 2; None without depth 2
+    rank_ratio: CI  # effective rank at the smallest depth / at the largest, paired by seed
+    # Spearman ρ(depth, metric) within each seed (S,), NaN where undefined, and the interval of its
+    # mean over seeds: 'effective_rank' (all depths), 'effective_rank_beyond_2' (depths >= 2; only
+    # with three or more of them), 'reconstruction_error' (all depths)
+    seed_rhos: dict[str, np.ndarray]
+    rho: dict[str, CI]
+    converged: int  # runs whose min-nuclear-norm solve met its duality-gap tolerance
+
+    def at(self, metric: str, depth: int) -> CI:
+        return self.cis[metric][self.table.index(depth)]
+
+
+def analyze(runs: list[Run], config: DeepLinearConfig) -> DeepLinearAnalysis | Missing:
+    table = SeedTable(runs, lambda r: r.settings["depth"])
+    if len(table) < 2:
+        return Missing(TITLE, "No two depths have finished runs yet.")
+    depths, beyond_2 = table.axis, [L >= 2 for L in table.axis]
+
+    def in_store_order(metric: str, depth: int) -> CI:
+        return mean_ci([r.metric(metric) for r in runs if r.settings["depth"] == depth])
+
+    rhos = {"effective_rank": spearman_over_axis(table, "effective_rank")}
+    if sum(beyond_2) >= 3:
+        rhos["effective_rank_beyond_2"] = spearman_over_axis(table, "effective_rank", beyond_2)
+    rhos["reconstruction_error"] = spearman_over_axis(table, "reconstruction_error")
+    with quiet():
+        references = {m: mean_ci(np.nanmean(table[m], axis=1)) for m in REFERENCES}  # one value per seed
+    return DeepLinearAnalysis(
+        table, runs[0].settings, {m: table.cis(m) for m, _ in TABLE}, references,
+        in_store_order("effective_rank", depths[-1]), in_store_order("nuclear_ratio", 2) if 2 in depths else None,
+        table.ratio("effective_rank", depths[0], depths[-1]), rhos, {k: mean_ci(v) for k, v in rhos.items()},
+        sum(bool(r.metrics.get("reference_converged")) for r in runs))
+
+
+def claims(a: DeepLinearAnalysis, config: DeepLinearConfig) -> list[Claim]:
+    depths, p = a.table.axis, a.settings
+    shallowest, deepest, low = depths[0], depths[-1], config.low_rank_fraction * p["d"]
+    out = [Claim.from_ci(
         f"{NAME}.low_rank_at_max_depth", NAME,
         f"At depth L = {deepest} gradient descent from a small init finds a low-rank solution: the mean effective "
         f"rank (Roy–Vetterli entropy rank of W_L⋯W_1) over seeds is below {config.low_rank_fraction:g} × the "
-        f"ambient dimension {ambient} = {low:g} (the ground truth has rank {p['rank']}).",
-        PAPER_RANK, cis[deepest]["effective_rank"], less_than=low,
-        details={"truth_effective_rank": references["truth_effective_rank"][0]}))
-    rank_rho, rank_rhos = _per_seed_spearman(done, "effective_rank")
-    claims.append(Claim.from_ci(
-        f"{NAME}.depth_lowers_effective_rank", NAME,
-        f"Depth strengthens the low-rank bias: the Spearman ρ between depth ({', '.join(map(str, depths))}) and the "
-        f"final effective rank, computed within each seed (same problem and init), has a mean over seeds < 0.",
-        "depth strengthens the low-rank bias (Arora et al. 2019)", rank_rho, less_than=0.0,
-        details={"per_seed_rho": rank_rhos}))
-    factorized = [L for L in depths if L >= 2]
-    if len(factorized) >= 3:
-        deep_rho, deep_rhos = _per_seed_spearman(done, "effective_rank", min_depth=2)
-        claims.append(Claim.from_ci(
-            f"{NAME}.depth_lowers_effective_rank_beyond_2", NAME,
+        f"ambient dimension {p['d']} = {low:g} (the ground truth has rank {p['rank']}).",
+        PAPER_RANK, a.low_rank, less_than=low,
+        details={"truth_effective_rank": a.references["truth_effective_rank"][0]}),
+        _rho_claim(a, "effective_rank", "depth_lowers_effective_rank",
+                   f"Depth strengthens the low-rank bias: the Spearman ρ between depth ({', '.join(map(str, depths))}) "
+                   f"and the final effective rank, computed within each seed (same problem and init), has a mean over "
+                   f"seeds < 0.", "depth strengthens the low-rank bias (Arora et al. 2019)")]
+    if "effective_rank_beyond_2" in a.rho:
+        factorized = ", ".join(str(L) for L in depths if L >= 2)
+        out.append(_rho_claim(
+            a, "effective_rank_beyond_2", "depth_lowers_effective_rank_beyond_2",
             f"Depth beyond 2 strengthens the low-rank bias further (not explained by the nuclear norm): the per-seed "
-            f"Spearman ρ between depth ({', '.join(map(str, factorized))}) and final effective rank, mean over "
-            f"seeds < 0.", "deeper factorizations give lower effective rank than depth 2 (Arora et al. 2019)",
-            deep_rho, less_than=0.0, details={"per_seed_rho": deep_rhos}))
-    shallow_rank, deep_rank = _paired(by_depth[shallowest], by_depth[deepest], "effective_rank")
-    claims.append(Claim.from_ci(
+            f"Spearman ρ between depth ({factorized}) and final effective rank, mean over seeds < 0.",
+            "deeper factorizations give lower effective rank than depth 2 (Arora et al. 2019)"))
+    out.append(Claim.from_ci(
         f"{NAME}.effective_rank_ratio", NAME,
         f"Effective rank at depth {shallowest} / effective rank at depth {deepest}, paired by seed, > 1.",
-        "depth strengthens the low-rank bias (Arora et al. 2019)", ratio_ci(shallow_rank, deep_rank),
-        greater_than=1.0))
-    if 2 in by_depth:
+        "depth strengthens the low-rank bias (Arora et al. 2019)", a.rank_ratio, greater_than=1.0))
+    if a.nuclear2 is not None:
         tol = config.nuclear_tolerance
-        claims.append(Claim.from_ci(
+        out.append(Claim.from_ci(
             f"{NAME}.depth2_min_nuclear_norm", NAME,
             f"The depth-2 factorization trained from a small init converges to (near) the minimum-nuclear-norm "
             f"solution of the same observations: ‖W_2W_1‖_* / min{{‖W‖_* : A(W) = y}}, mean over seeds, within "
             f"[{1 - tol:g}, {1 + tol:g}].", "ratio → 1 as the init → 0 (Gunasekar et al. 2017 conjecture)",
-            cis[2]["nuclear_ratio"], within=(1 - tol, 1 + tol)))
-    error_rho, error_rhos = _per_seed_spearman(done, "reconstruction_error")
-    claims.append(Claim.from_ci(
-        f"{NAME}.depth_lowers_reconstruction_error", NAME,
+            a.nuclear2, within=(1 - tol, 1 + tol)))
+    out.append(_rho_claim(
+        a, "reconstruction_error", "depth_lowers_reconstruction_error",
         "The reconstruction error of the unobserved part falls with depth: per-seed Spearman ρ between depth and "
         "reconstruction error, mean over seeds < 0.",
-        "deeper factorizations recover the low-rank matrix more accurately (Arora et al. 2019)", error_rho,
-        less_than=0.0, details={"per_seed_rho": error_rhos}))
+        "deeper factorizations recover the low-rank matrix more accurately (Arora et al. 2019)"))
+    return out
 
+
+def _rho_claim(a: DeepLinearAnalysis, key: str, name: str, statement: str, paper: str) -> Claim:
+    per_seed = [float(rho) for rho in a.seed_rhos[key] if np.isfinite(rho)]
+    return Claim.from_ci(f"{NAME}.{name}", NAME, statement, paper, a.rho[key], less_than=0.0,
+                         details={"per_seed_rho": per_seed})
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def render(a: DeepLinearAnalysis, claims: list[Claim], config: DeepLinearConfig) -> list[Section]:
+    refs, seeds = a.references, len(a.table.seeds)
     table = common.table(
         ["depth", "n"] + [h for _, h in TABLE],
-        [[L, len(rs)] + [common.ci_text(cis[L][m]) for m, _ in TABLE] for L, rs in by_depth.items()]
-        + [["min-nuclear-norm W_nuc", len(one_per_seed),
-            common.ci_text(references["reference_effective_rank"]),
-            common.ci_text(references["reference_numerical_rank"]),
-            common.ci_text(references["reference_error"]), "1", "0", "0"],
-           ["ground truth M*", len(one_per_seed),
-            common.ci_text(references["truth_effective_rank"]),
-            common.ci_text(references["truth_numerical_rank"]), "0", "", "", ""]])
-    text = "\n\n".join([_setup(config, p, done), table, _reading(config, by_depth, cis, references, claims, p)])
-    figures = [("deep_linear_rank_over_training", _curves_figure(by_depth, references, seeds)),
-               ("deep_linear_vs_depth", _depth_figure(by_depth, cis, references, config)),
-               ("deep_linear_spectra", _spectra_figure(by_depth, one_per_seed))]
-    return [Section(title, text, figures, claims)]
+        [[L, n] + [common.ci_text(a.cis[m][j]) for m, _ in TABLE] for j, (L, n) in enumerate(zip(a.table.axis,
+                                                                                               a.table.n_runs()))]
+        + [["min-nuclear-norm W_nuc", seeds, common.ci_text(refs["reference_effective_rank"]),
+            common.ci_text(refs["reference_numerical_rank"]), common.ci_text(refs["reference_error"]), "1", "0", "0"],
+           ["ground truth M*", seeds, common.ci_text(refs["truth_effective_rank"]),
+            common.ci_text(refs["truth_numerical_rank"]), "0", "", "", ""]])
+    text = "\n\n".join([_setup(a), table, _reading(a, config, {c.id.split(".", 1)[1]: c for c in claims})])
+    figures = [("deep_linear_rank_over_training", _curves_figure(a)),
+               ("deep_linear_vs_depth", _depth_figure(a, config)),
+               ("deep_linear_spectra", _spectra_figure(a))]
+    return [Section(TITLE, text, figures, claims)]
 
 
-def _setup(config: DeepLinearConfig, p: dict[str, Any], done: list) -> str:
+def _setup(a: DeepLinearAnalysis) -> str:
+    p = a.settings
     observed = (f"{p['n_observed']} of its {p['d'] ** 2} entries observed (uniformly random)"
                 if p["problem"] == "completion" else f"{p['n_observed']} Gaussian linear measurements ⟨A_k, M*⟩")
     error = ("relative Frobenius error on the unobserved entries" if p["problem"] == "completion" else
              "relative Frobenius error of the whole matrix")
-    converged = sum(bool(r["metrics"].get("reference_converged")) for r in done)
     return (f"Matrix {p['problem']}: a {p['d']}×{p['d']} ground truth M* of rank {p['rank']} (‖M*‖_F = sqrt(d)), "
             f"{observed}; seed s draws the problem and the init, shared by every depth. Model W = W_L⋯W_1 "
             f"(hidden width {p['width']}, {p['init']} init of scale {p['init_scale']:g}: the same initial end-to-end "
@@ -473,27 +495,27 @@ def _setup(config: DeepLinearConfig, p: dict[str, Any], done: list) -> str:
             f"{p['lr']:g} on the squared error of the observations (scaled to estimate ½‖W − M*‖_F²). Effective rank: "
             f"Roy & Vetterli's entropy rank exp(H(σ/Σσ)); numerical rank: #σ_i > {p['rank_threshold']:g}·σ_1. "
             f"Reconstruction error: {error}. W_nuc: the minimum-nuclear-norm matrix consistent with the same "
-            f"observations (ADMM, relative duality gap <= {p['reference_tol']:g}; certified in {converged} of "
-            f"{len(done)} runs). Per depth: mean over seeds with a 95% bootstrap CI.")
+            f"observations (ADMM, relative duality gap <= {p['reference_tol']:g}; certified in {a.converged} of "
+            f"{sum(a.table.n_runs())} runs). Per depth: mean over seeds with a 95% bootstrap CI.")
 
 
-def _reading(config: DeepLinearConfig, by_depth: dict, cis: dict, references: dict, claims: list,
-             p: dict[str, Any]) -> str:
-    depths = list(by_depth)
-    shallow, deep = depths[0], depths[-1]
-    verdicts = {c.id.split(".", 1)[1]: c for c in claims}
+def _rho_text(claim: Claim) -> str:
+    low, high = claim.ci
+    return f"{common.fmt(claim.measured, 3)} [{common.fmt(low, 3)}, {common.fmt(high, 3)}] ({claim.verdict})"
+
+
+def _reading(a: DeepLinearAnalysis, config: DeepLinearConfig, verdicts: dict[str, Claim]) -> str:
+    p, shallow, deep = a.settings, a.table.axis[0], a.table.axis[-1]
 
     def at(L: int, m: str) -> str:
-        return common.fmt(cis[L][m][0], 3)
+        return common.fmt(a.at(m, L)[0], 3)
 
-    rho = verdicts["depth_lowers_effective_rank"]
     text = (f"At depth {shallow} the learned matrix has effective rank {at(shallow, 'effective_rank')} (numerical rank "
             f"{at(shallow, 'numerical_rank')}); at depth {deep} {at(deep, 'effective_rank')} (numerical rank "
-            f"{at(deep, 'numerical_rank')}), against {common.fmt(references['truth_effective_rank'][0], 3)} for the "
-            f"rank-{p['rank']} ground truth and {common.fmt(references['reference_effective_rank'][0], 3)} for the "
+            f"{at(deep, 'numerical_rank')}), against {common.fmt(a.references['truth_effective_rank'][0], 3)} for the "
+            f"rank-{p['rank']} ground truth and {common.fmt(a.references['reference_effective_rank'][0], 3)} for the "
             f"minimum-nuclear-norm solution (the paper reports 8.2 at L = 5 against ambient 50). The within-seed rank "
-            f"correlation of depth and effective rank is {common.fmt(rho.measured, 3)} "
-            f"[{common.fmt(rho.ci[0], 3)}, {common.fmt(rho.ci[1], 3)}] ({rho.verdict}).")
+            f"correlation of depth and effective rank is {_rho_text(verdicts['depth_lowers_effective_rank'])}.")
     if shallow == 1:
         left = ("which leaves the unobserved entries at their initial, near-zero values" if p["problem"] == "completion"
                 else "the minimum-Frobenius-norm fit when the init is near zero")
@@ -501,67 +523,66 @@ def _reading(config: DeepLinearConfig, by_depth: dict, cis: dict, references: di
                  f"— not a low-rank matrix (reconstruction error {at(1, 'reconstruction_error')}); the step from L = 1 "
                  "to L = 2 is the contrast between no factorization and a factorization.")
     if "depth_lowers_effective_rank_beyond_2" in verdicts:
-        beyond = verdicts["depth_lowers_effective_rank_beyond_2"]
-        first = min(L for L in depths if L >= 2)
+        first = min(L for L in a.table.axis if L >= 2)
         text += (f" Among the factorized models alone the effective rank goes from {at(first, 'effective_rank')} "
-                 f"(L = {first}) "
-                 f"to {at(deep, 'effective_rank')} (L = {deep}), with a within-seed rank correlation of "
-                 f"{common.fmt(beyond.measured, 3)} [{common.fmt(beyond.ci[0], 3)}, {common.fmt(beyond.ci[1], 3)}] "
-                 f"({beyond.verdict}); a rank correlation registers the order, not the size, of these differences, "
-                 f"which are to be read against the distance to the truth's effective rank.")
-    if 2 in by_depth:
-        text += (f" The depth-2 solution's nuclear norm is {common.ci_text(cis[2]['nuclear_ratio'], 4)} times the "
+                 f"(L = {first}) to {at(deep, 'effective_rank')} (L = {deep}), with a within-seed rank correlation of "
+                 f"{_rho_text(verdicts['depth_lowers_effective_rank_beyond_2'])}; a rank correlation registers the "
+                 f"order, not the size, of these differences, which are to be read against the distance to the "
+                 f"truth's effective rank.")
+    if 2 in a.table.axis:
+        text += (f" The depth-2 solution's nuclear norm is {common.ci_text(a.at('nuclear_ratio', 2), 4)} times the "
                  f"minimum (tolerance ±{config.nuclear_tolerance:g}).")
-    text += (f" The reconstruction error is {at(shallow, 'reconstruction_error')} at L = {shallow} and "
-             f"{at(deep, 'reconstruction_error')} at L = {deep}; the minimum-nuclear-norm solution's is "
-             f"{common.fmt(references['reference_error'][0], 3)}")
-    ref_error = references["reference_error"][0]
+    return text + _error_reading(a)
+
+
+def _error_reading(a: DeepLinearAnalysis) -> str:
+    p, shallow, deep = a.settings, a.table.axis[0], a.table.axis[-1]
+    ref_error = a.references["reference_error"][0]
+    text = (f" The reconstruction error is {common.fmt(a.at('reconstruction_error', shallow)[0], 3)} at L = {shallow} "
+            f"and {common.fmt(a.at('reconstruction_error', deep)[0], 3)} at L = {deep}; the minimum-nuclear-norm "
+            f"solution's is {common.fmt(ref_error, 3)}")
     text += (": with this many observations the convex relaxation already recovers M*, so the regime where depth "
              "beats the nuclear norm (fewer observations, Arora et al.'s Fig. 2) is not probed here."
              if math.isfinite(ref_error) and ref_error < 1e-3 else
              ": the convex relaxation does not recover M* from these observations, the regime where Arora et al. "
              "find deeper factorizations closer to M* than the nuclear norm.")
-    text += (f" Confounds: the learned matrices keep a tail of small singular values of the size of the init "
-             f"(scale {p['init_scale']:g}) in the directions the observations do not constrain, which lifts the "
-             f"entropy effective rank above the truth's and sets the floor of the reconstruction error; and training "
-             f"stops after a fixed {p['steps']} steps (final train residual in the table), not at exact interpolation.")
-    return text
+    return text + (f" Confounds: the learned matrices keep a tail of small singular values of the size of the init "
+                   f"(scale {p['init_scale']:g}) in the directions the observations do not constrain, which lifts the "
+                   f"entropy effective rank above the truth's and sets the floor of the reconstruction error; and "
+                   f"training stops after a fixed {p['steps']} steps (final train residual in the table), not at "
+                   f"exact interpolation.")
 
 
-def _band(ax, xs, samples: list[list[float]], label: str, color, n: int) -> None:
-    """Mean of ``samples`` (one list per seed, aligned on ``xs``) with a 95% bootstrap band."""
-    from overparam.report import bootstrap_ci
-
-    columns = list(zip(*samples))
-    intervals = [bootstrap_ci(list(c), num_resamples=CURVE_RESAMPLES) for c in columns]
+def _band(ax, xs, values: np.ndarray, label: str, color) -> None:
+    """The mean over seeds of ``values`` (seeds, len(xs)) with a 95% bootstrap band per point;
+    seeds without a finite value are left out."""
+    values = values[np.isfinite(values).any(axis=1)]
+    if not len(values):
+        return
+    intervals = [mean_ci(values[:, k]) for k in range(values.shape[1])]
     mean = [c[0] for c in intervals]
-    ax.plot(xs, mean, color=color, label=f"{label} (n={n}, 95% CI)", linewidth=1.6)
+    ax.plot(xs, mean, color=color, label=f"{label} (n={len(values)}, 95% CI)", linewidth=1.6)
     low = [c[1] if math.isfinite(c[1]) else c[0] for c in intervals]
     high = [c[2] if math.isfinite(c[2]) else c[0] for c in intervals]
     ax.fill_between(xs, low, high, color=color, alpha=0.2, linewidth=0)
 
 
-def _colors(depths: list[int]) -> dict[int, Any]:
+def _colors(a: DeepLinearAnalysis) -> np.ndarray:
     from matplotlib import colormaps
 
-    cmap = colormaps["viridis"]
-    return {L: cmap(0.9 * i / max(1, len(depths) - 1)) for i, L in enumerate(depths)}
+    return colormaps["viridis"](np.linspace(0, 0.9, len(a.table.axis)))  # one colour per depth
 
 
-def _curves_figure(by_depth: dict, references: dict, seeds: int):
-    from overparam.report import new_figure
+def _curves_figure(a: DeepLinearAnalysis):
+    from overparam.report.figures import new_figure
 
     fig, axes = new_figure(1, 2, width=13, height=4.6)
-    colors = _colors(list(by_depth))
-    for L, rows in by_depth.items():
-        usable = [r["metrics"] for r in rows if r["metrics"].get("curve_steps")]
-        if not usable:
-            continue
-        steps = usable[0]["curve_steps"]
-        usable = [m for m in usable if m["curve_steps"] == steps]
-        _band(axes[0], steps, [m["effective_rank_curve"] for m in usable], f"L = {L}", colors[L], len(usable))
-        _band(axes[1], steps, [m["train_loss_curve"] for m in usable], f"L = {L}", colors[L], len(usable))
-    truth, reference = references["truth_effective_rank"][0], references["reference_effective_rank"][0]
+    steps, ranks = a.table.curve("effective_rank")  # (S, A, steps)
+    _, losses = a.table.curve("train_loss")
+    for j, (L, color) in enumerate(zip(a.table.axis, _colors(a))):
+        _band(axes[0], steps, ranks[:, j], f"L = {L}", color)
+        _band(axes[1], steps, losses[:, j], f"L = {L}", color)
+    truth, reference = a.references["truth_effective_rank"][0], a.references["reference_effective_rank"][0]
     axes[0].axhline(truth, color="black", linestyle="--", linewidth=1.1, label=f"ground truth M* ({truth:.3g})")
     axes[0].axhline(reference, color="tab:red", linestyle=":", linewidth=1.3,
                     label=f"min-nuclear-norm solution ({reference:.3g})")
@@ -570,9 +591,8 @@ def _curves_figure(by_depth: dict, references: dict, seeds: int):
     axes[0].set_ylim(bottom=0)
     axes[1].set_yscale("log")
     # depth 1 interpolates to rounding (~1e-28); below 1e-12 of the initial loss nothing is left to see
-    initial = max((r["metrics"]["train_loss_curve"][0] for rs in by_depth.values() for r in rs
-                   if r["metrics"].get("train_loss_curve")), default=1.0)
-    axes[1].set_ylim(bottom=1e-12 * initial)
+    initial = losses[..., 0] if len(steps) else np.full(1, np.nan)
+    axes[1].set_ylim(bottom=1e-12 * (float(np.nanmax(initial)) if np.isfinite(initial).any() else 1.0))
     axes[1].set_ylabel("training loss (estimate of ½‖W − M*‖_F²)")
     axes[1].set_title("training loss")
     for ax in axes:
@@ -583,72 +603,73 @@ def _curves_figure(by_depth: dict, references: dict, seeds: int):
     return fig
 
 
-def _depth_figure(by_depth: dict, cis: dict, references: dict, config: DeepLinearConfig):
-    from overparam.report import errorbar_plot, new_figure
-    from overparam.report.figures import PlainLogFormatter
+def _depth_plot(ax, a: DeepLinearAnalysis, metric: str, label: str, color: str, marker: str = "o") -> None:
+    from overparam.report.figures import errorbar_plot
+
+    c = a.cis[metric]
+    errorbar_plot(ax, a.table.axis, [v[0] for v in c], [v[1] for v in c], [v[2] for v in c], label, a.table.n_runs(),
+                  color=color, marker=marker, legend=False)
+
+
+def _depth_figure(a: DeepLinearAnalysis, config: DeepLinearConfig):
+    from overparam.report.figures import PlainLogFormatter, new_figure
 
     fig, axes = new_figure(1, 3, width=16, height=4.4)
-    depths = list(by_depth)
-    ns = [len(rs) for rs in by_depth.values()]
-
-    def plot(ax, metric: str, label: str, color: str, marker: str = "o") -> None:
-        c = [cis[L][metric] for L in depths]
-        errorbar_plot(ax, depths, [v[0] for v in c], [v[1] for v in c], [v[2] for v in c], label, ns, color=color,
-                      marker=marker, legend=False)
-
-    plot(axes[0], "effective_rank", "effective rank (entropy)", "tab:blue")
-    plot(axes[0], "numerical_rank", f"numerical rank (σ > {config.rank_threshold:g}σ_1)", "tab:orange", "s")
-    axes[0].axhline(references["truth_effective_rank"][0], color="black", linestyle="--", linewidth=1.1,
+    _depth_plot(axes[0], a, "effective_rank", "effective rank (entropy)", "tab:blue")
+    _depth_plot(axes[0], a, "numerical_rank", f"numerical rank (σ > {config.rank_threshold:g}σ_1)", "tab:orange", "s")
+    axes[0].axhline(a.references["truth_effective_rank"][0], color="black", linestyle="--", linewidth=1.1,
                     label="M* effective rank")
     axes[0].set_yscale("log")
     axes[0].yaxis.set_major_formatter(PlainLogFormatter())
     axes[0].yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
     axes[0].set_ylabel("rank of the learned matrix")
     axes[0].set_title("final rank vs depth")
-    plot(axes[1], "reconstruction_error", "deep factorization", "tab:blue")
-    ref_error = references["reference_error"][0]
+    _depth_plot(axes[1], a, "reconstruction_error", "deep factorization", "tab:blue")
+    ref_error = a.references["reference_error"][0]
     if math.isfinite(ref_error) and ref_error > 0:
         axes[1].axhline(ref_error, color="tab:red", linestyle=":", linewidth=1.3,
                         label=f"min-nuclear-norm solution ({ref_error:.2g})")
     axes[1].set_yscale("log")
     axes[1].set_ylabel("relative reconstruction error")
     axes[1].set_title("reconstruction error vs depth")
-    plot(axes[2], "nuclear_ratio", "‖W‖_* / ‖W_nuc‖_*", "tab:blue")
+    _depth_plot(axes[2], a, "nuclear_ratio", "‖W‖_* / ‖W_nuc‖_*", "tab:blue")
     axes[2].axhline(1.0, color="tab:red", linestyle=":", linewidth=1.3, label="minimum nuclear norm")
-    for L in depths:  # the deep ratios sit within a few 1e-3 of 1: print them
-        value = cis[L]["nuclear_ratio"][0]
-        if math.isfinite(value):
-            axes[2].annotate(f"{value:.4f}", (L, value), textcoords="offset points", xytext=(0, 8), ha="center",
+    for L, c in zip(a.table.axis, a.cis["nuclear_ratio"]):  # the deep ratios sit within a few 1e-3 of 1: print them
+        if math.isfinite(c[0]):
+            axes[2].annotate(f"{c[0]:.4f}", (L, c[0]), textcoords="offset points", xytext=(0, 8), ha="center",
                              fontsize=8)
     axes[2].set_ylabel("nuclear norm / minimum")
     axes[2].set_title("nuclear norm relative to the minimum")
     for ax in axes:
-        ax.set_xticks(depths)
+        ax.set_xticks(a.table.axis)
         ax.set_xlabel("depth L (number of factors)")
         ax.legend(fontsize=8, frameon=False)
     return fig
 
 
-def _spectra_figure(by_depth: dict, one_per_seed: list):
-    from overparam.report import new_figure
+def _spectra_figure(a: DeepLinearAnalysis):
+    from overparam.report.figures import new_figure
 
     fig, ax = new_figure(width=7.5, height=4.8)
-    colors = _colors(list(by_depth))
-    for L, rows in by_depth.items():
-        spectra = [r["metrics"]["singular_values"] for r in rows if r["metrics"].get("singular_values")]
-        if spectra:
-            _band(ax, list(range(1, len(spectra[0]) + 1)), spectra, f"L = {L}", colors[L], len(spectra))
+    spectra = a.table["singular_values"]  # (S, A, d)
+    if spectra.ndim == 3:
+        for j, (L, color) in enumerate(zip(a.table.axis, _colors(a))):
+            _band(ax, np.arange(1, spectra.shape[2] + 1), spectra[:, j], f"L = {L}", color)
     for metric, label, color, style, marker in (
             ("reference_singular_values", "min-nuclear-norm solution (tail: solver tolerance)", "tab:red", ":", "."),
             ("truth_singular_values", "ground truth M*", "black", "--", "x")):
-        spectra = [r["metrics"][metric] for r in one_per_seed if r["metrics"].get(metric)]
-        if spectra:
-            mean = np.mean(np.asarray(spectra, dtype=float), axis=0)
-            floor = 1e-12 * float(mean[0])  # exact zeros of a low-rank matrix would vanish off a log axis
-            index = np.arange(1, len(mean) + 1)
-            keep = mean > floor
-            ax.plot(index[keep], mean[keep], color=color, linestyle=style, marker=marker, linewidth=1.3, zorder=4,
-                    label=f"{label} (mean over {len(spectra)} seeds)")
+        values = a.table[metric]
+        if values.ndim != 3:
+            continue
+        with quiet():
+            per_seed = np.nanmean(values, axis=1)  # (S, d): the same at every depth of a seed
+        per_seed = per_seed[np.isfinite(per_seed).any(axis=1)]
+        mean = np.mean(per_seed, axis=0)
+        floor = 1e-12 * float(mean[0])  # exact zeros of a low-rank matrix would vanish off a log axis
+        index = np.arange(1, len(mean) + 1)
+        keep = mean > floor
+        ax.plot(index[keep], mean[keep], color=color, linestyle=style, marker=marker, linewidth=1.3, zorder=4,
+                label=f"{label} (mean over {len(per_seed)} seeds)")
     ax.set_yscale("log")
     ax.set_xlabel("index i (singular values in decreasing order)")
     ax.set_ylabel("singular value σ_i")
@@ -664,7 +685,9 @@ STUDY = Study(
     config_type=DeepLinearConfig,
     grid=grid,
     run_one=run_one,
-    legacy_summarize=summarize,
+    analyze=analyze,
+    claims=claims,
+    render=render,
     presets={
         "tiny": {"d": 10, "rank": 2, "n_observed": 60, "depths": [1, 2, 3], "init_scale": 1e-3, "lr": 0.05,
                  "steps": 600, "curve_points": 10, "seeds": 2},

@@ -32,9 +32,9 @@ Definitions (per family and noise level; means over seeds, seeds resampled for t
 The peak is selected on the same seeds as the differences are measured on, so on a flat, noisy
 curve a small peak and fall can look significant; the per-width table shows the size of each step.
 
-CIs: a percentile bootstrap over seeds. Each resample draws seeds with replacement, keeps a
-drawn seed's whole width curve (so the differences are paired by seed), recomputes the means
-per width and from them the threshold, the peak and the differences. With few seeds the
+CIs: a percentile bootstrap over seeds (``analysis.resample_seeds``). Each resample draws seeds
+with replacement, keeps a drawn seed's whole width curve (so the differences are paired by
+seed), recomputes the means per width and from them the threshold, the peak and the differences. With few seeds the
 bootstrap distribution is coarse (3 seeds: 10 distinct resamples).
 
 Claims (ids ``double_descent.<family>.noise<pct>.<what>``):
@@ -52,23 +52,22 @@ Claims (ids ``double_descent.<family>.noise<pct>.<what>``):
 
 from __future__ import annotations
 
-import contextlib
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from overparam.analysis import NUM_RESAMPLES, Missing, Run, SeedTable, group, quiet, resample_seeds, resampled_ci
 from overparam.errors import ConfigError, check_positive_int, choice_error
+from overparam.report import CI, Claim, Section
 from overparam.studies import common
 from overparam.studies.base import RunSpec, Study
 
 NAME = "double_descent"
 FAMILIES = ("mlp", "cnn")
 CNN_MODELS = ("cnn1d", "cnn5", "resnet18")
-NUM_RESAMPLES = 4000
 NAKKIRAN = "Nakkiran et al. 2019"
 BELKIN = "Belkin et al. 2019"
 
@@ -135,10 +134,6 @@ def _as_tuple(value: Any) -> tuple:
     return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
-def _model_name(config: DoubleDescentConfig, family: str) -> str:
-    return "mlp" if family == "mlp" else config.cnn_model
-
-
 def _widths(config: DoubleDescentConfig, family: str) -> list[int]:
     return sorted(_as_tuple(config.mlp_widths if family == "mlp" else config.cnn_widths))
 
@@ -200,6 +195,7 @@ def _measure(spec: RunSpec, record: Any) -> tuple[dict[str, Any], dict[str, list
     return out, {}
 
 
+
 # --- the locator ---------------------------------------------------------------------------------
 
 
@@ -228,119 +224,111 @@ def peak_index(test_error: np.ndarray, start: np.ndarray | int = 0) -> np.ndarra
     return np.where(columns >= np.asarray(start)[..., None], test, -np.inf).argmax(axis=-1)
 
 
-@dataclass
-class Curve:
-    """One family at one noise level: per seed (rows) and width (columns), NaN where missing."""
-
-    family: str
-    noise: float
-    widths: np.ndarray  # (W,)
-    params: np.ndarray  # (W,) parameters of each width
-    seeds: list[int]
-    train_error: np.ndarray  # (S, W)
-    test_error: np.ndarray
-    metrics: dict[str, np.ndarray] = field(default_factory=dict)  # other per-run metrics, (S, W)
-
-
-def _statistics(curve: Curve, train: np.ndarray, test: np.ndarray, tolerance: float) -> dict[str, np.ndarray]:
-    """The located quantities from mean errors (..., W)."""
+def _statistics(widths: np.ndarray, params: np.ndarray, train: np.ndarray, test: np.ndarray,
+                tolerance: float) -> dict[str, np.ndarray]:
+    """The located quantities from mean errors (..., W) (vectorized over the leading axes)."""
     t = threshold_index(train, tolerance)
     sweet = sweet_spot_index(test, t)
     p = peak_index(test, sweet)
     has = t >= 0
     safe = np.where(has, t, 0)
-    log_widths = np.log2(curve.widths.astype(float))
-    threshold_params = np.where(has, curve.params[safe].astype(float), np.inf)
+    log_widths = np.log2(widths.astype(float))
+    threshold_params = np.where(has, params[safe].astype(float), np.inf)
     rises = p != sweet  # test error goes up somewhere beyond the sweet spot: there is a peak
     ratio = np.where(has, np.where(rises, log_widths[p] - log_widths[safe], np.inf), -np.inf)
     peak_error = np.take_along_axis(test, np.asarray(p)[..., None], axis=-1)[..., 0]
     fall = np.where(rises, test[..., -1] - peak_error, 0.0)
     return {"threshold_index": t, "threshold_params": threshold_params, "sweet_index": sweet, "peak_index": p,
-            "peak_params": curve.params[p].astype(float), "log2_peak_over_threshold": ratio, "fall": fall}
+            "peak_params": params[p].astype(float), "log2_peak_over_threshold": ratio, "fall": fall}
 
 
-def _percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """Order-statistic percentile interval (no interpolation: infinite values are kept as such)."""
-    ordered = np.sort(np.asarray(values, dtype=float))
-    alpha = (1 - confidence) / 2
-    low = ordered[math.floor(alpha * len(ordered))]
-    high = ordered[math.ceil((1 - alpha) * len(ordered)) - 1]
-    return float(low), float(high)
+@dataclass
+class Location:
+    """Where one curve's threshold, sweet spot and peak lie (indices into its widths, located on
+    the means over all seeds; ``threshold_index`` -1: no width interpolates), and the located
+    quantities, each the estimate from all seeds with its seed-resampled 95% percentile CI
+    (``n`` = seeds; NaN bounds with fewer than two seeds)."""
+
+    threshold_index: int
+    sweet_index: int
+    peak_index: int
+    threshold_params: CI  # parameters of the threshold width (inf: none); extra: fraction_without_threshold
+    peak_params: CI  # parameters of the peak width
+    log2_peak_over_threshold: CI  # doublings of width from the threshold to the peak (-inf: no threshold, +inf: no peak)
+    fall: CI  # mean test error at the largest width minus at the peak (<= 0; 0 without a peak)
 
 
-def locate(curve: Curve, tolerance: float = 0.01, num_resamples: int = NUM_RESAMPLES, seed: int = 0) -> dict:
-    """Threshold, peak, their log2 width ratio and the fall beyond the peak, each a
-    :class:`~overparam.report.CI` (estimate from all seeds, percentile bootstrap over seeds;
-    ``n`` = number of seeds; NaN bounds with fewer than two seeds). Also the per-width means."""
-    from overparam.report import CI
+def locate(train_error: np.ndarray, test_error: np.ndarray, widths: np.ndarray, params: np.ndarray,
+           tolerance: float = 0.01, num_resamples: int = NUM_RESAMPLES, seed: int = 0) -> Location:
+    """Threshold, sweet spot, peak, their log2 width ratio and the fall beyond the peak, from
+    per-seed errors ``(S, W)`` (NaN where missing) at ``widths`` with ``params`` parameters
+    (W,): seeds resampled with their whole width curves (:func:`~overparam.analysis.resample_seeds`)."""
+    widths, params = np.asarray(widths), np.asarray(params)
+    estimate, draws = resample_seeds(
+        {"train": np.asarray(train_error, dtype=float), "test": np.asarray(test_error, dtype=float)},
+        lambda means: _statistics(widths, params, means["train"], means["test"], tolerance), num_resamples, seed)
+    n = len(train_error)
 
-    with _quiet():
-        train_mean = np.nanmean(curve.train_error, axis=0)
-        test_mean = np.nanmean(curve.test_error, axis=0)
-    estimate = _statistics(curve, train_mean, test_mean, tolerance)
-    n = len(curve.seeds)
-    if n >= 2:
-        rng = np.random.default_rng(seed)
-        index = rng.integers(0, n, size=(num_resamples, n))
-        with _quiet():
-            train_b = np.nanmean(curve.train_error[index], axis=1)  # (B, W)
-            test_b = np.nanmean(curve.test_error[index], axis=1)
-        resampled = _statistics(curve, train_b, test_b, tolerance)
-    out: dict[str, Any] = {"train_mean": train_mean, "test_mean": test_mean}
-    for key in ("threshold_params", "peak_params", "log2_peak_over_threshold", "fall"):
-        low, high = _percentile_interval(resampled[key]) if n >= 2 else (math.nan, math.nan)
-        extras = {}
-        if n >= 2:
-            extras["resamples"] = num_resamples
-            if key == "threshold_params":
-                extras["fraction_without_threshold"] = float(np.mean(resampled["threshold_index"] < 0))
-        out[key] = CI(float(estimate[key]), low, high, n=n, method="percentile (seeds resampled)", **extras)
-    out["threshold_index"] = int(estimate["threshold_index"])
-    out["peak_index"] = int(estimate["peak_index"])
-    out["sweet_index"] = int(estimate["sweet_index"])
-    return out
+    def ci(key: str, **extras: Any) -> CI:
+        return resampled_ci(estimate[key], None if draws is None else draws[key], n, **extras)
+
+    missing = {} if draws is None else {"fraction_without_threshold": float(np.mean(draws["threshold_index"] < 0))}
+    return Location(int(estimate["threshold_index"]), int(estimate["sweet_index"]), int(estimate["peak_index"]),
+                    ci("threshold_params", **missing), ci("peak_params"), ci("log2_peak_over_threshold"), ci("fall"))
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Silence numpy's 'mean of empty slice' warnings (an all-NaN column is a missing width)."""
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        yield
+# --- analysis ------------------------------------------------------------------------------------
+
+TITLE = "double_descent: test error vs model size around the interpolation threshold"
+NOISY_METRICS = ("noisy_train_acc", "clean_train_acc")
 
 
-# --- summaries -----------------------------------------------------------------------------------
+@dataclass
+class CurveAnalysis:
+    """One family at one label-noise level, across its widths (W of them, ascending)."""
+
+    family: str
+    noise: float  # label-noise fraction
+    table: SeedTable  # the finished runs, seed x width
+    widths: np.ndarray  # (W,) int
+    params: np.ndarray  # (W,) int, parameters of each width
+    train_mean: np.ndarray  # (W,) mean train error over seeds (a fraction)
+    test_mean: np.ndarray  # (W,) mean test error over seeds
+    # per width, the mean over seeds with its 95% CI (fractions): "train_error", "test_error", and where the
+    # noisy labels' fit was measured "noisy_train_acc" and "clean_train_acc"
+    cis: dict[str, list[CI]]
+    located: Location
 
 
-def curves(rows: list[dict[str, Any]]) -> dict[tuple[str, float], Curve]:
-    """Finished runs as one :class:`Curve` per (family, noise), with at least one width."""
-    done = common.done_rows(rows)
-    settings = common.run_params
-    out = {}
-    extra = ("noisy_train_acc", "noisy_clean_acc", "clean_train_acc", "train_loss", "test_loss")
-    for (family, noise), members in common.group(done, lambda r: (settings(r)["family"],
-                                                                  float(settings(r)["label_noise"]))).items():
-        widths = sorted({int(settings(r)["width"]) for r in members})
-        seeds = sorted({int(r["seed"]) for r in members})
-        column = {w: i for i, w in enumerate(widths)}
-        row_of = {s: i for i, s in enumerate(seeds)}
-        shape = (len(seeds), len(widths))
-        names = ("train_error", "test_error", *extra)
-        table = {name: np.full(shape, np.nan) for name in names}
-        params = np.zeros(len(widths), dtype=np.int64)
-        for r in members:
-            i, j = row_of[int(r["seed"])], column[int(settings(r)["width"])]
-            m = r["metrics"]
-            values = {"train_error": 1 - m["train_acc"] if "train_acc" in m else None,
-                      "test_error": 1 - m["test_acc"] if "test_acc" in m else None,
-                      **{name: m.get(name) for name in extra}}
-            for name, value in values.items():
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    table[name][i, j] = float(value)
-            params[j] = int(m.get("num_parameters", 0))
-        out[(family, noise)] = Curve(family, noise, np.asarray(widths), params, seeds, table.pop("train_error"),
-                                     table.pop("test_error"), table)
-    return out
+@dataclass
+class DoubleDescentAnalysis:
+    curves: dict[tuple[str, float], CurveAnalysis]  # (family, noise) -> curve (>= 2 widths), family then noise order
+
+
+def analyze(runs: list[Run], config: DoubleDescentConfig) -> DoubleDescentAnalysis | Missing:
+    order = {f: i for i, f in enumerate(FAMILIES)}
+    groups = group(runs, lambda r: (r.settings["family"], float(r.settings["label_noise"])))
+    tables = {key: SeedTable(groups[key], lambda r: int(r.settings["width"]))
+              for key in sorted(groups, key=lambda k: (order.get(k[0], 99), k[1]))}
+    curves = {key: _curve(key, table, config.interpolation_error) for key, table in tables.items() if len(table) >= 2}
+    if not curves:
+        return Missing(TITLE, "No family has finished runs at two or more widths yet.")
+    return DoubleDescentAnalysis(curves)
+
+
+def _curve(key: tuple[str, float], table: SeedTable, tolerance: float) -> CurveAnalysis:
+    widths = np.asarray(table.axis)
+    with quiet():
+        params = np.nan_to_num(np.nanmax(table["num_parameters"], axis=0)).astype(np.int64)
+    cis = {"train_error": table.cis("train_error"), "test_error": table.cis("test_error")}
+    if np.isfinite(table["noisy_train_acc"]).any():
+        cis.update({name: table.cis(name) for name in NOISY_METRICS})
+    located = locate(table["train_error"], table["test_error"], widths, params, tolerance)
+    return CurveAnalysis(key[0], key[1], table, widths, params, table.mean("train_error"), table.mean("test_error"),
+                         cis, located)
+
+
+# --- claims --------------------------------------------------------------------------------------
 
 
 def _noise_text(noise: float) -> str:
@@ -351,97 +339,99 @@ def _noise_id(noise: float) -> str:
     return f"noise{round(noise * 100):d}" if abs(noise * 100 - round(noise * 100)) < 1e-9 else f"noise{noise:g}"
 
 
-def _count(value: float) -> str:
-    return f"{int(value):,}" if math.isfinite(value) else "no threshold"
+def _claim_base(curve: CurveAnalysis) -> str:
+    return f"{NAME}.{curve.family}.{_noise_id(curve.noise)}"
 
 
-def _claims(curve: Curve, found: dict, config: DoubleDescentConfig, label: str) -> list:
-    from overparam.report import Claim
+def _family_label(config: DoubleDescentConfig, family: str) -> str:
+    if family == "mlp":
+        return f"MLP ({config.mlp_depth} hidden layer{'s' if config.mlp_depth > 1 else ''})"
+    return config.cnn_model.upper()
 
-    base = f"{NAME}.{curve.family}.{_noise_id(curve.noise)}"
-    tolerance = config.interpolation_error
-    where = f"{label}, {_noise_text(curve.noise)}"
-    claims = []
-    if len(curve.widths) >= 2:
-        span = (float(curve.params[1]), float(curve.params[-1]))
-        claims.append(Claim.from_ci(
-            f"{base}.interpolation_threshold", NAME,
-            f"{where}: the interpolation threshold (smallest width with mean train error <= {tolerance:.0%}) lies "
-            f"inside the sweep: the smallest width ({curve.widths[0]}) does not fit the training set and a larger "
-            f"one does; measured: the threshold's number of parameters (inf: no width interpolates)",
-            f"{BELKIN}: beyond \"the point of interpolation\" (zero training error) models fit the training "
-            "data exactly", found["threshold_params"], within=span,
-            details={"widths": curve.widths.tolist(), "params": curve.params.tolist(),
-                     "threshold_width": (int(curve.widths[found["threshold_index"]])
-                                         if found["threshold_index"] >= 0 else None)}))
-    if curve.noise > 0 and len(curve.widths) >= 3:
-        claims.append(Claim.from_ci(
+
+def claims(a: DoubleDescentAnalysis, config: DoubleDescentConfig) -> list[Claim]:
+    return [claim for curve in a.curves.values() for claim in _curve_claims(curve, config)]
+
+
+def _curve_claims(curve: CurveAnalysis, config: DoubleDescentConfig) -> list[Claim]:
+    base, found, widths = _claim_base(curve), curve.located, curve.widths
+    where = f"{_family_label(config, curve.family)}, {_noise_text(curve.noise)}"
+    threshold_width = int(widths[found.threshold_index]) if found.threshold_index >= 0 else None
+    out = [Claim.from_ci(
+        f"{base}.interpolation_threshold", NAME,
+        f"{where}: the interpolation threshold (smallest width with mean train error <= {config.interpolation_error:.0%}) "
+        f"lies inside the sweep: the smallest width ({widths[0]}) does not fit the training set and a larger one "
+        f"does; measured: the threshold's number of parameters (inf: no width interpolates)",
+        f"{BELKIN}: beyond \"the point of interpolation\" (zero training error) models fit the training "
+        "data exactly", found.threshold_params, within=(float(curve.params[1]), float(curve.params[-1])),
+        details={"widths": widths.tolist(), "params": curve.params.tolist(), "threshold_width": threshold_width})]
+    if curve.noise > 0 and len(widths) >= 3:
+        out.append(Claim.from_ci(
             f"{base}.peak_near_threshold", NAME,
             f"{where}: test error peaks near the interpolation threshold: log2(peak width / threshold width) is "
             "within [-1, 1] (a factor 2 in width); the peak is the width of maximal test error beyond the best "
             "under-parameterized width; -inf: no width interpolates; +inf: no peak (test error never rises "
             "beyond that width)",
             f"{NAKKIRAN}: the peak in test error occurs around the interpolation threshold, where models are just "
-            "barely able to fit the train set", found["log2_peak_over_threshold"], within=(-1.0, 1.0),
-            details={"peak_params": list(found["peak_params"])}))
-        claims.append(Claim.from_ci(
+            "barely able to fit the train set", found.log2_peak_over_threshold, within=(-1.0, 1.0),
+            details={"peak_params": list(found.peak_params)}))
+        out.append(Claim.from_ci(
             f"{base}.falls_beyond_peak", NAME,
             f"{where}: test error falls again beyond the peak: mean test error at the largest width "
-            f"({curve.widths[-1]}) minus at the peak width is < 0 (0 when there is no peak)",
+            f"({widths[-1]}) minus at the peak width is < 0 (0 when there is no peak)",
             f"{NAKKIRAN}: \"as we increase model size, performance first gets worse and then gets better\"",
-            found["fall"], less_than=0.0))
-    return claims
+            found.fall, less_than=0.0))
+    return out
 
 
-def _table(curve: Curve, found: dict) -> str:
-    from overparam.report import bootstrap_ci
+# --- report --------------------------------------------------------------------------------------
 
+
+def render(a: DoubleDescentAnalysis, claims: list[Claim], config: DoubleDescentConfig) -> list[Section]:
+    placed = {key: [c for c in claims if c.id.startswith(_claim_base(curve) + ".")] for key, curve in a.curves.items()}
+    figures = [("double_descent_errors", _errors_figure(a, config))]
+    noisy = _noisy_figure(a, config)
+    if noisy is not None:
+        figures.append(("double_descent_noisy_labels", noisy))
+    readings = [_reading(curve, config, placed[key]) for key, curve in a.curves.items()]
+    sections = [Section(TITLE, _settings_text(config, a) + "\n\n**Reading.**\n\n" + "\n\n".join(readings), figures, [])]
+    for family in dict.fromkeys(f for f, _ in a.curves):
+        keys = [k for k in a.curves if k[0] == family]
+        parts = [part for k in keys for part in (
+            f"**{_noise_text(k[1])}** (mean over seeds, 95% CI; the last column marks the located widths)",
+            _table(a.curves[k]))]
+        sections.append(Section(f"double_descent: {_family_label(config, family)}", "\n\n".join(parts), [],
+                                [c for k in keys for c in placed[k]]))
+    return sections
+
+
+def _count(value: float) -> str:
+    return f"{int(value):,}" if math.isfinite(value) else "no threshold"
+
+
+def _table(curve: CurveAnalysis) -> str:
+    found, cis = curve.located, curve.cis
+    has_noisy = "noisy_train_acc" in cis
+    counts = curve.table.counts("test_error")
     rows = []
-    noisy = curve.metrics.get("noisy_train_acc")
-    has_noisy = noisy is not None and np.isfinite(noisy).any()
     for j, w in enumerate(curve.widths):
-        train = bootstrap_ci(curve.train_error[:, j])
-        test = bootstrap_ci(curve.test_error[:, j])
-        marks = []
-        if j == found["threshold_index"]:
-            marks.append("threshold")
-        if j == found["sweet_index"] and found["sweet_index"] != found["peak_index"]:
-            marks.append("sweet spot")
-        if j == found["peak_index"]:
-            marks.append("peak")
-        row = [str(w), f"{int(curve.params[j]):,}", str(int(np.isfinite(curve.test_error[:, j]).sum())),
-               common.ci_text(train, 3), common.ci_text(test, 3)]
+        marks = [name for name, hit in (("threshold", j == found.threshold_index),
+                                        ("sweet spot", j == found.sweet_index != found.peak_index),
+                                        ("peak", j == found.peak_index)) if hit]
+        row = [str(w), f"{int(curve.params[j]):,}", str(counts[j]), common.ci_text(cis["train_error"][j], 3),
+               common.ci_text(cis["test_error"][j], 3)]
         if has_noisy:
-            row.append(common.ci_text(bootstrap_ci(noisy[:, j]), 3))
+            row.append(common.ci_text(cis["noisy_train_acc"][j], 3))
         rows.append(row + [", ".join(marks)])
-    header = ["width", "params", "n", "train error", "test error"]
-    if has_noisy:
-        header.append("noisy labels fitted")
+    header = ["width", "params", "n", "train error", "test error"] + (["noisy labels fitted"] if has_noisy else [])
     return common.table(header + [""], rows)
 
 
-def _reading(curve: Curve, found: dict, config: DoubleDescentConfig, label: str, claims: list) -> str:
+def _reading(curve: CurveAnalysis, config: DoubleDescentConfig, claims: list[Claim]) -> str:
     """A plain-language paragraph from the located numbers and the claims' verdicts."""
-    tolerance = config.interpolation_error
-    head = f"**{label}, {_noise_text(curve.noise)}.**"
-    t, sweet, p = found["threshold_index"], found["sweet_index"], found["peak_index"]
-    test, train = found["test_mean"], found["train_mean"]
-    widths = curve.widths
-    thr = found["threshold_params"]
-    if t < 0:
-        j = int(np.nanargmin(train))
-        text = (f"{head} No width reaches mean train error <= {tolerance:.0%} (the lowest is "
-                f"{common.fmt(float(train[j]), 3)} at width {widths[j]}), so this sweep has no interpolation "
-                "threshold and cannot show the peak at it: train longer or add wider models.")
-    else:
-        frac = getattr(thr, "fraction_without_threshold", 0.0)
-        text = (f"{head} Train error first reaches <= {tolerance:.0%} at width {widths[t]} "
-                f"({_count(thr[0])} parameters; 95% CI {_count(thr[1])} to {_count(thr[2])} over seed resamples"
-                + (f", {frac:.0%} of which have no threshold" if frac > 0 else "") + ").")
-        if t == 0:
-            text += " The smallest width already fits the training set, so the sweep does not show the threshold."
-    text += f" Test error is {common.fmt(float(test[0]), 3)} at the smallest width"
-    fall, last = found["fall"], len(widths) - 1
+    found, widths, test = curve.located, curve.widths, curve.test_mean
+    sweet, p, last = found.sweet_index, found.peak_index, len(widths) - 1
+    text = _threshold_text(curve, config) + f" Test error is {common.fmt(float(test[0]), 3)} at the smallest width"
     if sweet == p == last:
         return text + (f" and lowest, {common.fmt(float(test[p]), 3)}, at the largest width ({widths[p]}): it does "
                        "not rise again anywhere in this sweep (no peak).") + _verdicts(claims)
@@ -451,8 +441,8 @@ def _reading(curve: Curve, found: dict, config: DoubleDescentConfig, label: str,
                        f"largest width ({widths[-1]}) it is {common.fmt(float(test[-1]), 3)}.") + _verdicts(claims)
     text += (f", lowest up to the threshold at width {widths[sweet]} ({common.fmt(float(test[sweet]), 3)}), then "
              f"rises to a peak at width {widths[p]} ({common.fmt(float(test[p]), 3)})")
-    steps = float(found["log2_peak_over_threshold"][0])
-    if t >= 0:
+    steps = float(found.log2_peak_over_threshold[0])
+    if found.threshold_index >= 0:
         text += (", at the threshold" if steps == 0 else
                  f", {abs(steps):g} doubling{'s' if abs(steps) != 1 else ''} of width "
                  f"{'below' if steps < 0 else 'above'} the threshold")
@@ -460,11 +450,30 @@ def _reading(curve: Curve, found: dict, config: DoubleDescentConfig, label: str,
         text += "; the peak is the largest width, so test error does not come down again within this sweep."
     else:
         text += (f"; at the largest width ({widths[-1]}) it is {common.fmt(float(test[-1]), 3)}, a change of "
-                 f"{common.ci_text(fall, 4)} from the peak.")
+                 f"{common.ci_text(found.fall, 4)} from the peak.")
     return text + _verdicts(claims)
 
 
-def _verdicts(claims: list) -> str:
+def _threshold_text(curve: CurveAnalysis, config: DoubleDescentConfig) -> str:
+    """The reading's first sentences: where train error first reaches the tolerance."""
+    tolerance, widths = config.interpolation_error, curve.widths
+    head = f"**{_family_label(config, curve.family)}, {_noise_text(curve.noise)}.**"
+    t, thr = curve.located.threshold_index, curve.located.threshold_params
+    if t < 0:
+        j = int(np.nanargmin(curve.train_mean))
+        return (f"{head} No width reaches mean train error <= {tolerance:.0%} (the lowest is "
+                f"{common.fmt(float(curve.train_mean[j]), 3)} at width {widths[j]}), so this sweep has no interpolation "
+                "threshold and cannot show the peak at it: train longer or add wider models.")
+    frac = getattr(thr, "fraction_without_threshold", 0.0)
+    text = (f"{head} Train error first reaches <= {tolerance:.0%} at width {widths[t]} "
+            f"({_count(thr[0])} parameters; 95% CI {_count(thr[1])} to {_count(thr[2])} over seed resamples"
+            + (f", {frac:.0%} of which have no threshold" if frac > 0 else "") + ").")
+    if t == 0:
+        text += " The smallest width already fits the training set, so the sweep does not show the threshold."
+    return text
+
+
+def _verdicts(claims: list[Claim]) -> str:
     """One sentence with the verdicts of one curve's claims."""
     if not claims:
         return ""
@@ -477,140 +486,9 @@ def _verdicts(claims: list) -> str:
     return sentence
 
 
-def _family_label(config: DoubleDescentConfig, family: str) -> str:
-    if family == "mlp":
-        return f"MLP ({config.mlp_depth} hidden layer{'s' if config.mlp_depth > 1 else ''})"
-    return config.cnn_model.upper()
-
-
-def _width_axis(ax, curve: Curve) -> None:
-    """A top axis naming the widths at their parameter counts."""
-    top = ax.secondary_xaxis("top")
-    top.set_xscale("log")
-    ticks, labels = curve.params.astype(float), [str(w) for w in curve.widths]
-    if len(ticks) > 9:
-        keep = np.arange(0, len(ticks), math.ceil(len(ticks) / 9))
-        ticks, labels = ticks[keep], [labels[i] for i in keep]
-    from matplotlib.ticker import FixedLocator, NullLocator
-
-    top.xaxis.set_major_locator(FixedLocator(ticks))
-    top.set_xticklabels(labels)
-    top.xaxis.set_minor_locator(NullLocator())
-    top.set_xlabel("width", fontsize=9)
-    top.tick_params(labelsize=8)
-
-
-def _errors_figure(groups: dict[tuple[str, float], tuple[Curve, dict]], config: DoubleDescentConfig):
-    """Train and test error vs parameters, one panel per family, one colour per noise level;
-    dotted line and band: the interpolation threshold and its CI."""
-    from overparam.report import bootstrap_ci, errorbar_plot, new_figure
-    from overparam.report.figures import PlainLogFormatter
-
-    families = list(dict.fromkeys(f for f, _ in groups))
-    noises = sorted({p for _, p in groups})
-    colours = {p: f"C{i}" for i, p in enumerate(noises)}
-    fig, axes = new_figure(1, len(families), height=5.4, squeeze=False)
-    fig.set_layout_engine("constrained")
-    handles: dict[str, Any] = {}
-    for ax, family in zip(axes[0], families):
-        curve0 = None
-        for noise in noises:
-            if (family, noise) not in groups:
-                continue
-            curve, found = groups[(family, noise)]
-            curve0 = curve0 or curve
-            x = curve.params.astype(float)
-            n = [int(np.isfinite(curve.test_error[:, j]).sum()) for j in range(len(x))]
-            for values, name, style, marker in ((curve.test_error, "test", "-", "o"),
-                                                (curve.train_error, "train", "--", "s")):
-                cis = [bootstrap_ci(values[:, j]) for j in range(len(x))]
-                errorbar_plot(ax, x, [c[0] for c in cis], [c[1] for c in cis], [c[2] for c in cis],
-                              f"{name}, {_noise_text(noise)}", n, color=colours[noise], linestyle=style,
-                              marker=marker, legend=False)
-            thr = found["threshold_params"]
-            if math.isfinite(thr[0]):
-                ax.axvline(thr[0], color=colours[noise], linestyle=":", linewidth=1.6,
-                           label=f"interpolation threshold, {_noise_text(noise)}")
-                if math.isfinite(thr[1]) and math.isfinite(thr[2]) and thr[2] > thr[1]:
-                    ax.axvspan(thr[1], thr[2], color=colours[noise], alpha=0.08, linewidth=0)
-            if (noise > 0 or len(noises) == 1) and found["peak_index"] != found["sweet_index"]:
-                p = found["peak_index"]
-                ax.plot([x[p]], [found["test_mean"][p]], marker="*", markersize=15, color=colours[noise],
-                        markeredgecolor="black", linestyle="none", zorder=4, label=f"peak, {_noise_text(noise)}")
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(PlainLogFormatter())
-        ax.xaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
-        ax.set_ylim(bottom=-0.02)
-        ax.set_xlabel("number of parameters (log scale)")
-        ax.set_ylabel("error (1 − accuracy)")
-        ax.set_title(_family_label(config, family))
-        if curve0 is not None:
-            _width_axis(ax, curve0)
-        for handle, text in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(text, handle)
-    # one legend row per noise level (matplotlib fills a legend column by column)
-    from matplotlib.patches import Patch
-
-    kinds = ("test", "train", "interpolation threshold", "peak")
-    entries = [(handles.get(f"{k}, {_noise_text(p)}") or next((h for t, h in handles.items()
-                                                               if t.startswith(f"{k}, {_noise_text(p)} (")), None),
-                next((t for t in handles if t == f"{k}, {_noise_text(p)}" or t.startswith(f"{k}, {_noise_text(p)} (")),
-                     ""))
-               for k in kinds for p in noises]
-    entries = [(h if h is not None else Patch(alpha=0), t) for h, t in entries]
-    fig.legend([h for h, _ in entries], [t for _, t in entries], loc="outside lower center", ncol=len(kinds),
-               fontsize=8, frameon=False)
-    fig.suptitle("train (dashed) and test (solid) error vs model size; dotted: interpolation threshold "
-                 f"(train error ≤ {config.interpolation_error:.0%}), band: its 95% CI", fontsize=10)
-    return fig
-
-
-def _noisy_figure(groups: dict[tuple[str, float], tuple[Curve, dict]], config: DoubleDescentConfig):
-    """Fraction of the noisy training labels each model fits, vs parameters."""
-    from overparam.report import bootstrap_ci, errorbar_plot, new_figure
-    from overparam.report.figures import PlainLogFormatter
-
-    keys = [k for k, (c, _) in groups.items() if k[1] > 0 and np.isfinite(c.metrics["noisy_train_acc"]).any()]
-    if not keys:
-        return None
-    families = list(dict.fromkeys(f for f, _ in keys))
-    fig, axes = new_figure(1, len(families), height=4.6, squeeze=False)
-    fig.set_layout_engine("constrained")
-    handles: dict[str, Any] = {}
-    for ax, family in zip(axes[0], families):
-        for i, key in enumerate(k for k in keys if k[0] == family):
-            curve, found = groups[key]
-            x = curve.params.astype(float)
-            for j, (metric, name, style) in enumerate((("noisy_train_acc", "noisy labels fitted", "-"),
-                                                        ("clean_train_acc", "clean labels fitted", "--"))):
-                values = curve.metrics[metric]
-                cis = [bootstrap_ci(values[:, c]) for c in range(len(x))]
-                errorbar_plot(ax, x, [c[0] for c in cis], [c[1] for c in cis], [c[2] for c in cis],
-                              f"{name}, {_noise_text(key[1])}", [int(np.isfinite(values[:, c]).sum())
-                                                                 for c in range(len(x))],
-                              color=f"C{2 * i + j}", linestyle=style, legend=False)
-            thr = found["threshold_params"]
-            if math.isfinite(thr[0]):
-                ax.axvline(thr[0], color="0.4", linestyle=":", linewidth=1.4, label="interpolation threshold")
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(PlainLogFormatter())
-        ax.xaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("number of parameters (log scale)")
-        ax.set_ylabel("fraction of training labels fitted")
-        ax.set_title(f"{_family_label(config, family)}: memorizing the noisy labels")
-        for handle, text in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(text, handle)
-    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(3, len(handles)),
-               fontsize=8, frameon=False)
-    return fig
-
-
-def _settings_text(config: DoubleDescentConfig, groups: dict) -> str:
-    first = next(iter(groups.values()))[0]
-    train = config.train
+def _settings_text(config: DoubleDescentConfig, a: DoubleDescentAnalysis) -> str:
+    train, data = config.train, config.data
     budget = f"{train['steps']} steps" if train.get("steps") is not None else f"{train.get('epochs', 10)} epochs"
-    data = config.data
     text = (f"Width sweeps on {data.get('name')} ({data.get('n_train') or 'all'} training examples"
             + (", one draw of the data and noisy labels shared by all seeds" if data.get("seed") is not None else
                ", a data draw per seed") + f"), trained with {train.get('optimizer', 'sgd')} (lr "
@@ -620,48 +498,146 @@ def _settings_text(config: DoubleDescentConfig, groups: dict) -> str:
             + ", no early stopping: the final model is measured)")
     if "cnn" in _as_tuple(config.models) and (config.cnn_data or config.cnn_train):
         text += f"; the {config.cnn_model} runs with data overrides {config.cnn_data} and train overrides {config.cnn_train}"
-    text += (f". {len(first.seeds)} seeds per point (initialization and data order). Label noise replaces a fraction "
-             "of the training labels by a random wrong class. Interpolation threshold: the smallest width whose mean "
-             f"train error is <= {config.interpolation_error:.0%}; sweet spot: the width of minimal mean test error "
-             "up to the threshold (the classical regime's best model); peak: the width of maximal mean test error from "
-             "the sweet spot on (a tiny model that underfits is not the peak; when test error never rises beyond "
-             "the sweet spot there is no peak). CIs: "
-             "per width, a 95% BCa bootstrap of the mean over seeds; for the threshold, the peak and the differences, "
-             "a 95% percentile bootstrap that resamples seeds (each with its whole width curve) and recomputes them. "
-             "The peak is selected on the same seeds, so on a flat, noisy curve a small peak and fall can look "
-             "significant: read the claims with the per-width tables.")
-    return text
+    return text + (
+        f". {len(next(iter(a.curves.values())).table.seeds)} seeds per point (initialization and data order). Label noise replaces a fraction "
+        "of the training labels by a random wrong class. Interpolation threshold: the smallest width whose mean "
+        f"train error is <= {config.interpolation_error:.0%}; sweet spot: the width of minimal mean test error "
+        "up to the threshold (the classical regime's best model); peak: the width of maximal mean test error from "
+        "the sweet spot on (a tiny model that underfits is not the peak; when test error never rises beyond "
+        "the sweet spot there is no peak). CIs: "
+        "per width, a 95% BCa bootstrap of the mean over seeds; for the threshold, the peak and the differences, "
+        "a 95% percentile bootstrap that resamples seeds (each with its whole width curve) and recomputes them. "
+        "The peak is selected on the same seeds, so on a flat, noisy curve a small peak and fall can look "
+        "significant: read the claims with the per-width tables.")
 
 
-def summarize(rows: list[dict[str, Any]], config: DoubleDescentConfig) -> list:
-    from overparam.report import Section
+# --- figures -------------------------------------------------------------------------------------
 
-    title = "double_descent: test error vs model size around the interpolation threshold"
-    found_curves = {k: c for k, c in curves(rows).items() if len(c.widths) >= 2}
-    if not found_curves:
-        return [Section(title, "No family has finished runs at two or more widths yet.")]
-    order = {f: i for i, f in enumerate(FAMILIES)}
-    keys = sorted(found_curves, key=lambda k: (order.get(k[0], 99), k[1]))
-    groups = {k: (found_curves[k], locate(found_curves[k], config.interpolation_error)) for k in keys}
-    figures = [("double_descent_errors", _errors_figure(groups, config))]
-    noisy = _noisy_figure(groups, config)
-    if noisy is not None:
-        figures.append(("double_descent_noisy_labels", noisy))
-    claims = {k: _claims(c, f, config, _family_label(config, k[0])) for k, (c, f) in groups.items()}
-    readings = [_reading(c, f, config, _family_label(config, k[0]), claims[k]) for k, (c, f) in groups.items()]
-    overview = Section(title, _settings_text(config, groups) + "\n\n**Reading.**\n\n" + "\n\n".join(readings),
-                       figures, [])
-    sections = [overview]
-    for family in dict.fromkeys(k[0] for k in keys):
-        label = _family_label(config, family)
-        parts, family_claims = [], []
-        for key in (k for k in keys if k[0] == family):
-            curve, found = groups[key]
-            family_claims += claims[key]
-            parts += [(f"**{_noise_text(key[1])}** (mean over seeds, 95% CI; the last column marks the located "
-                       "widths)"), _table(curve, found)]
-        sections.append(Section(f"double_descent: {label}", "\n\n".join(parts), [], family_claims))
-    return sections
+
+def _plot_cis(ax, x: np.ndarray, cis: list[CI], label: str, n: list[int], **style: Any) -> None:  # LAYER CANDIDATE
+    """errorbar_plot of one CI per point (report.figures)."""
+    from overparam.report.figures import errorbar_plot
+
+    errorbar_plot(ax, x, [c[0] for c in cis], [c[1] for c in cis], [c[2] for c in cis], label, n, legend=False,
+                  **style)
+
+
+def _params_axis(ax) -> None:
+    """A log x axis of parameter counts, labelled in plain numbers."""
+    from overparam.report.figures import PlainLogFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(PlainLogFormatter())
+    ax.xaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
+    ax.set_xlabel("number of parameters (log scale)")
+
+
+def _width_axis(ax, curve: CurveAnalysis) -> None:
+    """A top axis naming the widths at their parameter counts."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    top = ax.secondary_xaxis("top")
+    top.set_xscale("log")
+    ticks, labels = curve.params.astype(float), [str(w) for w in curve.widths]
+    if len(ticks) > 9:
+        keep = np.arange(0, len(ticks), math.ceil(len(ticks) / 9))
+        ticks, labels = ticks[keep], [labels[i] for i in keep]
+    top.xaxis.set_major_locator(FixedLocator(ticks))
+    top.set_xticklabels(labels)
+    top.xaxis.set_minor_locator(NullLocator())
+    top.set_xlabel("width", fontsize=9)
+    top.tick_params(labelsize=8)
+
+
+def _collect_handles(ax, handles: dict[str, Any]) -> None:
+    for handle, text in zip(*ax.get_legend_handles_labels()):
+        handles.setdefault(text, handle)
+
+
+def _errors_panel(ax, curve: CurveAnalysis, colour: str, mark_peak: bool) -> None:
+    """One curve's train and test error, its threshold (dotted line, CI band) and its peak (star)."""
+    x, noise, found = curve.params.astype(float), _noise_text(curve.noise), curve.located
+    n = curve.table.counts("test_error")
+    for name, style, marker in (("test", "-", "o"), ("train", "--", "s")):
+        _plot_cis(ax, x, curve.cis[f"{name}_error"], f"{name}, {noise}", n, color=colour, linestyle=style,
+                  marker=marker)
+    thr = found.threshold_params
+    if math.isfinite(thr[0]):
+        ax.axvline(thr[0], color=colour, linestyle=":", linewidth=1.6, label=f"interpolation threshold, {noise}")
+        if math.isfinite(thr[1]) and math.isfinite(thr[2]) and thr[2] > thr[1]:
+            ax.axvspan(thr[1], thr[2], color=colour, alpha=0.08, linewidth=0)
+    if mark_peak and found.peak_index != found.sweet_index:
+        p = found.peak_index
+        ax.plot([x[p]], [curve.test_mean[p]], marker="*", markersize=15, color=colour, markeredgecolor="black",
+                linestyle="none", zorder=4, label=f"peak, {noise}")
+
+
+def _noise_legend(fig, handles: dict[str, Any], noises: list[float]) -> None:
+    """One legend row per noise level (matplotlib fills a legend column by column)."""
+    from matplotlib.patches import Patch
+
+    kinds = ("test", "train", "interpolation threshold", "peak")  # errorbar labels end in " (n=..., 95% CI)"
+    labels = [next((t for t in handles if t.split(" (")[0] == f"{kind}, {_noise_text(noise)}"), "")
+              for kind in kinds for noise in noises]
+    fig.legend([handles.get(t) or Patch(alpha=0) for t in labels], labels, loc="outside lower center",
+               ncol=len(kinds), fontsize=8, frameon=False)
+
+
+def _errors_figure(a: DoubleDescentAnalysis, config: DoubleDescentConfig):
+    """Train and test error vs parameters, one panel per family, one colour per noise level;
+    dotted line and band: the interpolation threshold and its CI."""
+    from overparam.report.figures import new_figure
+
+    families = list(dict.fromkeys(f for f, _ in a.curves))
+    noises = sorted({p for _, p in a.curves})
+    fig, axes = new_figure(1, len(families), height=5.4, squeeze=False)
+    fig.set_layout_engine("constrained")
+    handles: dict[str, Any] = {}
+    for ax, family in zip(axes[0], families):
+        curves = [a.curves[(family, p)] for p in noises if (family, p) in a.curves]
+        for curve in curves:
+            _errors_panel(ax, curve, f"C{noises.index(curve.noise)}", curve.noise > 0 or len(noises) == 1)
+        _params_axis(ax)
+        ax.set_ylim(bottom=-0.02)
+        ax.set_ylabel("error (1 − accuracy)")
+        ax.set_title(_family_label(config, family))
+        _width_axis(ax, curves[0])
+        _collect_handles(ax, handles)
+    _noise_legend(fig, handles, noises)
+    fig.suptitle("train (dashed) and test (solid) error vs model size; dotted: interpolation threshold "
+                 f"(train error ≤ {config.interpolation_error:.0%}), band: its 95% CI", fontsize=10)
+    return fig
+
+
+def _noisy_figure(a: DoubleDescentAnalysis, config: DoubleDescentConfig):
+    """Fraction of the noisy training labels each model fits, vs parameters."""
+    from overparam.report.figures import new_figure
+
+    keys = [k for k, curve in a.curves.items() if k[1] > 0 and "noisy_train_acc" in curve.cis]
+    if not keys:
+        return None
+    families = list(dict.fromkeys(f for f, _ in keys))
+    fig, axes = new_figure(1, len(families), height=4.6, squeeze=False)
+    fig.set_layout_engine("constrained")
+    handles: dict[str, Any] = {}
+    for ax, family in zip(axes[0], families):
+        for i, key in enumerate(k for k in keys if k[0] == family):
+            curve = a.curves[key]
+            for j, (metric, name, style) in enumerate((("noisy_train_acc", "noisy labels fitted", "-"),
+                                                        ("clean_train_acc", "clean labels fitted", "--"))):
+                _plot_cis(ax, curve.params.astype(float), curve.cis[metric], f"{name}, {_noise_text(key[1])}",
+                          curve.table.counts(metric), color=f"C{2 * i + j}", linestyle=style)
+            if math.isfinite(curve.located.threshold_params[0]):
+                ax.axvline(curve.located.threshold_params[0], color="0.4", linestyle=":", linewidth=1.4,
+                           label="interpolation threshold")
+        _params_axis(ax)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("fraction of training labels fitted")
+        ax.set_title(f"{_family_label(config, family)}: memorizing the noisy labels")
+        _collect_handles(ax, handles)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(3, len(handles)),
+               fontsize=8, frameon=False)
+    return fig
 
 
 STUDY = Study(
@@ -673,7 +649,9 @@ STUDY = Study(
     run_one=common.single(_measure),
     run_batch=common.batched(_measure),
     batch_key=common.batch_key,
-    legacy_summarize=summarize,
+    analyze=analyze,
+    claims=claims,
+    render=render,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 200, "seed": 0},
                  "train": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 50, "epochs": 1},

@@ -57,7 +57,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from overparam.analysis import Missing, Run, SeedTable, group, mean_ci, metric_pairs, paired_ratio, quiet
 from overparam.errors import ConfigError, check_optional_nonnegative, check_positive_int, choice_error
+from overparam.report import CI, Claim, Section, loglog_slope_ci, spearman_ci
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study
 
@@ -202,11 +204,7 @@ def _train(spec: RunSpec, device: str | None) -> RunOutcome:
 
     every = max(1, config.train.steps // spec.params["track_points"])
     record = train_run(config, device=device, callbacks=[Callback(track, every=every)], quiet=True)
-    metrics = dict(record.metrics)
-    # the tracked curves also go into the metrics: summaries read stored metrics only
-    metrics["track_steps"] = [step for step, _ in record.curves.get("r_ig", [])]
-    metrics["track_r_ig"] = [value for _, value in record.curves.get("r_ig", [])]
-    metrics["track_loss"] = [value for _, value in record.curves.get("full_loss", [])]
+    metrics = dict(record.metrics)  # the tracked curves r_ig and full_loss are stored as curves
     if record.status == "done":
         loss_fn = common.loss_fn(record)
         data = (record.dataset.x_train, record.dataset.y_train)
@@ -222,239 +220,253 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
     return _one_step(spec, device) if spec.params["kind"] == "one_step" else _train(spec, device)
 
 
-# --- summary -------------------------------------------------------------------------------------
+# --- analysis ------------------------------------------------------------------------------------
 
 
-def _kind(rows: list, kind: str) -> list:
-    return [r for r in rows if common.run_params(r)["kind"] == kind]
+TITLE = "igr: implicit gradient regularization of full-batch GD"
+ERRORS = ("plain_error", "modified_error")  # one-step distance of GD to the gradient flow / the modified flow
+METRICS = ("train_loss", "train_acc", "test_acc", "r_ig", "lambda_max")
+EGR = "egr"  # the EGR column of the training table (after the GD step sizes)
+# Spearman ρ(h, metric) claims: metric, id, statement (the setting is appended), paper, predicate
+RHO_CLAIMS = (
+    ("r_ig", "rig_falls_with_h", "Larger steps end with a smaller implicit gradient regularizer R_IG = |∇L|²/P: "
+     "Spearman ρ(h, final R_IG) < 0 over the runs", "larger learning rate -> smaller R_IG", {"less_than": 0.0}),
+    ("lambda_max", "lambda_max_falls_with_h", "Larger steps end in flatter minima: Spearman ρ(h, final λ_max) < 0",
+     "larger learning rate -> flatter minimum", {"less_than": 0.0}),
+    ("test_acc", "test_acc_rises_with_h", "Larger steps generalize better: Spearman ρ(h, test accuracy) > 0",
+     "larger learning rate -> higher test accuracy", {"greater_than": 0.0}),
+)
 
 
-def _slope(rows: list, metric: str):
-    from overparam.report import loglog_slope_ci
+@dataclass
+class OneStep:
+    """The one-step comparison over seeds, at K step sizes h."""
 
-    xs, ys, groups = [], [], []
-    for row in rows:
-        for h, error in zip(row["metrics"]["one_step_hs"], row["metrics"][metric]):
-            if error > 0:
-                xs.append(h)
-                ys.append(error)
-                groups.append(row["seed"])
-    return loglog_slope_ci(xs, ys, groups=groups)
+    table: SeedTable  # one_step runs, seed x one column; list metrics are (S, 1, K)
+    hs: np.ndarray  # (K,) the step sizes h
+    slopes: dict[str, CI]  # per metric of ERRORS, the log-log slope of the distance vs h (seeds as groups)
+    cis: dict[str, list[CI]]  # per metric of ERRORS, (K,) the mean distance over seeds per h
+    integration: np.ndarray  # (K,) the largest RK4 error estimate over seeds per h
 
 
-def summarize(rows: list[dict[str, Any]], config: IGRConfig) -> list:
-    from overparam.report import Claim, Section, bootstrap_ci, spearman_ci
+@dataclass
+class Training:
+    """The GD runs at every h and the EGR runs, at equal training time."""
 
-    title = "igr: implicit gradient regularization of full-batch GD"
-    done = common.done_rows(rows)
-    one_step, gd, egr = _kind(done, "one_step"), _kind(done, "gd"), _kind(done, "egr")
+    table: SeedTable  # gd and egr runs: seed x (the GD step sizes h ascending, then EGR)
+    hs: list[float]  # the GD step sizes (the table's axis without EGR)
+    column_hs: list[float]  # the step size of each table column (EGR's last)
+    cis: dict[str, list[CI]]  # per metric of METRICS, the mean over seeds per table column
+    rho: dict[str, CI]  # per metric of RHO_CLAIMS, Spearman ρ(h, metric) over the GD runs
+    gd_seeds: int  # distinct seeds among the GD runs
+    fractions: dict[str, CI]  # λ_max and test_acc: the gap fraction EGR closes, paired by seed ({}: no EGR)
+    egr: tuple[float, float] | None  # EGR's step size h and penalty λ (None: no EGR runs)
+    curves: dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]  # per column: (training time t = step·h,
+    # training loss, R_IG), each (K,): geometric means over seeds at the tracked steps
+
+
+@dataclass
+class IGRAnalysis:
+    one_step: OneStep | None  # None: no finished one_step runs
+    training: Training | None  # None: no finished gd runs
+
+
+def analyze(runs: list[Run], config: IGRConfig) -> IGRAnalysis | Missing:
+    kinds = group(runs, lambda r: r.settings["kind"])
+    one_step, gd = kinds.get("one_step", []), kinds.get("gd", [])
     if not one_step and len(gd) < 2:
-        return [Section(title, "No finished runs yet.")]
-    claims, parts, figures = [], [], []
-
-    # (1) one GD step against the two flows
-    if one_step:
-        plain, modified = _slope(one_step, "plain_error"), _slope(one_step, "modified_error")
-        hs = one_step[0]["metrics"]["one_step_hs"]
-        where = (f"one full-batch GD step from the initialization ({len(one_step)} seeds, float64, "
-                 f"h = {min(hs):g}..{max(hs):g}, h·λ_max(θ_0) <= "
-                 f"{common.fmt(max(r['metrics']['max_h_lambda'] for r in one_step), 3)})")
-        claims += [
-            Claim.from_ci(f"{NAME}.one_step_plain_slope", NAME,
-                          f"GD's distance to the gradient flow after one step is O(h²): the log-log slope of "
-                          f"|θ_1 − φ(h)| vs h lies in [{PLAIN_BAND[0]}, {PLAIN_BAND[1]}], {where}.",
-                          "2 (GD = gradient flow + O(h²) per step)", plain, within=PLAIN_BAND),
-            Claim.from_ci(f"{NAME}.one_step_modified_slope", NAME,
-                          f"GD follows the modified flow of L + (h/4)|∇L|² to O(h³) per step: the log-log slope of "
-                          f"|θ_1 − φ̃(h)| vs h lies in [{MODIFIED_BAND[0]}, {MODIFIED_BAND[1]}], {where}.",
-                          "3 (backward error analysis: modified flow + O(h³) per step)", modified,
-                          within=MODIFIED_BAND),
-        ]
-        parts.append(_one_step_text(one_step, plain, modified))
-        figures.append(("igr_one_step", _one_step_figure(one_step, plain, modified)))
-
-    # (2) GD at several h, equal training time; (3) EGR
-    if gd:
-        by_h = common.group(gd, lambda r: r["metrics"]["h"])
-        metrics = ("train_loss", "train_acc", "test_acc", "r_ig", "lambda_max")
-        cis = {h: {m: bootstrap_ci(common.values(rs, m)) for m in metrics} for h, rs in by_h.items()}
-        egr_cis = {m: bootstrap_ci(common.values(egr, m)) for m in metrics} if egr else None
-        setting = (f"full-batch GD on {len({r['seed'] for r in gd})} seeds, equal training time "
-                   f"t = steps·h = {config.time:g} for h = {', '.join(f'{h:g}' for h in by_h)}")
-        rho = {m: spearman_ci(*common.finite_pairs(gd, "h", m)) for m in ("r_ig", "lambda_max", "test_acc")}
-        n_seeds = max(len(rs) for rs in by_h.values())
-        claims += [
-            Claim.from_ci(f"{NAME}.rig_falls_with_h", NAME,
-                          f"Larger steps end with a smaller implicit gradient regularizer R_IG = |∇L|²/P: Spearman "
-                          f"ρ(h, final R_IG) < 0 over the runs ({setting}).",
-                          "larger learning rate -> smaller R_IG", rho["r_ig"], less_than=0.0, n_seeds=n_seeds,
-                          details={"n_runs": rho["r_ig"].n}),
-            Claim.from_ci(f"{NAME}.lambda_max_falls_with_h", NAME,
-                          f"Larger steps end in flatter minima: Spearman ρ(h, final λ_max) < 0 ({setting}).",
-                          "larger learning rate -> flatter minimum", rho["lambda_max"], less_than=0.0,
-                          n_seeds=n_seeds, details={"n_runs": rho["lambda_max"].n}),
-            Claim.from_ci(f"{NAME}.test_acc_rises_with_h", NAME,
-                          f"Larger steps generalize better: Spearman ρ(h, test accuracy) > 0 ({setting}).",
-                          "larger learning rate -> higher test accuracy", rho["test_acc"], greater_than=0.0,
-                          n_seeds=n_seeds, details={"n_runs": rho["test_acc"].n}),
-        ]
-        fractions = {}
-        h_small, h_large = min(by_h), max(by_h)
-        if egr and h_small != h_large:
-            small, large = by_h[h_small], by_h[h_large]
-            fractions = {m: common.gap_fraction(small, large, egr, m) for m in ("lambda_max", "test_acc")}
-            penalty = egr[0]["metrics"]["grad_penalty"]
-            egr_setting = (f"GD at h = {h_small:g} with the explicit penalty {penalty:g}·|∇L|² "
-                           f"(= (h_large − h_small)/4 by default, so that L + (λ + h_small/4)|∇L|² is the modified "
-                           f"loss of h_large = {h_large:g}), paired by seed")
-            claims += [
-                Claim.from_ci(f"{NAME}.egr_recovers_flatness", NAME,
-                              f"Explicit gradient regularization at a small step recovers the large step's flatness: "
-                              f"the fraction (λ_max(h_small) − λ_max(EGR))/(λ_max(h_small) − λ_max(h_large)) of the "
-                              f"gap that EGR closes is > 0.5, i.e. EGR ends closer to the large-h λ_max ({egr_setting}).",
-                              "EGR at small h behaves like IGR at large h", fractions["lambda_max"], greater_than=0.5),
-                Claim.from_ci(f"{NAME}.egr_recovers_test_acc", NAME,
-                              f"Explicit gradient regularization at a small step recovers the large step's test "
-                              f"accuracy: the fraction of the test-accuracy gap between h_small and h_large that EGR "
-                              f"closes is > 0.5 ({egr_setting}).",
-                              "EGR at small h reaches the large-h test accuracy", fractions["test_acc"],
-                              greater_than=0.5),
-            ]
-        parts.append(_training_text(config, by_h, cis, egr, egr_cis, rho, fractions))
-        figures.append(("igr_training", _training_figure(by_h, egr)))
-        figures.append(("igr_flatness", _flatness_figure(by_h, cis, egr, egr_cis)))
-    return [Section(title, "\n\n".join(parts), figures, claims)]
+        return Missing(TITLE, "No finished runs yet.")
+    return IGRAnalysis(_one_step_analysis(one_step) if one_step else None,
+                       _training_analysis(gd, kinds.get(EGR, [])) if gd else None)
 
 
-def _one_step_text(rows: list, plain, modified) -> str:
-    from overparam.report import bootstrap_ci
+def _one_step_analysis(runs: list[Run]) -> OneStep:
+    table = SeedTable(runs)
+    order = [table.seeds.index(r.seed) for r in runs]  # the store's order, which the slopes' BCa bounds depend on
+    hs, seeds = table["one_step_hs"][order, 0], np.asarray(table.seeds)[order, None]  # (S, K), (S, 1)
+    slopes = {}
+    for m in ERRORS:
+        errors = table[m][order, 0]
+        keep = errors > 0
+        slopes[m] = loglog_slope_ci(hs[keep], errors[keep], groups=np.broadcast_to(seeds, errors.shape)[keep])
+    return OneStep(table, np.asarray(runs[0].metrics["one_step_hs"], dtype=float), slopes,
+                   {m: [mean_ci(column) for column in table[m][:, 0].T] for m in ERRORS},
+                   np.nanmax(table["integration_error"][:, 0], axis=0))
 
-    hs = rows[0]["metrics"]["one_step_hs"]
-    body = []
-    for i, h in enumerate(hs):
-        p = bootstrap_ci([r["metrics"]["plain_error"][i] for r in rows])
-        m = bootstrap_ci([r["metrics"]["modified_error"][i] for r in rows])
-        e = max(r["metrics"]["integration_error"][i] for r in rows)
-        body.append([f"{h:g}", common.ci_text(p, 3), common.ci_text(m, 3), common.fmt(m[0] / p[0], 3),
-                     common.fmt(e, 2)])
+
+def _training_analysis(gd: list[Run], egr: list[Run]) -> Training:
+    table = SeedTable(gd + egr, lambda r: EGR if r.settings["kind"] == EGR else r.config.train.lr)
+    hs = [h for h in table.axis if h != EGR]
+    rho = {m: spearman_ci(*metric_pairs(gd, lambda r: r.config.train.lr, m)) for m, *_ in RHO_CLAIMS}
+    fractions = {}
+    if egr and hs[0] != hs[-1]:  # (m(h_small) − m(EGR)) / (m(h_small) − m(h_large)), a ratio of seed means
+        fractions = {m: paired_ratio(table.at(m, hs[0]) - table.at(m, EGR), table.at(m, hs[0]) - table.at(m, hs[-1]))
+                     for m in ("lambda_max", "test_acc")}
+    settings = (egr[0].config.train.lr, egr[0].config.train.grad_penalty) if egr else None
+    column_hs = hs + ([settings[0]] if egr else [])
+    return Training(table, hs, column_hs, {m: table.cis(m) for m in METRICS}, rho, len({r.seed for r in gd}),
+                    fractions, settings, _mean_curves(table, column_hs))
+
+
+def _mean_curves(table: SeedTable, hs: list[float]) -> dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per column (step size ``hs[j]``): (training time, loss, R_IG) at the steps its runs tracked,
+    geometric means over seeds (on log axes a single seed's spike does not dominate them)."""
+    steps, loss = table.curve("full_loss")
+    with quiet():  # (A, K) each
+        loss, rig = (np.exp(np.nanmean(np.log(v), axis=0)) for v in (loss, table.curve("r_ig")[1]))
+    keep = np.isfinite(loss) & np.isfinite(rig)
+    return {column: (steps[keep[j]] * h, loss[j, keep[j]], rig[j, keep[j]])
+            for j, (column, h) in enumerate(zip(table.axis, hs))}
+
+
+def claims(a: IGRAnalysis, config: IGRConfig) -> list[Claim]:
+    return (_one_step_claims(a.one_step) if a.one_step is not None else []) + (
+        _training_claims(a.training, config) if a.training is not None else [])
+
+
+def _one_step_claims(o: OneStep) -> list[Claim]:
+    where = (f"one full-batch GD step from the initialization ({o.table.n_runs()[0]} seeds, float64, "
+             f"h = {min(o.hs):g}..{max(o.hs):g}, h·λ_max(θ_0) <= "
+             f"{common.fmt(float(np.nanmax(o.table['max_h_lambda'])), 3)})")
+    return [
+        Claim.from_ci(f"{NAME}.one_step_plain_slope", NAME,
+                      f"GD's distance to the gradient flow after one step is O(h²): the log-log slope of "
+                      f"|θ_1 − φ(h)| vs h lies in [{PLAIN_BAND[0]}, {PLAIN_BAND[1]}], {where}.",
+                      "2 (GD = gradient flow + O(h²) per step)", o.slopes["plain_error"], within=PLAIN_BAND),
+        Claim.from_ci(f"{NAME}.one_step_modified_slope", NAME,
+                      f"GD follows the modified flow of L + (h/4)|∇L|² to O(h³) per step: the log-log slope of "
+                      f"|θ_1 − φ̃(h)| vs h lies in [{MODIFIED_BAND[0]}, {MODIFIED_BAND[1]}], {where}.",
+                      "3 (backward error analysis: modified flow + O(h³) per step)", o.slopes["modified_error"],
+                      within=MODIFIED_BAND),
+    ]
+
+
+def _training_claims(t: Training, config: IGRConfig) -> list[Claim]:
+    setting = (f"full-batch GD on {t.gd_seeds} seeds, equal training time "
+               f"t = steps·h = {config.time:g} for h = {', '.join(f'{h:g}' for h in t.hs)}")
+    n_seeds = max(t.table.n_runs()[:len(t.hs)])
+    out = [Claim.from_ci(f"{NAME}.{cid}", NAME, f"{text} ({setting}).", paper, t.rho[m], n_seeds=n_seeds,
+                         details={"n_runs": t.rho[m].n}, **predicate) for m, cid, text, paper, predicate in RHO_CLAIMS]
+    if not t.fractions:
+        return out
+    setting = (f"GD at h = {t.hs[0]:g} with the explicit penalty {t.egr[1]:g}·|∇L|² "
+               f"(= (h_large − h_small)/4 by default, so that L + (λ + h_small/4)|∇L|² is the modified "
+               f"loss of h_large = {t.hs[-1]:g}), paired by seed")
+    return out + [
+        Claim.from_ci(f"{NAME}.egr_recovers_flatness", NAME,
+                      f"Explicit gradient regularization at a small step recovers the large step's flatness: "
+                      f"the fraction (λ_max(h_small) − λ_max(EGR))/(λ_max(h_small) − λ_max(h_large)) of the "
+                      f"gap that EGR closes is > 0.5, i.e. EGR ends closer to the large-h λ_max ({setting}).",
+                      "EGR at small h behaves like IGR at large h", t.fractions["lambda_max"], greater_than=0.5),
+        Claim.from_ci(f"{NAME}.egr_recovers_test_acc", NAME,
+                      f"Explicit gradient regularization at a small step recovers the large step's test "
+                      f"accuracy: the fraction of the test-accuracy gap between h_small and h_large that EGR "
+                      f"closes is > 0.5 ({setting}).",
+                      "EGR at small h reaches the large-h test accuracy", t.fractions["test_acc"], greater_than=0.5),
+    ]
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def render(a: IGRAnalysis, claims: list[Claim], config: IGRConfig) -> list[Section]:
+    parts, figures = [], []
+    if a.one_step is not None:
+        parts.append(_one_step_text(a.one_step))
+        figures.append(("igr_one_step", _one_step_figure(a.one_step)))
+    if a.training is not None:
+        parts.append(_training_text(a.training, config))
+        figures += [("igr_training", _training_figure(a.training)), ("igr_flatness", _flatness_figure(a.training))]
+    return [Section(TITLE, "\n\n".join(parts), figures, claims)]
+
+
+def _one_step_text(o: OneStep) -> str:
+    body = [[f"{h:g}", common.ci_text(p, 3), common.ci_text(m, 3), common.fmt(m[0] / p[0], 3), common.fmt(e, 2)]
+            for h, p, m, e in zip(o.hs, o.cis["plain_error"], o.cis["modified_error"], o.integration)]
     table = common.table(["h", "‖θ_1 − φ(h)‖ (gradient flow)", "‖θ_1 − φ̃(h)‖ (modified flow)", "ratio",
                           "max RK4 error estimate"], body)
-    lam = [r["metrics"]["lambda_max_init"] for r in rows]
-    m0 = rows[0]["metrics"]
+    lam, first = o.table["lambda_max_init"], next(run for row in o.table.runs for run in row if run is not None)
     return (f"**One GD step against the two flows.** From each seed's initialization θ_0 (a "
-            f"{m0['num_parameters']}-parameter model, {m0['examples']} training examples, float64), one GD step "
-            f"θ_1 = θ_0 − h∇L(θ_0) is compared with the gradient flow φ and the modified flow φ̃ of "
-            f"L + (h/4)|∇L|², both integrated over time h from θ_0 by RK4. λ_max(θ_0) = "
-            f"{common.fmt(min(lam), 3)}..{common.fmt(max(lam), 3)}, so h·λ_max stays small. Distances are means "
-            f"over {len(rows)} seeds with 95% CIs.\n\n{table}\n\n"
-            f"Log-log slopes (seeds resampled as groups): gradient flow {common.ci_text(plain, 3)} (theory 2), "
-            f"modified flow {common.ci_text(modified, 3)} (theory 3). The RK4 error estimate is the difference "
-            f"between integrations with K and 2K steps; it is far below the distances measured, so the slopes "
-            f"are those of GD itself, not of the integrator.")
+            f"{first.metrics['num_parameters']}-parameter model, {first.metrics['examples']} training examples, "
+            f"float64), one GD step θ_1 = θ_0 − h∇L(θ_0) is compared with the gradient flow φ and the modified flow "
+            f"φ̃ of L + (h/4)|∇L|², both integrated over time h from θ_0 by RK4. λ_max(θ_0) = "
+            f"{common.fmt(float(np.nanmin(lam)), 3)}..{common.fmt(float(np.nanmax(lam)), 3)}, so h·λ_max stays small. "
+            f"Distances are means over {o.table.n_runs()[0]} seeds with 95% CIs.\n\n{table}\n\n"
+            f"Log-log slopes (seeds resampled as groups): gradient flow {common.ci_text(o.slopes['plain_error'], 3)} "
+            f"(theory 2), modified flow {common.ci_text(o.slopes['modified_error'], 3)} (theory 3). The RK4 error "
+            f"estimate is the difference between integrations with K and 2K steps; it is far below the distances "
+            f"measured, so the slopes are those of GD itself, not of the integrator.")
 
 
-def _training_text(config: IGRConfig, by_h: dict, cis: dict, egr: list, egr_cis: dict | None, rho: dict,
-                   fractions: dict) -> str:
-    metrics = ("train_loss", "train_acc", "test_acc", "r_ig", "lambda_max")
-    header = ["run", "steps", "n", "train loss", "train acc", "test acc", "R_IG = ‖∇L‖²/P", "λ_max", "2/h"]
-    body = [[f"GD h={h:g}", steps_for(config, h), len(rs)] + [common.ci_text(cis[h][m], 3) for m in metrics]
-            + [common.fmt(2 / h, 3)] for h, rs in by_h.items()]
-    if egr_cis is not None:
-        h = egr[0]["metrics"]["h"]
-        body.append([f"EGR h={h:g}, λ={egr[0]['metrics']['grad_penalty']:g}", steps_for(config, h), len(egr)]
-                    + [common.ci_text(egr_cis[m], 3) for m in metrics] + [common.fmt(2 / h, 3)])
-    table = common.table(header, body)
-    h_small, h_large = min(by_h), max(by_h)
-    loss_small, loss_large = cis[h_small]["train_loss"][0], cis[h_large]["train_loss"][0]
-    edge = {h: h * cis[h]["lambda_max"][0] / 2 for h in by_h}
-    reading = (f"Spearman ρ with h: final R_IG {common.ci_text(rho['r_ig'], 3)}, λ_max "
-               f"{common.ci_text(rho['lambda_max'], 3)}, test accuracy {common.ci_text(rho['test_acc'], 3)}. "
-               f"At equal time the runs end at different training losses (h = {h_small:g}: "
-               f"{common.fmt(loss_small, 3)}, h = {h_large:g}: {common.fmt(loss_large, 3)}), so the final R_IG, "
-               f"which shrinks with the loss, mixes how far a run has trained with how strongly it is regularized; "
-               f"the R_IG-vs-loss panel of the training figure compares the runs at matched loss instead. "
-               f"At the end h·λ_max/2 = " + ", ".join(f"{common.fmt(v, 2)} (h = {h:g})" for h, v in edge.items())
-               + ": 1 is the stability limit λ_max = 2/h, where GD oscillates (the edge of stability) and the "
-               "small-h expansion behind the modified loss no longer holds. With cross-entropy λ_max and R_IG "
-               "also shrink as the loss goes to zero.")
-    if fractions:
-        reading += (f" EGR closes a fraction {common.ci_text(fractions['lambda_max'], 3)} of the λ_max gap and "
-                    f"{common.ci_text(fractions['test_acc'], 3)} of the test-accuracy gap between h = {h_small:g} "
-                    f"and h = {h_large:g} (a fraction is unstable when the gap itself is small: see the table).")
-    return (f"**GD at several step sizes, equal training time.** Full-batch GD (no momentum) for time "
+def _column_label(t: Training, column: Any) -> str:
+    return f"EGR h={t.egr[0]:g}, λ={t.egr[1]:g}" if column == EGR else f"GD h={column:g}"
+
+
+def _training_text(t: Training, config: IGRConfig) -> str:
+    body = [[_column_label(t, column), steps_for(config, h), n] + [common.ci_text(t.cis[m][j], 3) for m in METRICS]
+            + [common.fmt(2 / h, 3)]
+            for j, (column, h, n) in enumerate(zip(t.table.axis, t.column_hs, t.table.n_runs()))]
+    table = common.table(["run", "steps", "n", "train loss", "train acc", "test acc", "R_IG = ‖∇L‖²/P", "λ_max",
+                          "2/h"], body)
+    loss, lam, last = t.cis["train_loss"], t.cis["lambda_max"], len(t.hs) - 1
+    edge = ", ".join(f"{common.fmt(h * lam[j][0] / 2, 2)} (h = {h:g})" for j, h in enumerate(t.hs))
+    text = (f"**GD at several step sizes, equal training time.** Full-batch GD (no momentum) for time "
             f"t = steps·h = {config.time:g} at every h; means over seeds with 95% bootstrap CIs. The EGR row trains at "
-            f"the smallest h on L + λ|∇L|² (λ = {config.penalty:g}).\n\n{table}\n\n{reading}")
+            f"the smallest h on L + λ|∇L|² (λ = {config.penalty:g}).\n\n{table}\n\n"
+            f"Spearman ρ with h: final R_IG {common.ci_text(t.rho['r_ig'], 3)}, λ_max "
+            f"{common.ci_text(t.rho['lambda_max'], 3)}, test accuracy {common.ci_text(t.rho['test_acc'], 3)}. "
+            f"At equal time the runs end at different training losses (h = {t.hs[0]:g}: "
+            f"{common.fmt(loss[0][0], 3)}, h = {t.hs[-1]:g}: {common.fmt(loss[last][0], 3)}), so the final "
+            f"R_IG, which shrinks with the loss, mixes how far a run has trained with how strongly it is "
+            f"regularized; the R_IG-vs-loss panel of the training figure compares the runs at matched loss instead. "
+            f"At the end h·λ_max/2 = {edge}: 1 is the stability limit λ_max = 2/h, where GD oscillates (the edge "
+            f"of stability) and the small-h expansion behind the modified loss no longer holds. With cross-entropy "
+            f"λ_max and R_IG also shrink as the loss goes to zero.")
+    if t.fractions:
+        text += (f" EGR closes a fraction {common.ci_text(t.fractions['lambda_max'], 3)} of the λ_max gap and "
+                 f"{common.ci_text(t.fractions['test_acc'], 3)} of the test-accuracy gap between h = {t.hs[0]:g} "
+                 f"and h = {t.hs[-1]:g} (a fraction is unstable when the gap itself is small: see the table).")
+    return text
 
 
-def _one_step_figure(rows: list, plain, modified):
-    from overparam.report import bootstrap_ci, errorbar_plot, new_figure
+def _one_step_figure(o: OneStep):
+    from overparam.report.figures import errorbar_plot, log2_axis, new_figure
 
     fig, ax = new_figure(width=6.8, height=4.6)
-    hs = np.asarray(rows[0]["metrics"]["one_step_hs"])
-    n = len(rows)
-    for metric, label, color, slope, ci in (("plain_error", "GD vs gradient flow", "tab:red", 2, plain),
-                                            ("modified_error", "GD vs modified flow", "tab:blue", 3, modified)):
-        c = [bootstrap_ci([r["metrics"][metric][i] for r in rows]) for i in range(len(hs))]
-        est = np.array([x[0] for x in c])
-        errorbar_plot(ax, hs, est, [x[1] for x in c], [x[2] for x in c],
-                      label=f"{label}, slope {common.ci_text(ci, 3)}", n=n, color=color, legend=False)
+    for m, label, color, slope in zip(ERRORS, ("GD vs gradient flow", "GD vs modified flow"), ("tab:red", "tab:blue"),
+                                      (2, 3)):
+        est, low, high = (np.array([c[i] for c in o.cis[m]]) for i in range(3))
+        errorbar_plot(ax, o.hs, est, low, high, label=f"{label}, slope {common.ci_text(o.slopes[m], 3)}",
+                      n=o.table.n_runs()[0], color=color, legend=False)
         # drawn a factor 3 below the first point, so that it does not hide the measured line
-        ax.plot(hs, est[0] / 3 * (hs / hs[0]) ** slope, linestyle="--", color=color, alpha=0.7, linewidth=1.1,
+        ax.plot(o.hs, est[0] / 3 * (o.hs / o.hs[0]) ** slope, linestyle="--", color=color, alpha=0.7, linewidth=1.1,
                 label=f"reference slope {slope}")
-    integration = [max(r["metrics"]["integration_error"][i] for r in rows) for i in range(len(hs))]
-    ax.plot(hs, integration, linestyle=":", marker=".", color="0.4", label="RK4 error estimate (max over seeds)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    _h_ticks(ax, hs)
-    ax.set_xlabel("step size h")
-    ax.set_ylabel("distance after one step  ‖θ_1 − flow(h)‖")
-    ax.set_title("one GD step vs gradient flow and modified flow")
+    ax.plot(o.hs, o.integration, linestyle=":", marker=".", color="0.4", label="RK4 error estimate (max over seeds)")
+    log2_axis(ax, o.hs)
+    ax.set(yscale="log", xlabel="step size h", ylabel="distance after one step  ‖θ_1 − flow(h)‖",
+           title="one GD step vs gradient flow and modified flow")
     ax.legend(fontsize=8, frameon=False)
     return fig
 
 
-def _h_ticks(ax, hs) -> None:
-    """Log x axis ticked at the step sizes used, written plainly (0.2, not 2×10⁻¹)."""
-    from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
-
-    ax.xaxis.set_major_locator(FixedLocator(list(hs)))
-    ax.xaxis.set_major_formatter(FixedFormatter([f"{h:g}" for h in hs]))
-    ax.xaxis.set_minor_locator(NullLocator())
-
-
-def _mean_curve(rows: list, name: str, h: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """(training time, geometric mean over seeds) of the tracked positive metric ``name``
-    (``track_*`` lists): on log axes, a single seed's spike does not dominate it."""
-    tracked = [r["metrics"] for r in rows if r["metrics"].get(name)]
-    if not tracked:
-        return None
-    length = min(len(m[name]) for m in tracked)
-    times = np.asarray(tracked[0]["track_steps"][:length], dtype=float) * h
-    return times, np.exp(common.mean_curve([np.log(m[name][:length]) for m in tracked]))
-
-
-def _training_figure(by_h: dict, egr: list):
+def _training_figure(t: Training):
     from matplotlib import colormaps
 
-    from overparam.report import new_figure
+    from overparam.report.figures import new_figure
 
     fig, axes = new_figure(1, 3, width=16, height=4.4)
-    colors = colormaps["viridis"](np.linspace(0.0, 0.85, len(by_h)))
-    arms = [(f"GD h={h:g} (n={len(rs)})", rs, h, color, "-") for (h, rs), color in zip(by_h.items(), colors)]
-    if egr:
-        h = egr[0]["metrics"]["h"]
-        arms.append((f"EGR h={h:g}, λ={egr[0]['metrics']['grad_penalty']:g} (n={len(egr)})", egr, h, "tab:red", "--"))
-    for label, rows, h, color, style in arms:
-        loss, rig = _mean_curve(rows, "track_loss", h), _mean_curve(rows, "track_r_ig", h)
-        if loss is None or rig is None:
-            continue
-        axes[0].plot(*loss, linestyle=style, color=color, label=label)
-        axes[1].plot(*rig, linestyle=style, color=color, label=label)
-        axes[2].plot(loss[1], rig[1], linestyle=style, marker=".", markersize=3, color=color, label=label)
+    colors = list(colormaps["viridis"](np.linspace(0.0, 0.85, len(t.hs)))) + ["tab:red"]
+    for column, n, color in zip(t.table.axis, t.table.n_runs(), colors):
+        times, loss, rig = t.curves[column]
+        style = {"linestyle": "--" if column == EGR else "-", "color": color,
+                 "label": f"{_column_label(t, column)} (n={n})"}
+        axes[0].plot(times, loss, **style)
+        axes[1].plot(times, rig, **style)
+        axes[2].plot(loss, rig, marker=".", markersize=3, **style)
     axes[0].set(xlabel="training time t = step · h", ylabel="training loss (geometric mean over seeds)", yscale="log",
                 title="loss along training")
-    axes[1].set(xlabel="training time t = step · h", ylabel="R_IG = ‖∇L‖²/P (geometric mean over seeds)", yscale="log",
-                title="implicit gradient regularizer along training")
+    axes[1].set(xlabel="training time t = step · h", ylabel="R_IG = ‖∇L‖²/P (geometric mean over seeds)",
+                yscale="log", title="implicit gradient regularizer along training")
     axes[2].set(xlabel="training loss", ylabel="R_IG", xscale="log", yscale="log",
                 title="R_IG at matched training loss")
     axes[2].invert_xaxis()  # training proceeds left to right
@@ -462,33 +474,23 @@ def _training_figure(by_h: dict, egr: list):
     return fig
 
 
-def _flatness_figure(by_h: dict, cis: dict, egr: list, egr_cis: dict | None):
-    from overparam.report import errorbar_plot, new_figure
+def _flatness_figure(t: Training):
+    from overparam.report.figures import errorbar_plot, log2_axis, new_figure
 
     fig, axes = new_figure(1, 2, width=12, height=4.4)
-    hs = np.array(list(by_h))
-    n = [len(rs) for rs in by_h.values()]
-    for ax, metric, label in ((axes[0], "lambda_max", "λ_max (top Hessian eigenvalue)"),
-                              (axes[1], "test_acc", "test accuracy")):
-        c = [cis[h][metric] for h in by_h]
-        errorbar_plot(ax, hs, [x[0] for x in c], [x[1] for x in c], [x[2] for x in c], label="GD", n=n,
-                      legend=False)
-        if egr_cis is not None:
-            h = egr[0]["metrics"]["h"]
-            e = egr_cis[metric]
-            # drawn 5% to the right of its h so that it does not cover the plain GD point
-            errorbar_plot(ax, [h * 1.05], [e[0]], [e[1]], [e[2]],
-                          label=f"EGR at h={h:g}, λ={egr[0]['metrics']['grad_penalty']:g}", n=len(egr),
-                          color="tab:red", marker="*", linestyle="none", legend=False)
-        ax.set_xscale("log")
-        _h_ticks(ax, hs)
-        ax.set_xlabel("step size h")
-        ax.set_ylabel(f"{label}, end of training")
-    grid = np.geomspace(hs.min(), hs.max(), 50)
-    axes[0].plot(grid, 2 / grid, linestyle="--", color="0.5", label="stability limit 2/h")
+    hs, n, gd = np.asarray(t.hs), t.table.n_runs(), len(t.hs)
+    for ax, metric, label, title in ((axes[0], "lambda_max", "λ_max (top Hessian eigenvalue)", "flatness"),
+                                     (axes[1], "test_acc", "test accuracy", "test accuracy")):
+        est, low, high = (np.array([c[i] for c in t.cis[metric]]) for i in range(3))
+        errorbar_plot(ax, hs, est[:gd], low[:gd], high[:gd], label="GD", n=n[:gd], legend=False)
+        if t.egr is not None:  # drawn 5% to the right of its h so that it does not cover the plain GD point
+            errorbar_plot(ax, [t.egr[0] * 1.05], est[-1:], low[-1:], high[-1:], n=n[-1], color="tab:red", marker="*",
+                          label=f"EGR at h={t.egr[0]:g}, λ={t.egr[1]:g}", linestyle="none", legend=False)
+        log2_axis(ax, hs)
+        ax.set(xlabel="step size h", ylabel=f"{label}, end of training", title=f"{title} vs step size")
+    grid_h = np.geomspace(hs.min(), hs.max(), 50)
+    axes[0].plot(grid_h, 2 / grid_h, linestyle="--", color="0.5", label="stability limit 2/h")
     axes[0].set_yscale("log")
-    axes[0].set_title("flatness vs step size")
-    axes[1].set_title("test accuracy vs step size")
     for ax in axes:
         ax.legend(fontsize=8, frameon=False)
     return fig
@@ -501,7 +503,9 @@ STUDY = Study(
     config_type=IGRConfig,
     grid=grid,
     run_one=run_one,
-    legacy_summarize=summarize,
+    analyze=analyze,
+    claims=claims,
+    render=render,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 100, "seed": 0},
                  "model": {"name": "mlp", "width": 16, "depth": 1, "activation": "tanh"},

@@ -65,6 +65,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,8 +73,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from overparam.analysis import Missing, Run, SeedTable, mean_ci, metric_pairs, quiet
 from overparam.errors import ConfigError, check_positive_int, choice_error
 from overparam.models import ACTIVATIONS
+from overparam.report import CI, Claim, Section, spearman_ci
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study
 
@@ -309,8 +312,9 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
                       {**provenance(target), "data": dataset.info})
 
 
-# --- summary -------------------------------------------------------------------------------------
+# --- analysis ------------------------------------------------------------------------------------
 
+TITLE = "kernel_regime: lazy vs rich training, distance to kernel regression with the initial NTK"
 QUANTITIES = (  # metric, table header
     ("movement", "movement ‖θ_T−θ_0‖/‖θ_0‖"),
     ("ntk_drift", "NTK drift ‖Θ_T−Θ_0‖/‖Θ_0‖"),
@@ -321,27 +325,29 @@ QUANTITIES = (  # metric, table header
     ("net_train_acc", "net train acc"),
     ("kernel_train_acc", "kernel train acc"),
 )
+SLOPES = ("movement", "ntk_drift", "lin_distance")
 
 
 @dataclass
 class Sweep:
-    """One sweep's rows and statistics: ``key`` is 'width' or 'alpha'."""
+    """One sweep, S seeds × A values of the swept setting: ``key`` is 'width' or 'alpha'."""
 
     key: str
     fixed: float  # the other setting (α of the width sweep, width of the α sweep)
-    by_value: dict[float, list]
-    cis: dict[float, dict[str, Any]]
-    slopes: dict[str, Any]  # log-log slopes of movement, ntk_drift, lin_distance
-    rho: Any  # Spearman(value, lin_distance) over runs
-    gap: Any  # test acc(smallest value) − test acc(largest value), paired by seed
+    table: SeedTable  # seed x swept value (increasing)
+    cis: dict[str, list[CI]]  # per QUANTITIES metric: the mean over seeds at each value (A,)
+    slopes: dict[str, CI]  # per SLOPES metric: least-squares slope of log metric on log value, seeds resampled
+    rho: CI  # Spearman(value, lin_distance) over the sweep's runs
+    gap: CI  # net test accuracy at the smallest value − at the largest (a fraction), paired by seed
+    distance: CI  # lin_distance at the largest value, mean over seeds (in store order, as the baseline claim)
 
     @property
     def small(self) -> float:
-        return min(self.by_value)
+        return self.table.axis[0]
 
     @property
     def large(self) -> float:
-        return max(self.by_value)
+        return self.table.axis[-1]
 
     @property
     def symbol(self) -> str:
@@ -350,26 +356,63 @@ class Sweep:
     def label(self, value: float) -> str:
         return f"{value:g}"
 
+    def at(self, metric: str, value: float) -> CI:
+        return self.cis[metric][self.table.index(value)]
 
-def _sweep(key: str, fixed: float, rows: list) -> Sweep | None:
-    from overparam.report import bootstrap_ci, loglog_slope_ci, spearman_ci
 
-    by_value = common.group(rows, lambda r: r["metrics"][key])
-    if len(by_value) < 2:
+@dataclass
+class KernelRegimeAnalysis:
+    """Both sweeps, and what every run shares."""
+
+    sweeps: list[Sweep]  # the width sweep, then the α sweep (those with runs at two or more values)
+    n_train: int  # training examples
+    n_test: int  # test examples
+    kernel_rows: int  # n_train · classes: the side of the full NTK matrix
+    infinite: float  # test accuracy of the same GD on the infinite-width NTK, mean over seeds (NaN: not ReLU)
+
+
+def _slope(runs: list[Run], value: Callable[[Run], float], metric: str) -> CI:
+    """The log-log slope of ``metric`` against ``value(run)`` over the runs with a positive value,
+    the points of one seed resampled together. The points go in store order, as for the baseline
+    claims: with three seeds the bootstrap has ten distinct resamples, several equal to the
+    estimate up to rounding, so the BCa interval depends on the order at rounding level."""
+    from overparam.report import loglog_slope_ci
+
+    points = [(value(r), r.metric(metric), r.seed) for r in runs if r.metric(metric) > 0]
+    return loglog_slope_ci([p[0] for p in points], [p[1] for p in points], groups=[p[2] for p in points])
+
+
+def _sweep(key: str, fixed: float, runs: list[Run]) -> Sweep | None:
+    def value(run: Run) -> float:
+        return run.config.model.options[key]
+
+    table = SeedTable(runs, value)
+    if len(table) < 2:
         return None
-    cis = {v: {m: bootstrap_ci(common.values(rs, m)) for m, _ in QUANTITIES} for v, rs in by_value.items()}
+    small, large = table.axis[0], table.axis[-1]
+    return Sweep(key, fixed, table, {m: table.cis(m) for m, _ in QUANTITIES},
+                 {m: _slope(runs, value, m) for m in SLOPES}, spearman_ci(*metric_pairs(runs, value, "lin_distance")),
+                 table.difference("net_test_acc", small, large),
+                 mean_ci([r.metric("lin_distance") for r in runs if value(r) == large]))
 
-    def slope(metric: str):
-        points = [(r["metrics"][key], r["metrics"][metric], r["seed"]) for r in rows if r["metrics"][metric] > 0]
-        return loglog_slope_ci([p[0] for p in points], [p[1] for p in points], groups=[p[2] for p in points])
 
-    small, large = min(by_value), max(by_value)
-    rich = {r["seed"]: r["metrics"]["net_test_acc"] for r in by_value[small]}
-    lazy = {r["seed"]: r["metrics"]["net_test_acc"] for r in by_value[large]}
-    gap = bootstrap_ci([rich[seed] - lazy[seed] for seed in sorted(set(rich) & set(lazy))])
-    rho = spearman_ci([r["metrics"][key] for r in rows], [r["metrics"]["lin_distance"] for r in rows])
-    return Sweep(key, fixed, by_value, cis, {m: slope(m) for m in ("movement", "ntk_drift", "lin_distance")}, rho,
-                 gap)
+def analyze(runs: list[Run], config: KernelRegimeConfig) -> KernelRegimeAnalysis | Missing:
+    runs = [r for r in runs if "lin_distance" in r.metrics]
+    width_runs = [r for r in runs if math.isclose(r.config.model.options["alpha"], config.width_sweep_alpha)]
+    alpha_runs = [r for r in runs if r.config.model.options["width"] == config.alpha_sweep_width]
+    sweeps = [s for s in (_sweep("width", config.width_sweep_alpha, width_runs),
+                          _sweep("alpha", config.alpha_sweep_width, alpha_runs)) if s is not None]
+    if not sweeps:
+        return Missing(TITLE, "Neither sweep has finished runs at two or more values yet.")
+    infinite = {r.seed: r.metric("infinite_kernel_test_acc") for r in runs}  # depends on the data only: one per seed
+    first = runs[0].metrics
+    with quiet():
+        return KernelRegimeAnalysis(sweeps, first["n_train"], first["n_test"], first["kernel_rows"],
+                                    float(np.nanmean(list(infinite.values()))))
+
+
+def claims(a: KernelRegimeAnalysis, config: KernelRegimeConfig) -> list[Claim]:
+    return [c for s in a.sweeps for c in _claims(s, config)]
 
 
 def _smooth_theory(s: Sweep, config: KernelRegimeConfig) -> float:
@@ -386,9 +429,7 @@ def _where(s: Sweep, config: KernelRegimeConfig) -> str:
             f"to {s.label(s.large)})")
 
 
-def _claims(s: Sweep, config: KernelRegimeConfig) -> list:
-    from overparam.report import Claim
-
+def _claims(s: Sweep, config: KernelRegimeConfig) -> list[Claim]:
     where, prefix = _where(s, config), f"{NAME}.{s.key}_"
     law = "width^(−1/2)" if s.key == "width" else "1/α"
     distance_law = ("O(width^(−1/2)) (Lee et al. 2019, a bound)" if s.key == "width" else
@@ -406,7 +447,7 @@ def _claims(s: Sweep, config: KernelRegimeConfig) -> list:
             f"At the largest {s.symbol} ({s.label(s.large)}) the network's test outputs are within relative L2 "
             f"distance {DISTANCE_SMALL:g} of kernel regression with its initial NTK {where}.",
             "wide / large-α networks are their linearization (Lee et al. 2019; Chizat et al. 2019)",
-            s.cis[s.large]["lin_distance"], less_than=DISTANCE_SMALL),
+            s.distance, less_than=DISTANCE_SMALL),
         Claim.from_ci(
             prefix + "movement_slope", NAME,
             f"Relative parameter movement falls with {s.symbol} {where}: log-log slope of ‖θ_T − θ_0‖/‖θ_0‖ vs "
@@ -428,21 +469,21 @@ def _claims(s: Sweep, config: KernelRegimeConfig) -> list:
 
 def _table(s: Sweep) -> str:
     header = [s.symbol, "n"] + [h for _, h in QUANTITIES]
-    body = [[s.label(v), len(rs)] + [common.ci_text(s.cis[v][m], 3) for m, _ in QUANTITIES]
-            for v, rs in s.by_value.items()]
+    body = [[s.label(v), n] + [common.ci_text(s.cis[m][j], 3) for m, _ in QUANTITIES]
+            for j, (v, n) in enumerate(zip(s.table.axis, s.table.n_runs()))]
     return common.table(header, body)
 
 
 def _reading(s: Sweep, config: KernelRegimeConfig) -> str:
     def at(v: float, m: str) -> str:
-        return common.fmt(s.cis[v][m][0], 3)
+        return common.fmt(s.at(m, v)[0], 3)
 
     def slope(m: str) -> str:
         return common.ci_text(s.slopes[m], 3)
 
     def end_slope(m: str) -> str:
         """The log-log slope between the two largest values, from the means."""
-        (x1, x2), (y1, y2) = list(s.by_value)[-2:], (s.cis[v][m][0] for v in list(s.by_value)[-2:])
+        (x1, x2), (y1, y2) = s.table.axis[-2:], (c[0] for c in s.cis[m][-2:])
         return f"{math.log(y2 / y1) / math.log(x2 / x1):.2f}" if y1 > 0 and y2 > 0 else "n/a"
 
     gap = s.gap
@@ -462,7 +503,7 @@ def _reading(s: Sweep, config: KernelRegimeConfig) -> str:
             f"regression {at(s.small, 'kernel_test_acc')} at {s.symbol} = {s.label(s.small)}; network "
             f"{at(s.large, 'net_test_acc')} vs kernel regression {at(s.large, 'kernel_test_acc')} at "
             f"{s.label(s.large)}. Rich minus lazy: {common.ci_text(gap, 3)}, so {ahead}. The fits span the "
-            f"transition from the rich to the lazy end; between the two largest values ({s.label(list(s.by_value)[-2])} "
+            f"transition from the rich to the lazy end; between the two largest values ({s.label(s.table.axis[-2])} "
             f"and {s.label(s.large)}) the slopes are {end_slope('movement')} (movement), {end_slope('ntk_drift')} "
             f"(drift) and {end_slope('lin_distance')} (distance).")
     if s.key == "width":
@@ -479,59 +520,39 @@ def _reading(s: Sweep, config: KernelRegimeConfig) -> str:
     return text
 
 
-def _infinite(rows: list):
-    """Test accuracy of the same GD on the infinite-width NTK (ReLU runs only), one value per
-    seed (it depends on the data alone, so the interval collapses); None without it."""
-    from overparam.report import bootstrap_ci
+def _intro(a: KernelRegimeAnalysis, config: KernelRegimeConfig) -> str:
+    text = (f"An MLP ({config.activation}, {config.depth} hidden layer{'s' if config.depth > 1 else ''}) in the NTK "
+            f"parameterization (w_std = {common.fmt(config.w_std, 4)}, b_std = {common.fmt(config.b_std, 3)}), "
+            f"centered as f = α(h(θ) − h(θ_0)) so that f_0 = 0, trained in float64 by full-batch GD on the MSE to "
+            f"one-hot targets for {config.steps} steps at lr η/α² with η = {common.fmt(config.lr, 3)}, on "
+            f"{config.data.get('name')} ({a.n_train} training and {a.n_test} test examples, one dataset for all "
+            f"seeds). f_lin is the linearized network trained by the same GD for the same steps, solved exactly: "
+            f"Θ_0(x, X) K⁻¹(I − (I − cK)^T) Y with K the full {a.kernel_rows} × {a.kernel_rows} initial NTK (all "
+            f"output pairs, float64 eigendecomposition) and c = 2·lr/(n·k). Per value: mean over seeds with a 95% "
+            f"bootstrap CI; slopes are least-squares fits of log value on log width or log α, seeds resampled as "
+            f"groups; Spearman ρ over all runs of a sweep.")
+    if math.isfinite(a.infinite):
+        text += f" The same GD on the infinite-width NTK (analytic) reaches test accuracy {common.fmt(a.infinite, 3)}."
+    return text
 
-    by_seed = {r["seed"]: r["metrics"]["infinite_kernel_test_acc"] for r in rows
-               if "infinite_kernel_test_acc" in r["metrics"]}
-    return bootstrap_ci(list(by_seed.values())) if by_seed else None
 
-
-def summarize(rows: list[dict[str, Any]], config: KernelRegimeConfig) -> list:
-    from overparam.report import Section
-
-    title = "kernel_regime: lazy vs rich training, distance to kernel regression with the initial NTK"
-    done = [r for r in common.done_rows(rows) if "lin_distance" in r["metrics"]]
-    width_rows = [r for r in done if math.isclose(r["metrics"]["alpha"], config.width_sweep_alpha)]
-    alpha_rows = [r for r in done if r["metrics"]["width"] == config.alpha_sweep_width]
-    sweeps = [s for s in (_sweep("width", config.width_sweep_alpha, width_rows),
-                          _sweep("alpha", config.alpha_sweep_width, alpha_rows)) if s is not None]
-    if not sweeps:
-        return [Section(title, "Neither sweep has finished runs at two or more values yet.")]
-    first, infinite = done[0]["metrics"], _infinite(done)
-    intro = (f"An MLP ({config.activation}, {config.depth} hidden layer{'s' if config.depth > 1 else ''}) in the NTK "
-             f"parameterization (w_std = {common.fmt(config.w_std, 4)}, b_std = {common.fmt(config.b_std, 3)}), "
-             f"centered as f = α(h(θ) − h(θ_0)) so that f_0 = 0, trained in float64 by full-batch GD on the MSE to "
-             f"one-hot targets for {config.steps} steps at lr η/α² with η = {common.fmt(config.lr, 3)}, on "
-             f"{config.data.get('name')} ({first['n_train']} training and {first['n_test']} test examples, one "
-             f"dataset for all seeds). f_lin is the linearized network trained by the same GD for the same steps, "
-             f"solved exactly: Θ_0(x, X) K⁻¹(I − (I − cK)^T) Y with K the full {first['kernel_rows']} × "
-             f"{first['kernel_rows']} initial NTK (all output pairs, float64 eigendecomposition) and c = 2·lr/(n·k). "
-             f"Per value: mean over seeds with a 95% bootstrap CI; slopes are least-squares fits of log value on "
-             f"log width or log α, seeds resampled as groups; Spearman ρ over all runs of a sweep.")
-    if infinite is not None:
-        intro += (f" The same GD on the infinite-width NTK (analytic) reaches test accuracy "
-                  f"{common.fmt(infinite[0], 3)}.")
-    parts = [intro]
-    for s in sweeps:
+def render(a: KernelRegimeAnalysis, claims: list[Claim], config: KernelRegimeConfig) -> list[Section]:
+    parts = [_intro(a, config)]
+    for s in a.sweeps:
         parts += [f"**{s.key} sweep** ({'α' if s.key == 'width' else 'width'} = {common.fmt(s.fixed, 4)})", _table(s)]
-    parts += [_reading(s, config) for s in sweeps]
-    claims = [c for s in sweeps for c in _claims(s, config)]
-    figures = [(f"{NAME}_movement_drift", _movement_figure(sweeps, config)),
-               (f"{NAME}_distance", _distance_figure(sweeps, config)),
-               (f"{NAME}_accuracy", _accuracy_figure(sweeps, infinite))]
-    return [Section(title, "\n\n".join(parts), figures, claims)]
+    parts += [_reading(s, config) for s in a.sweeps]
+    figures = [(f"{NAME}_movement_drift", _movement_figure(a.sweeps, config)),
+               (f"{NAME}_distance", _distance_figure(a.sweeps, config)),
+               (f"{NAME}_accuracy", _accuracy_figure(a.sweeps, a.infinite))]
+    return [Section(TITLE, "\n\n".join(parts), figures, claims)]
 
 
 # --- figures -------------------------------------------------------------------------------------
 
 
 def _series(s: Sweep, metric: str) -> tuple[list[float], list[float], list[float], list[float], list[int]]:
-    xs = list(s.by_value)
-    c = [s.cis[v][metric] for v in xs]
-    return xs, [v[0] for v in c], [v[1] for v in c], [v[2] for v in c], [len(s.by_value[v]) for v in xs]
+    c = s.cis[metric]
+    return list(s.table.axis), [v[0] for v in c], [v[1] for v in c], [v[2] for v in c], s.table.n_runs()
 
 
 def _xlabel(s: Sweep) -> str:
@@ -543,7 +564,7 @@ def _xlabel(s: Sweep) -> str:
 def _loglog(ax, s: Sweep, metric: str, slope: float, second: float | None, label: str, color: str) -> None:
     """The metric vs the sweep value on log-log axes with CIs and n, a dashed reference line of
     ``slope`` and, if given, a dotted one of ``second``, both through the first point."""
-    from overparam.report import loglog_with_reference
+    from overparam.report.figures import loglog_with_reference
 
     xs, est, low, high, ns = _series(s, metric)
     loglog_with_reference(ax, xs, est, low, high, slope=slope, label=label, n=ns, color=color)
@@ -560,7 +581,7 @@ def _relu_second(s: Sweep, config: KernelRegimeConfig) -> float | None:
 
 
 def _movement_figure(sweeps: list[Sweep], config: KernelRegimeConfig):
-    from overparam.report import new_figure
+    from overparam.report.figures import new_figure
 
     fig, axes = new_figure(2, len(sweeps), width=5.8 * len(sweeps), height=8.6, squeeze=False)
     for column, s in enumerate(sweeps):
@@ -577,7 +598,7 @@ def _movement_figure(sweeps: list[Sweep], config: KernelRegimeConfig):
 
 
 def _distance_figure(sweeps: list[Sweep], config: KernelRegimeConfig):
-    from overparam.report import errorbar_plot, new_figure
+    from overparam.report.figures import errorbar_plot, new_figure
 
     fig, axes = new_figure(2, len(sweeps), width=5.8 * len(sweeps), height=8.6, squeeze=False)
     for column, s in enumerate(sweeps):
@@ -600,17 +621,17 @@ def _distance_figure(sweeps: list[Sweep], config: KernelRegimeConfig):
 
 
 def _log_x(ax, s: Sweep) -> None:
-    xs = list(s.by_value)
+    xs = s.table.axis
     ax.set_xscale("log")
     ax.set_xticks(xs, [s.label(v) for v in xs])
     ax.minorticks_off()
     ax.set_xlabel(_xlabel(s))
 
 
-def _accuracy_figure(sweeps: list[Sweep], infinite):
+def _accuracy_figure(sweeps: list[Sweep], infinite: float):
     """Test accuracy (top, with the infinite-width kernel's) and train accuracy (bottom) of the
     network and of kernel regression with its initial NTK, per sweep."""
-    from overparam.report import errorbar_plot, new_figure
+    from overparam.report.figures import errorbar_plot, new_figure
 
     fig, axes = new_figure(2, len(sweeps), width=5.8 * len(sweeps), height=8.2, squeeze=False)
     for column, s in enumerate(sweeps):
@@ -621,8 +642,8 @@ def _accuracy_figure(sweeps: list[Sweep], infinite):
                                                    "s")):
                 xs, est, low, high, ns = _series(s, metric)
                 errorbar_plot(ax, xs, est, low, high, label, ns, color=colour, marker=marker, legend=False)
-            if split == "test" and infinite is not None:
-                ax.axhline(infinite[0], color="0.4", linestyle="--", linewidth=1.2,
+            if split == "test" and math.isfinite(infinite):
+                ax.axhline(infinite, color="0.4", linestyle="--", linewidth=1.2,
                            label="infinite-width NTK, same GD")
             _log_x(ax, s)
             ax.set_ylabel(f"{split} accuracy")
@@ -643,7 +664,9 @@ STUDY = Study(
     config_type=KernelRegimeConfig,
     grid=grid,
     run_one=run_one,
-    legacy_summarize=summarize,
+    analyze=analyze,
+    claims=claims,
+    render=render,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 40, "n_test": 60, "seed": 0},
                  "widths": [8, 64], "alphas": [0.5, 8.0], "alpha_sweep_width": 64, "steps": 20, "eval_every": 10,

@@ -39,6 +39,8 @@ and test sets, and one forward and two backward passes over the gradient subset.
 - test accuracy, on a validation part of the test split (``validation_fraction`` of it, a fixed
   random subset) and on the held-out rest.
 
+Each measure is stored as the run's curve ``tracked_<name>`` (step, value); the figures read them.
+
 Per run: the first recorded step at which the accuracy on C, and on N (noisy labels), reaches
 ``fit_threshold`` (None when it never does); the early-stopping step, the recorded step of
 maximal validation accuracy (first of ties), and the held-out test accuracy there and at the end
@@ -66,8 +68,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +77,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from overparam.analysis import Missing, Run, SeedTable, paired_ratio, quiet, resample_seeds
 from overparam.errors import ConfigError, check_positive_int
+from overparam.report import CI, Claim, Section
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study
 
@@ -389,326 +392,310 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
     metrics.update(run_metrics(series, settings["fit_threshold"]))
     metrics["label_noise"] = settings["label_noise"]
     metrics["grad_noisy_fraction"] = tracker.grad_noisy_fraction
-    metrics["series"] = {name: list(values) for name, values in series.items()}  # for the summary's figures
     curves = dict(record.curves)
     curves.update({f"tracked_{name}": list(zip(series["step"], values))
                    for name, values in series.items() if name != "step"})
     return RunOutcome(record.status, metrics, curves, record.wall_time_s, record.provenance)
 
 
-# --- summary -------------------------------------------------------------------------------------
+# --- analysis ------------------------------------------------------------------------------------
 
 
-def _number(value: Any) -> float:
-    """A stored metric as a float (the store writes non-finite floats as strings; None is NaN)."""
-    try:
-        return math.nan if value is None else float(value)
-    except (TypeError, ValueError):
-        return math.nan
+TITLE = "label_noise: clean examples first, noisy labels late, and early stopping"
+METRICS = ("early_stopping_step", "early_stopping_acc", "final_heldout_acc", "early_stopping_gain",
+           "final_clean_train_acc", "final_noisy_train_acc", "noisy_grad_share_init", "noisy_grad_share_early",
+           "noisy_grad_share_late", "noisy_grad_share_growth", "noisy_loss_share_early", "grad_noisy_fraction")
 
 
-def _by_seed(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[int, float]:
-    return {int(r["seed"]): _number(r["metrics"].get(metric)) for r in rows}
-
-
-def _fit_steps(rows: Sequence[Mapping[str, Any]], which: str, censor: bool) -> tuple[dict[int, float], int]:
-    """Steps to the fit threshold per seed, and how many runs never reached it. Such a run counts
-    with its last step (a lower bound) when ``censor``, else as NaN (unknown)."""
-    out, never = {}, 0
-    for r in rows:
-        step = r["metrics"].get(f"{which}_fit_step")
-        if step is None:
-            never += 1
-            step = r["metrics"].get("last_step") if censor else None
-        out[int(r["seed"])] = _number(step)
-    return out, never
-
-
-def _paired(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[list[float], list[float]]:
-    seeds = sorted(set(a) & set(b))
-    return [a[s] for s in seeds], [b[s] for s in seeds]
-
-
-def _stack(rows: Sequence[Mapping[str, Any]], name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(steps (T,), values (S, T)) of a recorded series over the runs that have it, on the steps
-    every one of them recorded."""
-    series = [r["metrics"].get("series", {}) for r in rows]
-    series = [s for s in series if name in s and "step" in s]
-    if not series:
-        return np.zeros(0), np.zeros((0, 0))
-    common_steps = sorted(set.intersection(*(set(int(t) for t in s["step"]) for s in series)))
-    matrix = [[_number(dict(zip((int(t) for t in s["step"]), s[name]))[t]) for t in common_steps] for s in series]
-    return np.asarray(common_steps, dtype=float), np.asarray(matrix, dtype=float)
-
-
-def band(values: np.ndarray, num_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean over seeds (rows of ``values``, (S, T)) and a 95% percentile-bootstrap band: seeds
-    are resampled with replacement (whole curves), the mean curve recomputed, and the 2.5/97.5
-    percentiles taken per column. NaN band with one seed."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a column without finite values
-        mean = np.nanmean(values, axis=0)
-        if len(values) < 2:
-            return mean, np.full_like(mean, np.nan), np.full_like(mean, np.nan)
-        rng = np.random.default_rng(seed)
-        index = rng.integers(0, len(values), size=(num_resamples, len(values)))
-        means = np.nanmean(values[index], axis=1)  # (B, T)
-        low, high = np.nanpercentile(means, [2.5, 97.5], axis=0)
+def curve_band(values: np.ndarray, num_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # LAYER CANDIDATE
+    """Mean over seeds of curves ``values`` (S, T) and a 95% band per column: seeds resampled
+    with replacement, whole curves kept (:func:`~overparam.analysis.resample_seeds`), and the
+    2.5/97.5 percentiles (interpolated) of the resampled mean curves per column. NaN band with one
+    seed."""
+    mean, resampled = resample_seeds({"curve": values}, lambda means: means["curve"], num_resamples, seed)
+    if resampled is None:
+        return mean, np.full_like(mean, np.nan), np.full_like(mean, np.nan)
+    with quiet():
+        low, high = np.nanpercentile(resampled, [2.5, 97.5], axis=0)
     return mean, low, high
 
 
-def _level_stats(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Everything the table, the claims and the text need at one noise level."""
-    from overparam.report import bootstrap_ci, ratio_ci
+def _fit_step(which: str, censor: bool) -> Callable[[Run], Any]:
+    """A run's SGD steps until its ``which`` ('clean' or 'noisy') examples reach the fit threshold;
+    a run that never gets there counts with its last step (a lower bound) when ``censor``, else
+    as unknown (None)."""
+    key = f"{which}_fit_step"
+    return lambda run: run.metrics.get("last_step") if censor and run.metrics.get(key) is None else run.metrics.get(key)
 
-    metrics = ("early_stopping_step", "early_stopping_acc", "final_heldout_acc", "early_stopping_gain",
-               "final_clean_train_acc", "final_noisy_train_acc", "noisy_grad_share_init", "noisy_grad_share_early",
-               "noisy_grad_share_late",
-               "noisy_grad_share_growth", "noisy_loss_share_early", "grad_noisy_fraction")
-    out: dict[str, Any] = {"n": len(rows), "rows": rows}
-    out.update({m: bootstrap_ci([_number(r["metrics"].get(m)) for r in rows]) for m in metrics})
+
+def _count(table: SeedTable, condition: Callable[[Run], bool]) -> list[int]:  # LAYER CANDIDATE
+    """Runs per axis point for which ``condition`` holds."""
+    return table.counts(lambda run: 1.0 if condition(run) else None)
+
+
+@dataclass
+class LabelNoiseAnalysis:
+    """The finished runs. Every interval is of the mean over seeds at one noise level p; list
+    entries follow ``table.axis``."""
+
+    table: SeedTable  # seed x label-noise fraction p (ascending)
+    # per METRICS name (steps in SGD steps; accuracies, gains and shares as fractions), "clean_fit" and "noisy_fit"
+    # (SGD steps to the fit threshold, see _fit_step: noisy censored, clean not) and "share_excess_early" (the
+    # early-learning noisy gradient share minus the noisy fraction of the examples it is measured on)
+    cis: dict[str, list[CI]]
+    never: dict[str, list[int]]  # "clean" / "noisy": runs whose examples never reached the fit threshold
+    noisy: list[bool]  # whether the runs at p have flipped labels (else their noisy-example entries mean nothing)
+    fit_ratio: list[CI]  # noisy_fit / clean_fit, a ratio of means paired by seed
+    gain_growth: CI | None  # early-stopping gain at p_max minus at p = 0, paired by seed; None without p = 0
+
+
+def analyze(runs: list[Run], config: LabelNoiseConfig) -> LabelNoiseAnalysis | Missing:
+    done = [r for r in runs if "early_stopping_gain" in r.metrics]
+    if not done:
+        return Missing(TITLE, "No finished runs yet.")
+    table = SeedTable(done, lambda run: float(run.settings["label_noise"]))
     # a clean step that was never reached leaves the ratio unknown (NaN, dropped); a noisy one makes
     # the ratio a lower bound (its last step), which can only understate "noisy fitted late"
-    clean, out["clean_never"] = _fit_steps(rows, "clean", censor=False)
-    out["clean_fit"] = bootstrap_ci(list(clean.values()))
-    if any("noisy_fit_step" in r["metrics"] for r in rows):
-        noisy, out["noisy_never"] = _fit_steps(rows, "noisy", censor=True)
-        out["noisy_fit"] = bootstrap_ci(list(noisy.values()))
-        out["fit_ratio"] = ratio_ci(*_paired(noisy, clean))
-        excess = [_number(r["metrics"].get("noisy_grad_share_early")) - _number(r["metrics"].get("grad_noisy_fraction"))
-                  for r in rows]
-        out["share_excess_early"] = bootstrap_ci(excess)
-    return out
+    clean, noisy = _fit_step("clean", censor=False), _fit_step("noisy", censor=True)
+    cis = {m: table.cis(m) for m in METRICS}
+    cis.update(clean_fit=table.cis(clean), noisy_fit=table.cis(noisy), share_excess_early=table.cis(
+        lambda run: run.metric("noisy_grad_share_early") - run.metric("grad_noisy_fraction")))
+    never = {w: _count(table, lambda run, w=w: run.metrics.get(f"{w}_fit_step") is None) for w in ("clean", "noisy")}
+    ratios = [paired_ratio(table[noisy][:, j], table[clean][:, j]) for j in range(len(table))]
+    top = table.axis[-1]
+    growth = table.difference("early_stopping_gain", top, 0.0) if 0.0 in table.axis and top > 0 else None
+    noisy_labels = [c > 0 for c in _count(table, lambda run: "noisy_fit_step" in run.metrics)]
+    return LabelNoiseAnalysis(table, cis, never, noisy_labels, ratios, growth)
 
 
-def _claims(stats: dict[float, dict[str, Any]], config: LabelNoiseConfig) -> list:
-    from overparam.report import Claim, bootstrap_ci
+# --- claims --------------------------------------------------------------------------------------
 
-    top = max(stats)
-    s = stats[top]
-    where = f"at label noise p = {top:g} ({config.seeds} seeds planned, n = {s['n']} finished)"
-    if "fit_ratio" not in s:
+
+def claims(a: LabelNoiseAnalysis, config: LabelNoiseConfig) -> list[Claim]:
+    """The claims at the highest noise level p_max (none until its runs have noisy labels)."""
+    if not a.noisy[-1]:
         return []
-    threshold = f"{config.fit_threshold:.0%}"
-    claims = [
+    top, cis = a.table.axis[-1], {name: values[-1] for name, values in a.cis.items()}
+    where = f"at label noise p = {top:g} ({config.seeds} seeds planned, n = {a.table.n_runs()[-1]} finished)"
+    out = [
         Claim.from_ci(
             "label_noise.noisy_fitted_late", NAME,
             f"Noisy labels are fitted late {where}: steps until the training accuracy on the flipped examples "
-            f"(against their noisy labels) reaches {threshold} / steps until the clean examples reach it > 1 "
-            f"(ratio of means over seeds, paired by seed; a run that never gets there counts with its last step, "
-            f"a lower bound).",
+            f"(against their noisy labels) reaches {config.fit_threshold:.0%} / steps until the clean examples reach "
+            f"it > 1 (ratio of means over seeds, paired by seed; a run that never gets there counts with its last "
+            f"step, a lower bound).",
             "Arpit et al. 2017: networks fit the clean examples first and memorize noisy labels later (and, Zhang "
             "et al. 2017, eventually fit them all)",
-            s["fit_ratio"], greater_than=1.0,
-            details={"noisy_never_fitted": s["noisy_never"], "clean_never_fitted": s["clean_never"]}),
+            a.fit_ratio[-1], greater_than=1.0,
+            details={"noisy_never_fitted": a.never["noisy"][-1], "clean_never_fitted": a.never["clean"][-1]}),
         Claim.from_ci(
             "label_noise.early_stopping_helps", NAME,
             f"Early stopping helps under label noise {where}: held-out test accuracy at the early-stopping step "
             f"(maximal accuracy on a separate validation part of the test split) minus at the end of training > 0.",
             "Li, Soltanolkotabi & Oymak 2020; Arpit et al. 2017: test accuracy peaks before the noisy labels are "
-            "memorized, so early stopping is robust to label noise",
-            s["early_stopping_gain"], greater_than=0.0),
+            "memorized, so early stopping is robust to label noise", cis["early_stopping_gain"], greater_than=0.0),
     ]
-    if 0.0 in stats and top > 0:
-        gain_noisy, gain_clean = _by_seed(s["rows"], "early_stopping_gain"), _by_seed(stats[0.0]["rows"],
-                                                                                       "early_stopping_gain")
-        noisy, clean = _paired(gain_noisy, gain_clean)
-        difference = bootstrap_ci([a - b for a, b in zip(noisy, clean)])
-        claims.append(Claim.from_ci(
+    if a.gain_growth is not None:
+        out.append(Claim.from_ci(
             "label_noise.early_stopping_gain_grows", NAME,
             f"The gain from early stopping is larger with label noise p = {top:g} than without: gain(p = {top:g}) "
             f"- gain(p = 0) > 0 (paired by seed: same initialization and data order).",
             "early stopping matters because of the noise: without noise, late training costs little",
-            difference, greater_than=0.0))
-    claims += [
+            a.gain_growth, greater_than=0.0))
+    return out + [
         Claim.from_ci(
             "label_noise.noisy_weight_small_early", NAME,
             f"During early learning the noisy examples carry less than their share of the gradient {where}: "
             f"<G_N, G>/||G||² (G_N the summed loss gradient of the noisy examples, G of all) averaged over the "
             f"records up to the early-stopping step, minus the noisy fraction of the examples it is measured on, < 0.",
             "Liu et al. 2020 (ELR): in the early-learning phase the gradient is dominated by the clean examples",
-            s["share_excess_early"], less_than=0.0),
+            cis["share_excess_early"], less_than=0.0),
         Claim.from_ci(
             "label_noise.noisy_weight_grows", NAME,
             f"The noisy examples' share of the gradient grows once early learning is over {where}: mean "
             f"<G_N, G>/||G||² after the early-stopping step minus up to it > 0.",
             "Liu et al. 2020 (ELR): later, the noisy examples' gradient dominates, and they are memorized",
-            s["noisy_grad_share_growth"], greater_than=0.0),
+            cis["noisy_grad_share_growth"], greater_than=0.0),
     ]
-    return claims
 
 
-def _table(stats: dict[float, dict[str, Any]]) -> str:
-    def cell(s: dict[str, Any], key: str, digits: int = 3) -> str:
-        return common.ci_text(s[key], digits) if key in s else "—"
-
-    header = ["p", "n", "steps to fit clean", "steps to fit noisy", "noisy/clean steps", "final acc clean / noisy",
-              "early-stop step", "test acc at early stop", "test acc at end", "gain",
-              "noisy grad share: init", "early", "late", "noisy fraction"]
-    body = []
-    for p, s in stats.items():
-        censored = f" ({s['noisy_never']} never: last step)" if s.get("noisy_never") else ""
-        final = common.fmt(s["final_clean_train_acc"][0], 3) + " / " + (
-            common.fmt(s["final_noisy_train_acc"][0], 3) if "noisy_fit" in s else "—")
-        unreached = f" ({s['clean_never']} never)" if s["clean_never"] else ""
-        body.append([f"{p:g}", s["n"], cell(s, "clean_fit", 4) + unreached, cell(s, "noisy_fit", 4) + censored,
-                     cell(s, "fit_ratio"), final, cell(s, "early_stopping_step", 4), cell(s, "early_stopping_acc"),
-                     cell(s, "final_heldout_acc"), cell(s, "early_stopping_gain"),
-                     *([cell(s, "noisy_grad_share_init"), cell(s, "noisy_grad_share_early"),
-                        cell(s, "noisy_grad_share_late"), common.fmt(s["grad_noisy_fraction"][0], 3)]
-                       if "noisy_fit" in s else ["—"] * 4)])
-    return common.table(header, body)
+# --- report --------------------------------------------------------------------------------------
 
 
-def _reading(stats: dict[float, dict[str, Any]], config: LabelNoiseConfig) -> str:
-    top = max(stats)
-    s = stats[top]
-    if "fit_ratio" not in s:
-        return "No finished run with label noise yet."
-    ratio, gain = s["fit_ratio"], s["early_stopping_gain"]
-    late = ("later" if ratio.decided and ratio.low > 1 else
-            "not clearly later" if not (ratio.decided and ratio.high < 1) else "earlier")
-    helps = ("higher" if gain.decided and gain.low > 0 else
-             "lower" if gain.decided and gain.high < 0 else "not decidedly different")
-    text = (f"At p = {top:g} the flipped examples reached {config.fit_threshold:.0%} training accuracy (on their "
-            f"noisy labels) {late} than the clean ones: after {common.ci_text(s['noisy_fit'], 4)} vs "
-            f"{common.ci_text(s['clean_fit'], 4)} steps, a ratio of {common.ci_text(ratio, 3)}. Held-out test "
-            f"accuracy at the early-stopping step was {helps} than at the end "
-            f"({common.ci_text(s['early_stopping_acc'], 3)} vs {common.ci_text(s['final_heldout_acc'], 3)}; gain "
-            f"{common.ci_text(gain, 3)}).")
-    if 0.0 in stats:
-        text += (f" Without noise the same gain was {common.ci_text(stats[0.0]['early_stopping_gain'], 3)} (a gain "
-                 f"there would be ordinary overfitting, not the noise).")
-    text += (f" The noisy examples' share of the full-batch gradient, <G_N, G>/||G||², was "
-             f"{common.ci_text(s['noisy_grad_share_init'], 3)} at initialization, averaged "
-             f"{common.ci_text(s['noisy_grad_share_early'], 3)} over the records after it up to the early-stopping "
-             f"step and "
-             f"{common.ci_text(s['noisy_grad_share_late'], 3)} after it, against a noisy fraction of "
-             f"{common.fmt(s['grad_noisy_fraction'][0], 3)} among the examples it is measured on; their share of "
-             f"the summed loss averaged {common.ci_text(s['noisy_loss_share_early'], 3)} early.")
-    excess, init, growth = s["share_excess_early"], s["noisy_grad_share_init"], s["noisy_grad_share_growth"]
-    if excess.decided and excess.low > 0:
-        at_init = init.decided and init.high < s["grad_noisy_fraction"][0]
-        text += (" So " + ("a noisy example weighs less than a clean one only at initialization; " if at_init else "")
-                 + "the noisy examples, whose losses are larger, carry more than their share of the gradient already "
-                 "during early learning" + (", and their share grows further as they are memorized."
-                                            if growth.decided and growth.low > 0 else "."))
-    elif excess.decided and excess.high < 0:
-        text += " So during early learning a noisy example weighs less in the gradient than a clean one."
-    if 0.0 in stats:
-        text += (f" The held-out accuracy without noise, {common.ci_text(stats[0.0]['final_heldout_acc'], 3)}, bounds "
-                 f"what early stopping can recover under noise.")
-    text += ("\n\nCaveats: the early-stopping step is chosen on one part of the test split and the accuracy reported "
-             "on the other, so the gain is not inflated by the selection, but it is measured only at the recorded "
-             "steps. The noise draw differs between seeds unless data.seed is set, so the intervals include it. "
-             "Steps to fit depend on the threshold and the recording interval (one record every "
-             f"{config.record_every} steps). The gradient shares are measured on "
-             + (f"a fixed subset of {config.grad_examples}" if config.grad_examples else "all")
-             + " training examples, in eval mode, between SGD steps; the share of a single record is noisy, which "
-               "is why the claims use phase averages.")
-    return text
-
-
-def _figure_fitting(stats: dict[float, dict[str, Any]], config: LabelNoiseConfig):
-    from overparam.report import new_figure
-
-    fig, axes = new_figure(1, len(stats), width=5.2 * len(stats), height=4.2, squeeze=False)
-    lines = (("clean_train_acc", "train acc, clean examples", "tab:blue", "-"),
-             ("noisy_train_acc", "train acc, noisy examples (noisy labels)", "tab:red", "-"),
-             ("noisy_true_acc", "noisy examples predicted as their true class", "tab:red", ":"),
-             ("heldout_acc", "test acc (held-out part)", "black", "-"))
-    for ax, (p, s) in zip(axes[0], stats.items()):
-        n = 0
-        for name, label, color, style in lines:
-            steps, values = _stack(s["rows"], name)
-            if not len(steps):
-                continue
-            n = max(n, len(values))
-            mean, low, high = band(values)
-            ax.plot(steps, mean, color=color, linestyle=style, label=label)
-            ax.fill_between(steps, low, high, color=color, alpha=0.18, linewidth=0)
-        stop = s["early_stopping_step"][0]
-        if math.isfinite(stop):
-            ax.axvline(stop, color="0.4", linestyle="--", linewidth=1, label="mean early-stopping step")
-        ax.axhline(config.fit_threshold, color="0.7", linestyle=":", linewidth=1)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("SGD step")
-        ax.set_ylabel("accuracy (mean over seeds, 95% CI band)")
-        ax.set_title(f"label noise p = {p:g} (n={n} seeds)")
-    # the lowest noise level's panel has no noisy-example curves: its lower right stays empty for the legend
-    handles, labels = axes[0][-1].get_legend_handles_labels()
-    axes[0][0].legend(handles, labels, fontsize=8, frameon=False, loc="lower right")
-    return fig
-
-
-def _figure_weighting(stats: dict[float, dict[str, Any]], config: LabelNoiseConfig):
-    from matplotlib.ticker import FuncFormatter
-
-    from overparam.report import new_figure
-
-    noisy_levels = {p: s for p, s in stats.items() if "noisy_fit" in s}
-    fig, axes = new_figure(1, 3, width=16, height=4.4)
-    colors = dict(zip(noisy_levels, ("tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")))
-    panels = (("noisy_grad_share", "noisy share of the gradient  <G_N, G>/‖G‖²"),
-              ("noisy_loss_share", "noisy share of the summed loss  Σ_N ℓ / Σ ℓ"),
-              ("per_example_ratio", "per-example gradient: (‖G_N‖/|N|) / (‖G_C‖/|C|)"))
-    for ax, (name, label) in zip(axes, panels):
-        for p, s in noisy_levels.items():
-            color = colors.get(p)
-            if name == "per_example_ratio":
-                steps, noisy = _stack(s["rows"], "noisy_grad_per_example")
-                _, clean = _stack(s["rows"], "clean_grad_per_example")
-                with np.errstate(all="ignore"):
-                    values = noisy / clean
-            else:
-                steps, values = _stack(s["rows"], name)
-            if not len(steps):
-                continue
-            mean, low, high = band(values)
-            ax.plot(steps, mean, color=color, label=f"p = {p:g} (n={len(values)})")
-            ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
-            if name != "per_example_ratio":
-                fraction = s["grad_noisy_fraction"][0] if name == "noisy_grad_share" else p
-                ax.axhline(fraction, color=color, linestyle=":", linewidth=1.2)
-            stop = s["early_stopping_step"][0]
-            if math.isfinite(stop):
-                ax.axvline(stop, color=color, linestyle="--", linewidth=0.9, alpha=0.7)
-        if name == "per_example_ratio":
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.axhline(1.0, color="0.5", linestyle=":", linewidth=1.2)
-        ax.set_xlabel("SGD step")
-        ax.set_ylabel(label)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, frameon=False)
-    axes[0].set_title("gradient share (dotted: noisy fraction; dashed: early stop)")
-    axes[1].set_title("loss share (dotted: noise fraction p)")
-    axes[2].set_title("noisy vs clean per-example gradient (dotted: equal)")
-    return fig
-
-
-def summarize(rows: list[dict[str, Any]], config: LabelNoiseConfig) -> list:
-    from overparam.report import Section
-
-    title = "label_noise: clean examples first, noisy labels late, and early stopping"
-    done = [r for r in common.done_rows(rows) if "early_stopping_gain" in r["metrics"]]
-    by_level = common.group(done, lambda r: float(common.run_params(r)["label_noise"]))
-    if not by_level:
-        return [Section(title, "No finished runs yet.")]
-    stats = {p: _level_stats(rs) for p, rs in by_level.items()}
+def render(a: LabelNoiseAnalysis, claims: list[Claim], config: LabelNoiseConfig) -> list[Section]:
     train = config.train
     setup = (f"{config.model.get('name')} on {config.data.get('name')}, {train.get('optimizer', 'sgd')} "
              f"(lr {train.get('lr')}, momentum {train.get('momentum', 0.9)}, batch {train.get('batch_size')}, "
              f"{train.get('epochs', train.get('steps'))} {'epochs' if 'epochs' in train else 'steps'}), measured every "
              f"{config.record_every} steps; fit threshold {config.fit_threshold:.0%}. Means over seeds with 95% "
              f"bootstrap CIs.")
-    text = f"{setup}\n\n{_table(stats)}\n\n{_reading(stats, config)}"
-    figures = [("label_noise_fitting", _figure_fitting(stats, config))]
-    if any("noisy_fit" in s for s in stats.values()):
-        figures.append(("label_noise_weighting", _figure_weighting(stats, config)))
-    return [Section(title, text, figures, _claims(stats, config))]
+    text = f"{setup}\n\n{_table(a)}\n\n{_reading(a, config)}"
+    figures = [("label_noise_fitting", _figure_fitting(a, config))]
+    if any(a.noisy):
+        figures.append(("label_noise_weighting", _figure_weighting(a)))
+    return [Section(TITLE, text, figures, claims)]
+
+
+def _table(a: LabelNoiseAnalysis) -> str:
+    header = ["p", "n", "steps to fit clean", "steps to fit noisy", "noisy/clean steps", "final acc clean / noisy",
+              "early-stop step", "test acc at early stop", "test acc at end", "gain",
+              "noisy grad share: init", "early", "late", "noisy fraction"]
+    def shown(text: str, j: int) -> str:  # the noisy-example cells of a level without noisy labels: "—"
+        return text if a.noisy[j] else "—"
+
+    body = []
+    for j, (p, n) in enumerate(zip(a.table.axis, a.table.n_runs())):
+        c = {name: values[j] for name, values in a.cis.items()}
+        clean_never, noisy_never = a.never["clean"][j], a.never["noisy"][j]
+        body.append([
+            f"{p:g}", n, common.ci_text(c["clean_fit"], 4) + (f" ({clean_never} never)" if clean_never else ""),
+            shown(common.ci_text(c["noisy_fit"], 4) + (f" ({noisy_never} never: last step)" if noisy_never else ""), j),
+            shown(common.ci_text(a.fit_ratio[j], 3), j),
+            f"{common.fmt(c['final_clean_train_acc'][0], 3)} / "
+            + shown(common.fmt(c["final_noisy_train_acc"][0], 3), j),
+            common.ci_text(c["early_stopping_step"], 4),
+            *(common.ci_text(c[m], 3) for m in ("early_stopping_acc", "final_heldout_acc", "early_stopping_gain")),
+            *(shown(common.ci_text(c[m], 3), j) for m in ("noisy_grad_share_init", "noisy_grad_share_early",
+                                                         "noisy_grad_share_late")),
+            shown(common.fmt(c["grad_noisy_fraction"][0], 3), j)])
+    return common.table(header, body)
+
+
+def _reading(a: LabelNoiseAnalysis, config: LabelNoiseConfig) -> str:
+    if not a.noisy[-1]:
+        return "No finished run with label noise yet."
+    c = {name: values[-1] for name, values in a.cis.items()}
+    clean = {name: values[0] for name, values in a.cis.items()} if a.table.axis[0] == 0.0 else None
+    ratio, gain = a.fit_ratio[-1], c["early_stopping_gain"]
+    late = ("later" if ratio.decided and ratio.low > 1 else
+            "not clearly later" if not (ratio.decided and ratio.high < 1) else "earlier")
+    helps = ("higher" if gain.decided and gain.low > 0 else
+             "lower" if gain.decided and gain.high < 0 else "not decidedly different")
+    text = (f"At p = {a.table.axis[-1]:g} the flipped examples reached {config.fit_threshold:.0%} training accuracy "
+            f"(on their noisy labels) {late} than the clean ones: after {common.ci_text(c['noisy_fit'], 4)} vs "
+            f"{common.ci_text(c['clean_fit'], 4)} steps, a ratio of {common.ci_text(ratio, 3)}. Held-out test "
+            f"accuracy at the early-stopping step was {helps} than at the end "
+            f"({common.ci_text(c['early_stopping_acc'], 3)} vs {common.ci_text(c['final_heldout_acc'], 3)}; gain "
+            f"{common.ci_text(gain, 3)}).")
+    if clean is not None:
+        text += (f" Without noise the same gain was {common.ci_text(clean['early_stopping_gain'], 3)} (a gain "
+                 f"there would be ordinary overfitting, not the noise).")
+    text += _reading_weighting(c)
+    if clean is not None:
+        text += (f" The held-out accuracy without noise, {common.ci_text(clean['final_heldout_acc'], 3)}, bounds "
+                 f"what early stopping can recover under noise.")
+    return text + (
+        "\n\nCaveats: the early-stopping step is chosen on one part of the test split and the accuracy reported on the "
+        "other, so the gain is not inflated by the selection, but it is measured only at the recorded steps. The "
+        "noise draw differs between seeds unless data.seed is set, so the intervals include it. Steps to fit depend "
+        f"on the threshold and the recording interval (one record every {config.record_every} steps). The gradient "
+        "shares are measured on " + (f"a fixed subset of {config.grad_examples}" if config.grad_examples else "all")
+        + " training examples, in eval mode, between SGD steps; the share of a single record is noisy, which is why "
+          "the claims use phase averages.")
+
+
+def _reading_weighting(c: dict[str, CI]) -> str:
+    """The gradient-share sentences of the reading, from the intervals ``c`` at p_max."""
+    fraction = c["grad_noisy_fraction"][0]
+    text = (f" The noisy examples' share of the full-batch gradient, <G_N, G>/||G||², was "
+            f"{common.ci_text(c['noisy_grad_share_init'], 3)} at initialization, averaged "
+            f"{common.ci_text(c['noisy_grad_share_early'], 3)} over the records after it up to the early-stopping "
+            f"step and {common.ci_text(c['noisy_grad_share_late'], 3)} after it, against a noisy fraction of "
+            f"{common.fmt(fraction, 3)} among the examples it is measured on; their share of the summed loss "
+            f"averaged {common.ci_text(c['noisy_loss_share_early'], 3)} early.")
+    excess, init, growth = c["share_excess_early"], c["noisy_grad_share_init"], c["noisy_grad_share_growth"]
+    if excess.decided and excess.low > 0:
+        at_init = init.decided and init.high < fraction
+        text += (" So " + ("a noisy example weighs less than a clean one only at initialization; " if at_init else "")
+                 + "the noisy examples, whose losses are larger, carry more than their share of the gradient already "
+                 "during early learning" + (", and their share grows further as they are memorized."
+                                            if growth.decided and growth.low > 0 else "."))
+    elif excess.decided and excess.high < 0:
+        text += " So during early learning a noisy example weighs less in the gradient than a clean one."
+    return text
+
+
+def _tracked(a: LabelNoiseAnalysis, name: str, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """(steps (K,), values (S', K)) of the tracked measure ``name`` (the stored curve
+    ``tracked_<name>``) at the j-th noise level, over the seeds whose run recorded it. The
+    per-example gradient ratio (‖G_N‖/|N|) / (‖G_C‖/|C|) is ``per_example_ratio``."""
+    if name == "per_example_ratio":
+        steps, noisy = a.table.curve("tracked_noisy_grad_per_example")
+        with quiet():
+            values = noisy / a.table.curve("tracked_clean_grad_per_example")[1]
+    else:
+        steps, values = a.table.curve(f"tracked_{name}")
+    values = values[:, j] if values.size else np.zeros((0, 0))
+    return steps, values[np.isfinite(values).any(axis=1)]
+
+
+def _figure_fitting(a: LabelNoiseAnalysis, config: LabelNoiseConfig):
+    from overparam.report.figures import new_figure
+
+    fig, axes = new_figure(1, len(a.table), width=5.2 * len(a.table), height=4.2, squeeze=False)
+    lines = (("clean_train_acc", "train acc, clean examples", "tab:blue", "-"),
+             ("noisy_train_acc", "train acc, noisy examples (noisy labels)", "tab:red", "-"),
+             ("noisy_true_acc", "noisy examples predicted as their true class", "tab:red", ":"),
+             ("heldout_acc", "test acc (held-out part)", "black", "-"))
+    for j, (ax, p) in enumerate(zip(axes[0], a.table.axis)):
+        n = 0
+        for name, label, color, style in lines:
+            steps, values = _tracked(a, name, j)
+            if not len(values):
+                continue
+            n = max(n, len(values))
+            mean, low, high = curve_band(values)
+            ax.plot(steps, mean, color=color, linestyle=style, label=label)
+            ax.fill_between(steps, low, high, color=color, alpha=0.18, linewidth=0)
+        stop = a.cis["early_stopping_step"][j][0]
+        if math.isfinite(stop):
+            ax.axvline(stop, color="0.4", linestyle="--", linewidth=1, label="mean early-stopping step")
+        ax.axhline(config.fit_threshold, color="0.7", linestyle=":", linewidth=1)
+        ax.set(ylim=(0, 1.02), xlabel="SGD step", ylabel="accuracy (mean over seeds, 95% CI band)",
+               title=f"label noise p = {p:g} (n={n} seeds)")
+    # the lowest noise level's panel has no noisy-example curves: its lower right stays empty for the legend
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    axes[0][0].legend(handles, labels, fontsize=8, frameon=False, loc="lower right")
+    return fig
+
+
+def _figure_weighting(a: LabelNoiseAnalysis):
+    from matplotlib.ticker import FuncFormatter
+
+    from overparam.report.figures import new_figure
+
+    fig, axes = new_figure(1, 3, width=16, height=4.4)
+    levels = [j for j in range(len(a.table)) if a.noisy[j]]
+    colors = dict(zip(levels, ("tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")))
+    for ax, name, label in zip(axes, ("noisy_grad_share", "noisy_loss_share", "per_example_ratio"),
+                               ("noisy share of the gradient  <G_N, G>/‖G‖²",
+                                "noisy share of the summed loss  Σ_N ℓ / Σ ℓ",
+                                "per-example gradient: (‖G_N‖/|N|) / (‖G_C‖/|C|)")):
+        for j in levels:
+            steps, values = _tracked(a, name, j)
+            if not len(values):
+                continue
+            p, color, stop = a.table.axis[j], colors.get(j), a.cis["early_stopping_step"][j][0]
+            mean, low, high = curve_band(values)
+            ax.plot(steps, mean, color=color, label=f"p = {p:g} (n={len(values)})")
+            ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
+            if name != "per_example_ratio":
+                fraction = a.cis["grad_noisy_fraction"][j][0] if name == "noisy_grad_share" else p
+                ax.axhline(fraction, color=color, linestyle=":", linewidth=1.2)
+            if math.isfinite(stop):
+                ax.axvline(stop, color=color, linestyle="--", linewidth=0.9, alpha=0.7)
+        ax.set(xlabel="SGD step", ylabel=label)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, frameon=False)
+    axes[2].set_yscale("log")
+    for axis in (axes[2].yaxis.set_major_formatter, axes[2].yaxis.set_minor_formatter):
+        axis(FuncFormatter(lambda v, _: f"{v:g}"))
+    axes[2].axhline(1.0, color="0.5", linestyle=":", linewidth=1.2)
+    axes[0].set_title("gradient share (dotted: noisy fraction; dashed: early stop)")
+    axes[1].set_title("loss share (dotted: noise fraction p)")
+    axes[2].set_title("noisy vs clean per-example gradient (dotted: equal)")
+    return fig
 
 
 STUDY = Study(
@@ -718,7 +705,9 @@ STUDY = Study(
     config_type=LabelNoiseConfig,
     grid=grid,
     run_one=run_one,
-    legacy_summarize=summarize,
+    analyze=analyze,
+    claims=claims,
+    render=render,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 100},
                  "model": {"name": "mlp", "width": 32, "depth": 1},

@@ -19,10 +19,12 @@ trajectory, because each level's controls need that seed's masks:
   After 10 rounds 0.8^10 = 10.7% of each hidden layer remains.
 
 Per level the run stores the fraction of prunable weights remaining (weight matrices only;
-biases are never pruned), and for each network its final test and train accuracy and the test
-accuracy at its early-stopping point (the evaluation of minimum test loss), as ``metrics
-["levels"]`` and as curves (step = level; the ticket curves start with the dense network at
-level 0).
+biases are never pruned) and the remaining weights per layer in ``metrics["levels"]``, and as
+curves (step = level) that fraction (``remaining``) and for each network its final test and
+train accuracy and the test accuracy at its early-stopping point (the evaluation of minimum test
+loss): ``<network>_test_acc``, ``<network>_train_acc``, ``<network>_early_stopping_test_acc``;
+the ticket curves start with the dense network at level 0. The report pivots them by seed and
+(level, network).
 
 Claims (accuracies are final test accuracies, differences paired by seed, in percentage
 points), at the level whose remaining fraction is closest to 10%: the ticket is within 1.15 pp
@@ -42,6 +44,7 @@ presets use 300-300 hidden units rather than LeNet-300-100 (784-300-100-10).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -49,7 +52,9 @@ from typing import Any
 
 import numpy as np
 
+from overparam.analysis import Missing, Run, SeedTable, paired_difference
 from overparam.errors import ConfigError, check_fraction, check_positive_int
+from overparam.report import CI, Claim, Section
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study
 
@@ -132,261 +137,272 @@ def _train(model, dataset, run_config, masks) -> dict[str, Any]:
     return out
 
 
+ACCURACIES = ("test_acc", "train_acc", "early_stopping_test_acc")
+
+
+def _train_level(ticket, control, init, masks, dataset, run_config, target, level: int) -> dict[str, dict[str, Any]]:
+    """Train one pruning level's three networks: the ticket (the mask on theta_0), reinit (the
+    mask on a fresh init, same data order) and random (a random mask with the ticket's per-layer
+    counts, on theta_0). ``control`` is the model reused for the random-mask network."""
+    from overparam.prune import apply_masks, random_prune, rewind
+    from overparam.run import build_model
+    from overparam.seeding import derive_seed
+
+    runs = {}
+    rewind(ticket, init, masks)
+    runs["ticket"] = _train(ticket, dataset, run_config, masks)
+    reinit_config = dataclasses.replace(run_config, seed=derive_seed(run_config.seed, NAME, "reinit", level))
+    reinit = build_model(reinit_config, dataset, target)
+    apply_masks(reinit, masks)
+    runs["reinit"] = _train(reinit, dataset, run_config, masks)
+    random_masks = random_prune(masks, seed=derive_seed(run_config.seed, NAME, "random_mask", level))
+    rewind(control, init, random_masks)
+    runs["random"] = _train(control, dataset, run_config, random_masks)
+    return runs
+
+
 def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
     from overparam.config import RunConfig
     from overparam.device import resolve_device
     from overparam.provenance import provenance
-    from overparam.prune import (
-        apply_masks,
-        count_remaining,
-        magnitude_prune,
-        random_prune,
-        remaining_by_layer,
-        remaining_fraction,
-        rewind,
-        snapshot,
-    )
+    from overparam.prune import count_remaining, magnitude_prune, remaining_by_layer, remaining_fraction, snapshot
     from overparam.run import build_model, load_data
-    from overparam.seeding import derive_seed
 
     started = time.perf_counter()
     run_config = RunConfig.from_dict(spec.params["run"])
-    rounds, fraction, output_fraction = (spec.params[k] for k in ("rounds", "prune_fraction", "output_prune_fraction"))
+    fraction, output_fraction = spec.params["prune_fraction"], spec.params["output_prune_fraction"]
     target = resolve_device(device)
     dataset = load_data(run_config, target, quiet=True)
     ticket = build_model(run_config, dataset, target)
     control = build_model(run_config, dataset, target)  # reused for the random-mask control
     init = snapshot(ticket)
+    trained = {(0, "ticket"): _train(ticket, dataset, run_config, None)}  # level 0: the dense network
+    levels: list[dict[str, Any]] = [{"level": 0, "remaining": 1.0}]
+    masks = None
+    for level in range(1, spec.params["rounds"] + 1):
+        if trained[(level - 1, "ticket")]["status"] != "done":  # the next level would prune a diverged network
+            break
+        masks = magnitude_prune(ticket, masks, fraction, output_fraction)  # from the previous level's trained ticket
+        levels.append({"level": level, "remaining": remaining_fraction(masks),
+                       "remaining_by_layer": remaining_by_layer(masks), "counts": count_remaining(masks)})
+        for network, result in _train_level(ticket, control, init, masks, dataset, run_config, target, level).items():
+            trained[(level, network)] = result
+    status, metrics, curves = _outcome(trained, levels, spec.params, dataset)
+    return RunOutcome(status, metrics, curves, time.perf_counter() - started,
+                      {**provenance(target), "data": dataset.info})
 
-    dense = _train(ticket, dataset, run_config, None)
+
+def _outcome(trained: dict[tuple[int, str], dict[str, Any]], levels: list[dict[str, Any]], params: dict[str, Any],
+             dataset: Any) -> tuple[str, dict[str, Any], dict[str, list[tuple[int, float]]]]:
+    """A run's status, metrics and curves from its trained networks ({(level, network): result of
+    :func:`_train`}, level 0 the dense network) and its levels. Accuracies are stored as curves
+    (step = level); ``metrics["levels"]`` holds each level's remaining fraction and weight counts."""
+    dense = trained[(0, "ticket")]
+    failed = [(level, net) for (level, net), result in trained.items() if result["status"] != "done"]
     metrics: dict[str, Any] = {
         "dense_test_acc": dense["test_acc"], "dense_train_acc": dense["train_acc"],
         "dense_early_stopping_test_acc": dense["early_stopping_test_acc"], "steps": dense["steps"],
-        "rounds": rounds, "prune_fraction": fraction, "output_prune_fraction": output_fraction,
-        "n_train": dataset.n_train, "n_test": dataset.n_test, "diverged": [], "max_abs_pruned_weight": 0.0}
-    levels: list[dict[str, Any]] = [{"level": 0, "remaining": 1.0, "ticket_test_acc": dense["test_acc"],
-                                     "ticket_train_acc": dense["train_acc"],
-                                     "ticket_early_stopping_test_acc": dense["early_stopping_test_acc"]}]
-    status = "done"
-    if dense["status"] != "done":
-        status = "diverged"
-        metrics["diverged"].append("dense")
-        metrics["divergence"] = dense["divergence"]
-    masks = None
-    for level in range(1, rounds + 1):
-        if status != "done":
-            break
-        masks = magnitude_prune(ticket, masks, fraction, output_fraction)  # from the previous level's trained ticket
-        entry: dict[str, Any] = {"level": level, "remaining": remaining_fraction(masks),
-                                 "remaining_by_layer": remaining_by_layer(masks), "counts": count_remaining(masks)}
-        runs = {}
-        rewind(ticket, init, masks)
-        runs["ticket"] = _train(ticket, dataset, run_config, masks)
-        reinit_config = dataclasses.replace(run_config, seed=derive_seed(run_config.seed, NAME, "reinit", level))
-        reinit = build_model(reinit_config, dataset, target)  # a fresh init; same data order as the ticket
-        apply_masks(reinit, masks)
-        runs["reinit"] = _train(reinit, dataset, run_config, masks)
-        random_masks = random_prune(masks, seed=derive_seed(run_config.seed, NAME, "random_mask", level))
-        rewind(control, init, random_masks)
-        runs["random"] = _train(control, dataset, run_config, random_masks)
-        for network, result in runs.items():
-            for key in ("test_acc", "train_acc", "early_stopping_test_acc"):
-                entry[f"{network}_{key}"] = result[key]
-            metrics["max_abs_pruned_weight"] = max(metrics["max_abs_pruned_weight"], result["max_abs_pruned"])
-            if result["status"] != "done":
-                metrics["diverged"].append(f"{network}@{level}")
-        levels.append(entry)
-        if runs["ticket"]["status"] != "done":  # the next level would prune a diverged network
-            status = "diverged"
-            metrics["divergence"] = f"ticket at level {level}: {runs['ticket']['divergence']}"
-    metrics["levels"] = levels
-    metrics["final_remaining"] = levels[-1]["remaining"]
-    curves: dict[str, list[tuple[int, float]]] = {"remaining": [(e["level"], e["remaining"]) for e in levels]}
-    for network in NETWORKS:
-        for key in ("test_acc", "train_acc", "early_stopping_test_acc"):
-            points = [(e["level"], e[f"{network}_{key}"]) for e in levels
-                      if isinstance(e.get(f"{network}_{key}"), (int, float))]
-            if points:
-                curves[f"{network}_{key}"] = points
-    provenance_info = {**provenance(target), "data": dataset.info}
-    return RunOutcome(status, metrics, curves, time.perf_counter() - started, provenance_info)
+        **{k: params[k] for k in ("rounds", "prune_fraction", "output_prune_fraction")},
+        "n_train": dataset.n_train, "n_test": dataset.n_test,
+        "diverged": ["dense" if level == 0 else f"{net}@{level}" for level, net in failed],
+        "max_abs_pruned_weight": max(result["max_abs_pruned"] for result in trained.values()),
+        "levels": levels, "final_remaining": levels[-1]["remaining"]}
+    ticket = next((level for level, net in failed if net == "ticket"), None)
+    if ticket is not None:
+        why = trained[(ticket, "ticket")]["divergence"]
+        metrics["divergence"] = why if ticket == 0 else f"ticket at level {ticket}: {why}"
+    curves = {"remaining": [(e["level"], e["remaining"]) for e in levels]}
+    for (level, net), result in trained.items():
+        for key in ACCURACIES:
+            if isinstance(result[key], (int, float)):
+                curves.setdefault(f"{net}_{key}", []).append((level, result[key]))
+    return ("done" if ticket is None else "diverged"), metrics, curves
 
 
-# --- summary -------------------------------------------------------------------------------------
+# --- analysis ------------------------------------------------------------------------------------
+
+TITLE = "lottery: winning tickets under iterative magnitude pruning"
+DENSE = (0, "ticket")  # the dense network: level 0 of the ticket's trajectory
 
 
-def _level_table(rows: list) -> dict[int, dict[int, dict[str, Any]]]:
-    """{level: {seed: level entry}} over the finished runs."""
-    out: dict[int, dict[int, dict[str, Any]]] = {}
-    for row in rows:
-        for entry in row["metrics"].get("levels", []):
-            out.setdefault(entry["level"], {})[row["seed"]] = entry
-    return dict(sorted(out.items()))
+def _points(run: Run) -> list[Run]:
+    """One run's IMP trajectory as one :class:`Run` per (level, network) (level 0: the dense
+    network, as "ticket"), read from the run's curves (step = level), with metrics "remaining"
+    (fraction of prunable weights), "test_pct" and "early_stopping_pct" (final test accuracy and
+    test accuracy at the early-stopping point, in %; NaN where the network has none)."""
+    def percent(name: str) -> dict[int, float]:
+        steps, values = run.curve(name)
+        return dict(zip(steps.tolist(), 100 * values))
+
+    test = {net: percent(f"{net}_test_acc") for net in NETWORKS}
+    early = {net: percent(f"{net}_early_stopping_test_acc") for net in NETWORKS}
+    return [Run(f"{run.key}:{net}@{level}", run.seed, run.status, {"level": level, "network": net}, None,
+                {"remaining": fraction, "test_pct": test[net].get(level, math.nan),
+                 "early_stopping_pct": early[net].get(level, math.nan)})
+            for level, fraction in zip(*(v.tolist() for v in run.curve("remaining")))
+            for net in (NETWORKS if level > 0 else ("ticket",))]
 
 
-def _number(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
+@dataclass
+class LotteryAnalysis:
+    """Accuracies are final test accuracies in %, means over seeds with 95% CIs; differences are
+    in percentage points, paired by seed; remaining fractions are of the prunable weights, in [0, 1]."""
+
+    table: SeedTable  # seed x (level, network), metrics of :func:`_points`; DENSE is the dense network
+    levels: list[int]  # the pruned levels (>= 1), ascending
+    remaining: dict[int, float]  # pruned level -> fraction of prunable weights remaining (mean over seeds)
+    at10: int  # the pruned level whose remaining fraction is closest to TARGET_REMAINING
+    sparsest: int  # the last pruned level
+    dense: CI  # the dense network's accuracy
+    accuracy: dict[int, dict[str, CI]]  # pruned level -> network -> accuracy
+    gaps: dict[int, dict[str, CI]]  # pruned level -> "dense" | "reinit" | "random" -> ticket − that network
+    dense_gap: CI  # dense − ticket at ``at10`` (what pruning costs)
+    margins: dict[int, CI]  # pruned level -> ticket − max(reinit, random) (seeds with both controls)
+    diverged: list[str]  # "seed s: dense, reinit@3, ..." per run with diverged trainings (left out)
+    max_abs_pruned: float  # largest |w| of a pruned weight after training, over all runs (0.0: the masks held)
 
 
-def _accuracies(entries: dict[int, dict[str, Any]], network: str, key: str = "test_acc") -> dict[int, float]:
-    """{seed: accuracy in %} of one network at one level (seeds without a value left out)."""
-    values = {seed: 100 * _number(e.get(f"{network}_{key}")) for seed, e in entries.items()}
-    return {seed: v for seed, v in values.items() if math.isfinite(v)}
+def analyze(runs: list[Run], config: LotteryConfig) -> LotteryAnalysis | Missing:
+    table = SeedTable([p for run in runs for p in _points(run)], lambda p: (p.settings["level"], p.settings["network"]))
+    levels = sorted({level for level, _ in table.axis if level > 0})
+    if not levels or DENSE not in table.axis:
+        return Missing(TITLE, "No finished run with a pruned level yet.")
+    means = dict(zip(table.axis, table.mean("remaining")))
+    remaining = {level: float(means[(level, "ticket")]) for level in levels}
+    at10 = min(levels, key=lambda level: (abs(remaining[level] - TARGET_REMAINING), level))
+    gaps = {level: {other: table.difference("test_pct", (level, "ticket"), key)
+                    for other, key in (("dense", DENSE), ("reinit", (level, "reinit")), ("random", (level, "random")))}
+            for level in levels}
+    best_control = {level: np.maximum(table.at("test_pct", (level, "reinit")), table.at("test_pct", (level, "random")))
+                    for level in levels}
+    return LotteryAnalysis(
+        table, levels, remaining, at10, levels[-1], table.ci("test_pct", DENSE),
+        {level: {net: table.ci("test_pct", (level, net)) for net in NETWORKS} for level in levels}, gaps,
+        table.difference("test_pct", DENSE, (at10, "ticket")),
+        {level: paired_difference(table.at("test_pct", (level, "ticket")), best_control[level]) for level in levels},
+        [f"seed {r.seed}: {', '.join(r.metrics['diverged'])}" for r in runs if r.metrics.get("diverged")],
+        max((r.metric("max_abs_pruned_weight") for r in runs), default=math.nan))
 
 
-def _paired(a: dict[int, float], b: dict[int, float]) -> list[float]:
-    """a − b over the seeds both have."""
-    return [a[s] - b[s] for s in sorted(set(a) & set(b))]
-
-
-def summarize(rows: list[dict[str, Any]], config: LotteryConfig) -> list:
-    from overparam.report import Claim, Section, bootstrap_ci
-
-    title = "lottery: winning tickets under iterative magnitude pruning"
-    done = common.done_rows(rows)
-    by_level = _level_table(done)
-    if len(by_level) < 2:
-        return [Section(title, "No finished run with a pruned level yet.")]
-    dense = {seed: 100 * v for seed, v in ((r["seed"], _number(r["metrics"].get("dense_test_acc"))) for r in done)
-             if math.isfinite(v)}
-    dense_ci = bootstrap_ci(list(dense.values()))
-    remaining = {level: float(np.mean([e["remaining"] for e in entries.values()])) for level, entries in by_level.items()}
-    acc = {level: {net: _accuracies(entries, net) for net in NETWORKS} for level, entries in by_level.items()}
-    cis = {level: {net: bootstrap_ci(list(acc[level][net].values())) for net in NETWORKS} for level in by_level}
-    gaps = {level: {net: bootstrap_ci(_paired(acc[level]["ticket"], acc[level][net])) for net in ("reinit", "random")}
-            for level in by_level if level > 0}
-    vs_dense = {level: bootstrap_ci(_paired(acc[level]["ticket"], dense)) for level in by_level if level > 0}
-
-    pruned = [level for level in by_level if level > 0]
-    at10 = min(pruned, key=lambda level: (abs(remaining[level] - TARGET_REMAINING), level))
-    sparsest = max(pruned)
-    pct10, pct_sparsest = 100 * remaining[at10], 100 * remaining[sparsest]
-
-    claims = []
-    gap_dense = bootstrap_ci(_paired(dense, acc[at10]["ticket"]))
-    claims.append(Claim.from_ci(
-        "lottery.ticket_vs_dense_10pct", NAME,
-        f"At {pct10:.1f}% of prunable weights remaining (level {at10}, the level closest to 10%), the winning ticket's "
-        f"final test accuracy is within 1.15 pp of the dense network's: dense − ticket, in percentage points, paired "
-        f"by seed, is below 1.15. Read as a bound on what pruning costs: a ticket more accurate than the dense "
-        f"network (a negative gap) satisfies it.", "within 1.15 pp of dense at ~10% of weights", gap_dense,
-        less_than=1.15, details={"level": at10, "remaining": remaining[at10]}))
-    reinit_loss = gaps[at10]["reinit"]
-    claims.append(Claim.from_ci(
-        "lottery.reinit_loss_10pct", NAME,
-        f"At {pct10:.1f}% of prunable weights remaining (level {at10}), randomly reinitializing the winning ticket's "
-        f"sparse structure loses test accuracy: ticket − reinit, in percentage points, paired by seed (> 0).",
-        "2.80 pp lower after random reinitialization", reinit_loss, greater_than=0.0,
-        details={"level": at10, "remaining": remaining[at10]}))
-    best_control = {s: max(acc[sparsest]["reinit"][s], acc[sparsest]["random"][s])
-                    for s in set(acc[sparsest]["reinit"]) & set(acc[sparsest]["random"])}
-    beats = bootstrap_ci(_paired(acc[sparsest]["ticket"], best_control))
-    claims.append(Claim.from_ci(
-        "lottery.ticket_beats_controls", NAME,
-        f"At the sparsest level ({pct_sparsest:.1f}% of prunable weights remaining, level {sparsest}), the winning "
-        f"ticket beats both controls: ticket − max(reinit, random-mask) test accuracy, in percentage points, paired "
-        f"by seed (> 0).", "winning tickets outperform random reinitialization and random pruning", beats,
-        greater_than=0.0, details={"level": sparsest, "remaining": remaining[sparsest]}))
-
-    def cell(ci) -> str:
-        return common.ci_text(ci, 3)
-
-    table = common.table(
-        ["level", "remaining %", "n", "ticket test acc %", "reinit test acc %", "random-mask test acc %",
-         "ticket − dense (pp)", "ticket − reinit (pp)", "ticket − random (pp)"],
-        [[0, "100", dense_ci.n, cell(dense_ci) + " (dense)", "", "", "", "", ""]]
-        + [[level, common.fmt(100 * remaining[level], 3), cis[level]["ticket"].n]
-           + [cell(cis[level][net]) for net in NETWORKS]
-           + [cell(vs_dense[level]), cell(gaps[level]["reinit"]), cell(gaps[level]["random"])] for level in pruned])
-    early = common.table(
-        ["level", "remaining %", "ticket", "reinit", "random-mask"],
-        [[level, common.fmt(100 * remaining[level], 3)]
-         + [common.fmt(float(np.mean(list(_accuracies(entries, net, "early_stopping_test_acc").values()) or [math.nan])), 3)
-            for net in NETWORKS] for level, entries in by_level.items() if level > 0])
-    dense_early = [100 * _number(r["metrics"].get("dense_early_stopping_test_acc")) for r in done]
-    diverged = [f"seed {r['seed']}: {', '.join(r['metrics']['diverged'])}" for r in done if r["metrics"].get("diverged")]
-    max_pruned = max((_number(r["metrics"].get("max_abs_pruned_weight")) for r in done), default=math.nan)
-    first = min(pruned)
-
-    best_level = max(pruned, key=lambda level: cis[level]["ticket"][0])
-    best_acc = cis[best_level]["ticket"][0]
-    margin_first = _mean(_paired(acc[first]["ticket"], {s: max(acc[first]["reinit"].get(s, -math.inf),
-                                                                 acc[first]["random"].get(s, -math.inf))
-                                                         for s in acc[first]["ticket"]}))
-    reading = [
-        (f"The dense network reached {cell(dense_ci)}% test accuracy (n={dense_ci.n} seeds). At {pct10:.1f}% of its "
-         f"prunable weights (level {at10}) the winning ticket reached {cell(cis[at10]['ticket'])}%, "
-         f"{_direction(-gap_dense[0])} the dense network by {common.fmt(abs(gap_dense[0]), 3)} pp "
-         f"(dense − ticket = {cell(gap_dense)} pp; the paper: within 1.15 pp)."),
-        (f"With the same mask but a fresh initialization the network reached {cell(cis[at10]['reinit'])}% "
-         f"(ticket − reinit = {cell(reinit_loss)} pp; paper 2.80 pp), and a random mask with the same per-layer counts "
-         f"on the original initialization {cell(cis[at10]['random'])}% (ticket − random = "
-         f"{cell(gaps[at10]['random'])} pp)."),
-        (f"The most accurate ticket was at level {best_level} ({100 * remaining[best_level]:.1f}% remaining): "
-         f"{common.fmt(best_acc, 3)}%, {_direction(best_acc - dense_ci[0])} the dense network's "
-         f"{common.fmt(dense_ci[0], 3)}% by {common.fmt(abs(best_acc - dense_ci[0]), 3)} pp (means over seeds). The "
-         f"ticket's mean margin over the better of its two controls was {common.fmt(margin_first, 3)} pp at the first "
-         f"pruning level ({100 * remaining[first]:.1f}% remaining) and {common.fmt(beats[0], 3)} pp at the sparsest "
-         f"({pct_sparsest:.1f}%): {'larger' if beats[0] > margin_first else 'not larger'} at the sparsest level."),
+def claims(a: LotteryAnalysis, config: LotteryConfig) -> list[Claim]:
+    pct10, pct_sparsest = 100 * a.remaining[a.at10], 100 * a.remaining[a.sparsest]
+    at10, sparsest = ({"level": level, "remaining": a.remaining[level]} for level in (a.at10, a.sparsest))
+    return [
+        Claim.from_ci(
+            "lottery.ticket_vs_dense_10pct", NAME,
+            f"At {pct10:.1f}% of prunable weights remaining (level {a.at10}, the level closest to 10%), the winning "
+            f"ticket's final test accuracy is within 1.15 pp of the dense network's: dense − ticket, in percentage "
+            f"points, paired by seed, is below 1.15. Read as a bound on what pruning costs: a ticket more accurate "
+            f"than the dense network (a negative gap) satisfies it.", "within 1.15 pp of dense at ~10% of weights",
+            a.dense_gap, less_than=1.15, details=at10),
+        Claim.from_ci(
+            "lottery.reinit_loss_10pct", NAME,
+            f"At {pct10:.1f}% of prunable weights remaining (level {a.at10}), randomly reinitializing the winning "
+            f"ticket's sparse structure loses test accuracy: ticket − reinit, in percentage points, paired by seed "
+            f"(> 0).", "2.80 pp lower after random reinitialization", a.gaps[a.at10]["reinit"], greater_than=0.0,
+            details=at10),
+        Claim.from_ci(
+            "lottery.ticket_beats_controls", NAME,
+            f"At the sparsest level ({pct_sparsest:.1f}% of prunable weights remaining, level {a.sparsest}), the "
+            f"winning ticket beats both controls: ticket − max(reinit, random-mask) test accuracy, in percentage "
+            f"points, paired by seed (> 0).", "winning tickets outperform random reinitialization and random pruning",
+            a.margins[a.sparsest], greater_than=0.0, details=sparsest),
     ]
-    if max_pruned == 0.0:
-        checks = "Every pruned weight was exactly 0.0 after training, in every trained network (checked). "
-    else:
-        checks = (f"WARNING: a pruned weight was nonzero after training (largest |w| over pruned weights: "
-                  f"{common.fmt(max_pruned, 3)}). ")
-    checks += f"Diverged trainings (left out): {'; '.join(diverged)}." if diverged else "No training diverged."
-    text = (f"Layer-wise iterative magnitude pruning with rewinding to the original initialization: per round, "
-            f"{100 * config.prune_fraction:g}% of each hidden layer's remaining weights and "
-            f"{100 * config.output_prune_fraction:g}% of the output layer's are removed. Accuracies are final test "
-            f"accuracies in %, mean over seeds with a 95% bootstrap CI; differences are paired by seed, in "
-            f"percentage points. 'remaining %' counts weight matrices only (biases are never pruned).\n\n{table}\n\n"
-            f"Test accuracy at each network's early-stopping point (the evaluation of minimum test loss; mean over "
-            f"seeds, %; dense: {common.fmt(_mean(dense_early), 3)}):\n\n{early}\n\n" + " ".join(reading)
-            + f"\n\n{checks}")
-    figure = _accuracy_figure(by_level, remaining, cis, dense_ci, at10)
-    return [Section(title, text, [("lottery_accuracy_vs_remaining", figure)], claims)]
 
 
-def _mean(values: list[float]) -> float:
-    values = [v for v in values if math.isfinite(v)]
-    return float(np.mean(values)) if values else math.nan
+# --- report --------------------------------------------------------------------------------------
+
+
+_cell = functools.partial(common.ci_text, digits=3)
 
 
 def _direction(difference: float) -> str:
     return "above" if difference > 0 else "below" if difference < 0 else "level with"
 
 
-def _accuracy_figure(by_level: dict, remaining: dict, cis: dict, dense_ci, at10: int):
+def render(a: LotteryAnalysis, claims: list[Claim], config: LotteryConfig) -> list[Section]:
+    early = dict(zip(a.table.axis, a.table.mean("early_stopping_pct")))
+    early_table = common.table(
+        ["level", "remaining %", "ticket", "reinit", "random-mask"],
+        [[level, common.fmt(100 * a.remaining[level], 3)] + [common.fmt(early[(level, net)], 3) for net in NETWORKS]
+         for level in a.levels])
+    text = (f"Layer-wise iterative magnitude pruning with rewinding to the original initialization: per round, "
+            f"{100 * config.prune_fraction:g}% of each hidden layer's remaining weights and "
+            f"{100 * config.output_prune_fraction:g}% of the output layer's are removed. Accuracies are final test "
+            f"accuracies in %, mean over seeds with a 95% bootstrap CI; differences are paired by seed, in "
+            f"percentage points. 'remaining %' counts weight matrices only (biases are never pruned).\n\n"
+            f"{_level_table(a)}\n\nTest accuracy at each network's early-stopping point (the evaluation of minimum "
+            f"test loss; mean over seeds, %; dense: {common.fmt(early[DENSE], 3)}):\n\n{early_table}\n\n"
+            f"{_reading(a)}\n\n")
+    if a.max_abs_pruned == 0.0:
+        text += "Every pruned weight was exactly 0.0 after training, in every trained network (checked). "
+    else:
+        text += (f"WARNING: a pruned weight was nonzero after training (largest |w| over pruned weights: "
+                 f"{common.fmt(a.max_abs_pruned, 3)}). ")
+    text += f"Diverged trainings (left out): {'; '.join(a.diverged)}." if a.diverged else "No training diverged."
+    return [Section(TITLE, text, [("lottery_accuracy_vs_remaining", _accuracy_figure(a))], claims)]
+
+
+def _level_table(a: LotteryAnalysis) -> str:
+    return common.table(
+        ["level", "remaining %", "n", "ticket test acc %", "reinit test acc %", "random-mask test acc %",
+         "ticket − dense (pp)", "ticket − reinit (pp)", "ticket − random (pp)"],
+        [[0, "100", a.dense.n, _cell(a.dense) + " (dense)", "", "", "", "", ""]]
+        + [[level, common.fmt(100 * a.remaining[level], 3), a.accuracy[level]["ticket"].n]
+           + [_cell(a.accuracy[level][net]) for net in NETWORKS]
+           + [_cell(a.gaps[level][other]) for other in ("dense", "reinit", "random")] for level in a.levels])
+
+
+def _reading(a: LotteryAnalysis) -> str:
+    at10, dense, gap = a.accuracy[a.at10], a.dense, a.dense_gap
+    pct10, pct_sparsest, first = 100 * a.remaining[a.at10], 100 * a.remaining[a.sparsest], a.levels[0]
+    best_level = max(a.levels, key=lambda level: a.accuracy[level]["ticket"][0])
+    best, margin_first, beats = a.accuracy[best_level]["ticket"][0], a.margins[first][0], a.margins[a.sparsest]
+    return " ".join([
+        (f"The dense network reached {_cell(dense)}% test accuracy (n={dense.n} seeds). At {pct10:.1f}% of its "
+         f"prunable weights (level {a.at10}) the winning ticket reached {_cell(at10['ticket'])}%, "
+         f"{_direction(-gap[0])} the dense network by {common.fmt(abs(gap[0]), 3)} pp "
+         f"(dense − ticket = {_cell(gap)} pp; the paper: within 1.15 pp)."),
+        (f"With the same mask but a fresh initialization the network reached {_cell(at10['reinit'])}% "
+         f"(ticket − reinit = {_cell(a.gaps[a.at10]['reinit'])} pp; paper 2.80 pp), and a random mask with the same "
+         f"per-layer counts on the original initialization {_cell(at10['random'])}% (ticket − random = "
+         f"{_cell(a.gaps[a.at10]['random'])} pp)."),
+        (f"The most accurate ticket was at level {best_level} ({100 * a.remaining[best_level]:.1f}% remaining): "
+         f"{common.fmt(best, 3)}%, {_direction(best - dense[0])} the dense network's "
+         f"{common.fmt(dense[0], 3)}% by {common.fmt(abs(best - dense[0]), 3)} pp (means over seeds). The "
+         f"ticket's mean margin over the better of its two controls was {common.fmt(margin_first, 3)} pp at the first "
+         f"pruning level ({100 * a.remaining[first]:.1f}% remaining) and {common.fmt(beats[0], 3)} pp at the sparsest "
+         f"({pct_sparsest:.1f}%): {'larger' if beats[0] > margin_first else 'not larger'} at the sparsest level."),
+    ])
+
+
+def _accuracy_figure(a: LotteryAnalysis):
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    from overparam.report import new_figure
-    from overparam.report.figures import n_label
+    from overparam.report.figures import n_label, new_figure
 
     fig, ax = new_figure(width=7.4, height=4.6)
     colours = {"ticket": "tab:blue", "reinit": "tab:orange", "random": "tab:green", "dense": "0.3"}
     markers = {"ticket": "o", "reinit": "s", "random": "^"}
-    pruned = [level for level in by_level if level > 0]
-    xs = np.array([100 * remaining[level] for level in pruned])
+    xs = np.array([100 * a.remaining[level] for level in a.levels])
     for net in NETWORKS:
-        est, low, high = (np.array([cis[level][net][i] for level in pruned]) for i in range(3))
-        ns = [cis[level][net].n for level in pruned]
+        est, low, high = (np.array([a.accuracy[level][net][i] for level in a.levels]) for i in range(3))
         ax.plot(xs, est, marker=markers[net], markersize=4.5, color=colours[net], zorder=3,
-                label=f"{LABELS[net]} ({n_label(ns)}, 95% CI)")
+                label=f"{LABELS[net]} ({n_label([a.accuracy[level][net].n for level in a.levels])}, 95% CI)")
         band = ~(np.isnan(low) | np.isnan(high))
         if band.any():
             ax.fill_between(xs[band], low[band], high[band], color=colours[net], alpha=0.18, linewidth=0, zorder=2)
-    ax.axhline(dense_ci[0], color=colours["dense"], linestyle="--", linewidth=1.2, zorder=1,
-               label=f"dense, 100% of weights ({n_label(dense_ci.n)}, 95% CI)")
-    if dense_ci.decided:
-        ax.axhspan(dense_ci[1], dense_ci[2], color=colours["dense"], alpha=0.12, linewidth=0, zorder=0)
-    ax.axvline(100 * remaining[at10], color="0.5", linestyle=":", linewidth=1)
-    ax.annotate(f"claims at {100 * remaining[at10]:.1f}%", (100 * remaining[at10], 0.98),
-                xycoords=("data", "axes fraction"), xytext=(-4, 0), textcoords="offset points", ha="right", va="top",
-                fontsize=8, color="0.35")
+    ax.axhline(a.dense[0], color=colours["dense"], linestyle="--", linewidth=1.2, zorder=1,
+               label=f"dense, 100% of weights ({n_label(a.dense.n)}, 95% CI)")
+    if a.dense.decided:
+        ax.axhspan(a.dense[1], a.dense[2], color=colours["dense"], alpha=0.12, linewidth=0, zorder=0)
+    at10 = 100 * a.remaining[a.at10]
+    ax.axvline(at10, color="0.5", linestyle=":", linewidth=1)
+    ax.annotate(f"claims at {at10:.1f}%", (at10, 0.98), xycoords=("data", "axes fraction"), xytext=(-4, 0),
+                textcoords="offset points", ha="right", va="top", fontsize=8, color="0.35")
     ax.set_xscale("log")
     ax.set_xlim(xs.max() * 1.12, xs.min() / 1.12)  # reversed: sparsity grows to the right
-    ticks = xs if len(xs) <= 8 else xs[::2]
-    ax.set_xticks(ticks)
+    ax.set_xticks(xs if len(xs) <= 8 else xs[::2])
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("weights remaining (% of prunable weights, log scale)")
@@ -402,7 +418,9 @@ STUDY = Study(
     config_type=LotteryConfig,
     grid=grid,
     run_one=run_one,
-    legacy_summarize=summarize,
+    analyze=analyze,
+    claims=claims,
+    render=render,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 200, "seed": 0},
                  "model": {"name": "mlp", "width": 16, "depth": 1},

@@ -23,8 +23,9 @@ training set, one run per (η, seed). Every ``track_every`` steps a train callba
 λ_max(θ_s) of the full training loss (the loss GD descends) by Lanczos warm-started from the
 previous top eigenvector, 'residual' criterion with tolerance ``track_tol`` and at most
 ``track_max_hvps`` HVPs (see :class:`SharpnessTracker` for the cost and the accuracy measured
-against a cold 32-step Lanczos). The run stores the trajectories (step, λ_max) and the
-full-batch training loss L(θ_t) of every step. From them (:func:`edge_statistics`):
+against a cold 32-step Lanczos). The run stores the trajectories as curves: ``sharpness``
+(step, λ_max) and the loop's ``batch_loss``, the full-batch training loss L(θ_t) of every step.
+From them (:func:`edge_statistics`):
 
 - onset s*: the first measured step at which η·λ_max crosses 2·``eos_onset`` from below (default
   0.9, i.e. λ_max comes within 10% of 2/η); the run *reached the edge* if s* exists and leaves at least
@@ -58,7 +59,9 @@ from typing import Any
 
 import numpy as np
 
+from overparam.analysis import Missing, Run, SeedTable, group, mean_ci, metric_pairs
 from overparam.errors import ConfigError, check_positive_int, choice_error
+from overparam.report import CI, Claim, Section, spearman_ci
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study
 
@@ -230,8 +233,9 @@ class SharpnessTracker:
 
 
 def _run_eos(spec: RunSpec, device: str | None) -> RunOutcome:
-    """One full-batch GD run with λ_max tracked along it; trajectories go into the metrics
-    (the summary reads them from the stored rows) and the curves."""
+    """One full-batch GD run with λ_max tracked along it: the curves ``sharpness`` (step, λ_max)
+    and the loop's ``batch_loss`` (at step s the full-batch loss before update s, L(θ_{s−1}))
+    are what the analysis reads; the metrics add the first and last λ_max and the tracking cost."""
     from overparam.config import RunConfig
     from overparam.run import run_one as train_run
     from overparam.train import Callback
@@ -240,12 +244,9 @@ def _run_eos(spec: RunSpec, device: str | None) -> RunOutcome:
     tracking = spec.params["tracking"]
     tracker = SharpnessTracker(tracking["tol"], tracking["max_hvps"], seed=spec.seed)
     record = train_run(config, device=device, callbacks=[Callback(tracker, every=tracking["every"])], quiet=True)
-    # batch_loss at step s is the full-batch loss before update s: L(θ_{s-1})
-    loss_by_step = [value for _, value in sorted(record.curves.get("batch_loss", []))]
     metrics = dict(record.metrics)
     metrics.update(
-        sharpness_steps=[s for s, _ in tracker.points], sharpness=[v for _, v in tracker.points],
-        loss_by_step=loss_by_step, sharpness_initial=tracker.points[0][1] if tracker.points else math.nan,
+        sharpness_initial=tracker.points[0][1] if tracker.points else math.nan,
         sharpness_final=tracker.points[-1][1] if tracker.points else math.nan,
         tracking_hvps=tracker.hvps, tracking_s=tracker.seconds, tracking_unconverged=tracker.unconverged,
         tracking_measurements=len(tracker.points),
@@ -328,83 +329,204 @@ def edge_statistics(steps: list[int], sharpness: list[float], loss_by_step: list
                           int(late.size), loss_ratio, increase_fraction)
 
 
-def _edge(row: dict[str, Any], config: LrEosConfig) -> EdgeStatistics:
-    m = row["metrics"]
-    return edge_statistics(m["sharpness_steps"], m["sharpness"], m["loss_by_step"], m["lr"], m["steps"],
-                           onset=config.eos_onset, band=config.eos_band,
-                           min_late_fraction=config.eos_min_late_fraction)
-
-
-# --- summary --------------------------------------------------------------------------------------
-
-
-def summarize(rows: list[dict[str, Any]], config: LrEosConfig) -> list:
-    from overparam.report import Section
-
-    by_kind = common.group(rows, lambda r: common.run_params(r)["kind"])
-    sections = []
-    if "lr" in by_kind:
-        sections.append(_summarize_sweep(by_kind["lr"], config))
-    if "eos" in by_kind:
-        sections.append(_summarize_eos(by_kind["eos"], config))
-    return sections or [Section("lr_eos: learning rate, sharpness and the edge of stability", "No runs yet.")]
-
-
-def _lr(row: dict[str, Any]) -> float:
-    return float(common.run_params(row)["run"]["train"]["lr"])
+def _lr(run: Run) -> float:
+    return float(run.config.train.lr)
 
 
 def _eta(lr: float) -> str:
     return f"{lr:g}"
 
 
-def _summarize_sweep(rows: list[dict[str, Any]], config: LrEosConfig):
-    from overparam.report import Claim, Section, bootstrap_ci, spearman_ci
+def _edge(run: Run, config: LrEosConfig) -> EdgeStatistics:
+    """The statistics of one part (b) run from its stored curves: ``sharpness`` (step, λ_max) and
+    ``batch_loss``, whose values in step order (steps 1..T) are L(θ_0), ..., L(θ_{T−1})."""
+    steps, sharpness = run.curve("sharpness")
+    _, losses = run.curve("batch_loss")
+    return edge_statistics(steps, sharpness, losses, _lr(run), run.config.train.steps, onset=config.eos_onset,
+                           band=config.eos_band, min_late_fraction=config.eos_min_late_fraction)
 
-    title = "lr_eos (a): learning-rate sweep — final sharpness and test error"
-    done = [r for r in common.done_rows(rows) if "lambda_max" in r["metrics"]]
-    diverged = sorted({_lr(r) for r in rows if r["status"] == "diverged"})
-    by_lr = common.group(done, _lr)
-    if not by_lr:
-        return Section(title, "No finished runs yet.")
-    metrics = ("test_error", "lambda_max", "lr_times_lambda_max", "train_loss")
-    cis = {lr: {m: bootstrap_ci(common.values(rs, m)) for m in metrics} for lr, rs in by_lr.items()}
-    lam, err, lrs = ([r["metrics"][k] for r in done] for k in ("lambda_max", "test_error", "lr"))
-    rho = spearman_ci(lam, err)
-    falls = spearman_ci(lrs, lam)
-    claims = [
+
+# --- analysis ------------------------------------------------------------------------------------
+
+
+TITLE = "lr_eos: learning rate, sharpness and the edge of stability"
+SWEEP_TITLE = "lr_eos (a): learning-rate sweep — final sharpness and test error"
+EDGE_TITLE = "lr_eos (b): edge of stability — full-batch GD with MSE"
+SWEEP_METRICS = ("test_error", "lambda_max", "lr_times_lambda_max", "train_loss")
+SWEEP_CLAIMS = ("lr_eos.sharpness_vs_test_error", "lr_eos.sharpness_falls_with_lr")
+LATE = ("late_ratio", "hover_fraction", "loss_ratio", "loss_increase_fraction")  # EdgeStatistics, NaN unless reached
+
+
+@dataclass
+class SweepAnalysis:
+    """Part (a) over its finished runs with a final λ_max."""
+
+    table: SeedTable  # seed x η (the configured learning rate, ascending)
+    # per SWEEP_METRICS name, the mean over seeds at each η: test error (1 − accuracy), λ_max (top eigenvalue
+    # of the training-loss Hessian), η·λ_max (dimensionless, 2 is GD's stability bound), final train loss
+    cis: dict[str, list[CI]]
+    rho: CI  # Spearman ρ(λ_max, test error) over all runs (in store order)
+    falls: CI  # Spearman ρ(η, λ_max) over all runs
+    unconverged: int  # final λ_max values that missed the Lanczos tolerance
+
+
+@dataclass
+class EdgeAnalysis:
+    """Part (b) over its finished runs with a sharpness trajectory."""
+
+    table: SeedTable  # seed x η
+    stats: dict[str, EdgeStatistics]  # run key -> the statistics of its trajectories (edge_statistics)
+    reached: list[Run]  # the runs that reached the edge, in store order
+    late: CI  # late-phase mean of η·λ_max (dimensionless, 2 at the edge), mean over the reached runs
+    trend: CI  # late-phase loss ratio (mean over the last tenth / over the first tenth), mean over the reached runs
+    # per-η means over seeds of "initial_ratio" (η·λ_max at step 0), "onset_step" (SGD steps), the LATE fields and
+    # "final_ratio" (η·λ_max at the last measurement); onset and LATE over the seeds that reached the edge (n=0: none)
+    columns: dict[str, list[CI]]
+    reached_counts: list[int]  # runs that reached the edge, per η
+    # summed over the runs: "tracking_s" and "wall_time_s" (seconds measuring λ_max, and in all), and the λ_max
+    # measurements, "tracking_measurements", of which "tracking_unconverged" missed the Lanczos tolerance
+    cost: dict[str, float]
+
+    @property
+    def reached_lrs(self) -> list[float]:
+        return sorted({_lr(r) for r in self.reached})
+
+
+@dataclass
+class LrEosAnalysis:
+    sweep: SweepAnalysis | None  # part (a); None when it has no finished run
+    edge: EdgeAnalysis | None  # part (b); likewise
+
+
+def analyze(runs: list[Run], config: LrEosConfig) -> LrEosAnalysis | Missing:
+    sweep = _analyze_sweep([r for r in runs if r.settings["kind"] == "lr" and "lambda_max" in r.metrics])
+    edge = _analyze_edge([r for r in runs if r.settings["kind"] == "eos" and r.curve("sharpness")[0].size], config)
+    return Missing(TITLE, "No finished runs yet.") if sweep is None and edge is None else LrEosAnalysis(sweep, edge)
+
+
+def _analyze_sweep(done: list[Run]) -> SweepAnalysis | None:
+    if not done:
+        return None
+    table = SeedTable(done, _lr)
+    lam, err = metric_pairs(done, "lambda_max", "test_error")
+    lrs, lam_by_lr = metric_pairs(done, "lr", "lambda_max")
+    unconverged = sum(not r.metrics.get("lambda_max_converged", True) for r in done)
+    return SweepAnalysis(table, {m: table.cis(m) for m in SWEEP_METRICS}, spearman_ci(lam, err),
+                         spearman_ci(lrs, lam_by_lr), unconverged)
+
+
+def _analyze_edge(done: list[Run], config: LrEosConfig) -> EdgeAnalysis | None:
+    if not done:
+        return None
+    stats = {r.key: _edge(r, config) for r in done}
+    reached = [r for r in done if stats[r.key].reached]
+    table = SeedTable(done, _lr)
+
+    def column(get):
+        return table.cis(lambda run: get(run, stats[run.key]))
+
+    columns = {"initial_ratio": column(lambda r, s: s.initial_ratio),
+               "onset_step": column(lambda r, s: s.onset_step if s.reached else None),
+               **{name: column(lambda r, s, name=name: getattr(s, name)) for name in LATE},
+               "final_ratio": column(lambda r, s: r.metric("sharpness_final") * _lr(r))}
+    cost = {m: float(np.nansum([r.metric(m) for r in done]))
+            for m in ("tracking_s", "tracking_measurements", "tracking_unconverged")}
+    cost["wall_time_s"] = float(np.nansum([r.wall_time_s for r in done]))
+    return EdgeAnalysis(table, stats, reached, mean_ci([stats[r.key].late_ratio for r in reached]),
+                        mean_ci([stats[r.key].loss_ratio for r in reached]), columns,
+                        table.counts(lambda r: 1.0 if stats[r.key].reached else None), cost)
+
+
+# --- claims --------------------------------------------------------------------------------------
+
+
+def claims(a: LrEosAnalysis, config: LrEosConfig) -> list[Claim]:
+    return ((_sweep_claims(a.sweep) if a.sweep is not None else [])
+            + (_edge_claims(a.edge, config) if a.edge is not None else []))
+
+
+def _sweep_claims(s: SweepAnalysis) -> list[Claim]:
+    n_runs = sum(s.table.n_runs())
+    return [
         Claim.from_ci(
             "lr_eos.sharpness_vs_test_error", NAME,
             "Across the LR sweep (SGD, fixed batch and epochs), sharper final minima have LOWER test error: Spearman "
             "ρ(λ_max, test error) < 0 over all runs, the sign the paper reports. (ρ > 0 would be the flat-minima "
             "picture: flatter minima generalize better.)",
-            "ρ = −0.89 between sharpness and test error (as reported)", rho, less_than=0.0,
-            details={"n_runs": len(done), "sign_convention": "rho<0: sharper minima generalize better"}),
+            "ρ = −0.89 between sharpness and test error (as reported)", s.rho, less_than=0.0,
+            details={"n_runs": n_runs, "sign_convention": "rho<0: sharper minima generalize better"}),
         Claim.from_ci(
             "lr_eos.sharpness_falls_with_lr", NAME,
             "λ_max at the end of training falls as the learning rate rises: Spearman ρ(η, λ_max) < 0 over all runs "
             "(stability of a step of size η requires λ_max ≲ 2/η).",
-            "λ_max ≲ 2/η: larger steps end in flatter regions (Cohen et al. 2021; Jastrzębski et al. 2020)", falls,
-            less_than=0.0, details={"n_runs": len(done)}),
+            "λ_max ≲ 2/η: larger steps end in flatter regions (Cohen et al. 2021; Jastrzębski et al. 2020)", s.falls,
+            less_than=0.0, details={"n_runs": n_runs}),
     ]
-    unconverged = sum(not r["metrics"].get("lambda_max_converged", True) for r in done)
+
+
+def _basis(e: EdgeAnalysis) -> str:
+    missing = [lr for lr in e.table.axis if lr not in e.reached_lrs]
+    return (f"over the {len(e.reached)} of {len(e.stats)} runs that reached the edge"
+            + (f" (η = {', '.join(_eta(lr) for lr in missing)} never did within the budget)" if missing else ""))
+
+
+def _edge_claims(e: EdgeAnalysis, config: LrEosConfig) -> list[Claim]:
+    tol = config.eos_ratio_tolerance
+    band = (2 * (1 - tol), 2 * (1 + tol))
+    counts = {"n_runs": len(e.stats), "n_reached": len(e.reached)}
+    return [
+        Claim.from_ci(
+            "lr_eos.eos_ratio", NAME,
+            f"Full-batch GD (MSE) sharpens until λ_max reaches 2/η and then hovers there: the late-phase mean of "
+            f"η·λ_max lies within [{band[0]:g}, {band[1]:g}] (mean over runs), {_basis(e)}.",
+            "sharpness rises to 2/η and hovers at, or just above, it (Cohen et al. 2021)", e.late, within=band,
+            details={**counts, "lrs_reached": e.reached_lrs}),
+        Claim.from_ci(
+            "lr_eos.eos_loss_decreases", NAME,
+            f"At the edge the training loss keeps decreasing: mean loss over the last tenth of the late phase / over "
+            f"its first tenth < 1 (mean over runs), {_basis(e)}.",
+            "the loss continues to decrease over long timescales, non-monotonically (Cohen et al. 2021)", e.trend,
+            less_than=1.0, details=counts),
+    ]
+
+
+# --- report: (a) the learning-rate sweep ----------------------------------------------------------
+
+
+def render(a: LrEosAnalysis, claims: list[Claim], config: LrEosConfig) -> list[Section]:
+    return (([_sweep_section(a.sweep, [c for c in claims if c.id in SWEEP_CLAIMS], config)] if a.sweep else [])
+            + ([_edge_section(a.edge, [c for c in claims if c.id not in SWEEP_CLAIMS], config)] if a.edge else []))
+
+
+def _sweep_section(s: SweepAnalysis, claims: list[Claim], config: LrEosConfig) -> Section:
+    cis = s.cis
     table = common.table(
         ["η", "n", "test error", "λ_max", "η·λ_max", "2/η", "final train loss"],
-        [[_eta(lr), len(rs), common.ci_text(cis[lr]["test_error"], 3), common.ci_text(cis[lr]["lambda_max"], 3),
-          common.ci_text(cis[lr]["lr_times_lambda_max"], 3), common.fmt(2 / lr, 3),
-          common.ci_text(cis[lr]["train_loss"], 3)] for lr, rs in by_lr.items()])
-    peak = max(by_lr, key=lambda lr: cis[lr]["lambda_max"][0])
-    best = min(by_lr, key=lambda lr: cis[lr]["test_error"][0])
-    above = [lr for lr in by_lr if cis[lr]["lr_times_lambda_max"][0] > 2]
+        [[_eta(lr), count, common.ci_text(cis["test_error"][j], 3), common.ci_text(cis["lambda_max"][j], 3),
+          common.ci_text(cis["lr_times_lambda_max"][j], 3), common.fmt(2 / lr, 3),
+          common.ci_text(cis["train_loss"][j], 3)]
+         for j, (lr, count) in enumerate(zip(s.table.axis, s.table.n_runs()))])
     train = config.train
-    reading = (
-        f"Spearman ρ(λ_max, test error) = {common.ci_text(rho, 3)} over {len(done)} runs "
-        f"({'negative, the paper' + chr(39) + 's sign' if rho[0] < 0 else 'not negative'}); ρ(η, λ_max) = "
-        f"{common.ci_text(falls, 3)}. The sharpest mean λ_max is at η = {_eta(peak)}, the lowest test error at "
+    text = (f"Plain SGD (momentum {train.get('momentum', 0.0)}), batch {train.get('batch_size')}, "
+            f"{train.get('epochs', train.get('steps'))} {'epochs' if 'epochs' in train else 'steps'} at every η; "
+            f"λ_max of the training loss on {config.sharpness_examples} training examples at the end; mean over seeds "
+            f"with a 95% bootstrap CI.\n\n{table}\n\n{_sweep_reading(s)}")
+    return Section(SWEEP_TITLE, text, [("lr_eos_lr_sweep", _sweep_figure(s))], claims)
+
+
+def _sweep_reading(s: SweepAnalysis) -> str:
+    lrs, n_runs = s.table.axis, sum(s.table.n_runs())
+    lam, err, ratio = ([c[0] for c in s.cis[m]] for m in ("lambda_max", "test_error", "lr_times_lambda_max"))
+    peak, best = lrs[int(np.argmax(lam))], lrs[int(np.argmin(err))]
+    above = [lr for lr, r in zip(lrs, ratio) if r > 2]
+    return (
+        f"Spearman ρ(λ_max, test error) = {common.ci_text(s.rho, 3)} over {n_runs} runs "
+        f"({'negative, the paper' + chr(39) + 's sign' if s.rho[0] < 0 else 'not negative'}); ρ(η, λ_max) = "
+        f"{common.ci_text(s.falls, 3)}. The sharpest mean λ_max is at η = {_eta(peak)}, the lowest test error at "
         f"η = {_eta(best)}. "
         + (f"λ_max is not monotone in η: it rises with η up to {_eta(peak)} (in a fixed budget a small step gets less "
-           f"far along progressive sharpening) and falls beyond it, where the 2/η ceiling and the shrinking cross-entropy loss pull it down. "
-           if min(by_lr) < peak < max(by_lr) else "")
+           f"far along progressive sharpening) and falls beyond it, where the 2/η ceiling and the shrinking "
+           f"cross-entropy loss pull it down. " if min(lrs) < peak < max(lrs) else "")
         + (f"Mean η·λ_max exceeds 2 at η = {', '.join(_eta(lr) for lr in above)}. " if above else
            "Every η ends with mean η·λ_max below 2 (inside the GD stability bound). ")
         + "Confounds, plainly: with one epoch budget for every η, the small-η runs are far from converged (see the "
@@ -412,28 +534,21 @@ def _summarize_sweep(rows: list[dict[str, Any]], config: LrEosConfig):
         "cross-entropy the Hessian also shrinks as the margins grow, so the well-fitted large-η runs are flat "
         "partly because their loss is near zero. The rank correlation therefore mixes the stability bound, "
         "under-training and the loss level; it is not a controlled test of flatness → generalization."
-        + (f" {unconverged} of {len(done)} λ_max values did not meet the Lanczos tolerance within "
-           f"{FINAL_MAX_HVPS} HVPs." if unconverged else "")
-        + (f" Diverged (left out): η = {', '.join(_eta(lr) for lr in diverged)}." if diverged else ""))
-    text = (f"Plain SGD (momentum {train.get('momentum', 0.0)}), batch {train.get('batch_size')}, "
-            f"{train.get('epochs', train.get('steps'))} {'epochs' if 'epochs' in train else 'steps'} at every η; "
-            f"λ_max of the training loss on {config.sharpness_examples} training examples at the end; mean over seeds "
-            f"with a 95% bootstrap CI.\n\n{table}\n\n{reading}")
-    return Section(title, text, [("lr_eos_lr_sweep", _sweep_figure(by_lr, cis, done, rho))], claims)
+        + (f" {s.unconverged} of {n_runs} λ_max values did not meet the Lanczos tolerance within "
+           f"{FINAL_MAX_HVPS} HVPs." if s.unconverged else ""))
 
 
-def _sweep_figure(by_lr: dict, cis: dict, done: list, rho):
+def _sweep_figure(s: SweepAnalysis):
     from matplotlib import colormaps
     from matplotlib.colors import LogNorm
 
-    from overparam.report import errorbar_plot, new_figure
+    from overparam.report.figures import errorbar_plot, new_figure
 
     fig, axes = new_figure(1, 3, width=16, height=4.6)
-    lrs = np.asarray(list(by_lr), dtype=float)
-    counts = [len(rs) for rs in by_lr.values()]
+    lrs, counts = np.asarray(s.table.axis, dtype=float), s.table.n_runs()
 
     def series(metric):
-        return [[cis[lr][metric][i] for lr in by_lr] for i in range(3)]
+        return [[c[i] for c in s.cis[metric]] for i in range(3)]
 
     ax = axes[0]
     errorbar_plot(ax, lrs, *series("lambda_max"), label="λ_max at the end", n=counts, legend=False)
@@ -444,126 +559,91 @@ def _sweep_figure(by_lr: dict, cis: dict, done: list, rho):
     ax.legend(fontsize=9, frameon=False)
     ax = axes[1]
     errorbar_plot(ax, lrs, *series("test_error"), label="test error", n=counts, color="tab:red")
-    ax.set(xscale="log", xlabel="learning rate η", ylabel="test error (1 − accuracy)", title="test error vs learning rate")
+    ax.set(xscale="log", xlabel="learning rate η", ylabel="test error (1 − accuracy)",
+           title="test error vs learning rate")
     ax = axes[2]
+    lam, err = s.table["lambda_max"], s.table["test_error"]
+    keep = np.isfinite(lam) & np.isfinite(err)
     norm = LogNorm(vmin=lrs.min(), vmax=lrs.max()) if lrs.min() < lrs.max() else None
-    points = ax.scatter([r["metrics"]["lambda_max"] for r in done], [r["metrics"]["test_error"] for r in done],
-                        c=[r["metrics"]["lr"] for r in done], cmap=colormaps["viridis"], norm=norm, s=30,
-                        edgecolors="k", linewidths=0.4)
+    points = ax.scatter(lam[keep], err[keep], c=np.broadcast_to(lrs, lam.shape)[keep], cmap=colormaps["viridis"],
+                        norm=norm, s=30, edgecolors="k", linewidths=0.4)
     fig.colorbar(points, ax=ax, label="learning rate η")
     ax.set(xscale="log", xlabel="λ_max at the end", ylabel="test error",
-           title=f"λ_max vs test error: Spearman ρ = {rho[0]:.2f} [{rho[1]:.2f}, {rho[2]:.2f}]\n"
-                 f"(n={rho.n} runs, 95% CI)")
+           title=f"λ_max vs test error: Spearman ρ = {s.rho[0]:.2f} [{s.rho[1]:.2f}, {s.rho[2]:.2f}]\n"
+                 f"(n={s.rho.n} runs, 95% CI)")
     return fig
 
 
-def _summarize_eos(rows: list[dict[str, Any]], config: LrEosConfig):
-    from overparam.report import Claim, Section, bootstrap_ci
+# --- report: (b) the edge of stability ------------------------------------------------------------
 
-    title = "lr_eos (b): edge of stability — full-batch GD with MSE"
-    done = [r for r in common.done_rows(rows) if r["metrics"].get("sharpness")]
-    diverged = [r for r in rows if r["status"] == "diverged"]
-    if not done:
-        return Section(title, "No finished runs yet.")
-    stats = {r["run_key"]: _edge(r, config) for r in done}
-    reached = [r for r in done if stats[r["run_key"]].reached]
-    by_lr = common.group(done, _lr)
-    tol = config.eos_ratio_tolerance
-    band = (2 * (1 - tol), 2 * (1 + tol))
-    late = bootstrap_ci([stats[r["run_key"]].late_ratio for r in reached])
-    trend = bootstrap_ci([stats[r["run_key"]].loss_ratio for r in reached])
-    reached_lrs = sorted({_lr(r) for r in reached})
-    missing_lrs = [lr for lr in by_lr if lr not in reached_lrs]
-    basis = (f"over the {len(reached)} of {len(done)} runs that reached the edge"
-             + (f" (η = {', '.join(_eta(lr) for lr in missing_lrs)} never did within the budget)"
-                if missing_lrs else ""))
-    claims = [
-        Claim.from_ci(
-            "lr_eos.eos_ratio", NAME,
-            f"Full-batch GD (MSE) sharpens until λ_max reaches 2/η and then hovers there: the late-phase mean of "
-            f"η·λ_max lies within [{band[0]:g}, {band[1]:g}] (mean over runs), {basis}.",
-            "sharpness rises to 2/η and hovers at, or just above, it (Cohen et al. 2021)", late, within=band,
-            details={"n_runs": len(done), "n_reached": len(reached), "lrs_reached": reached_lrs}),
-        Claim.from_ci(
-            "lr_eos.eos_loss_decreases", NAME,
-            f"At the edge the training loss keeps decreasing: mean loss over the last tenth of the late phase / over "
-            f"its first tenth < 1 (mean over runs), {basis}.",
-            "the loss continues to decrease over long timescales, non-monotonically (Cohen et al. 2021)", trend,
-            less_than=1.0, details={"n_runs": len(done), "n_reached": len(reached)}),
-    ]
 
-    def cell(values, digits=3):
-        values = [v for v in values if v is not None and math.isfinite(v)]
-        return common.ci_text(bootstrap_ci(values), digits) if values else "n/a"
+def _edge_section(e: EdgeAnalysis, claims: list[Claim], config: LrEosConfig) -> Section:
+    def cell(name, j, digits=3):
+        ci = e.columns[name][j]
+        return common.ci_text(ci, digits) if ci.n else "n/a"
 
-    per_lr = []
-    for lr, rs in by_lr.items():
-        s = [stats[r["run_key"]] for r in rs]
-        hit = [x for x in s if x.reached]
-        per_lr.append([_eta(lr), common.fmt(2 / lr, 3), f"{len(hit)}/{len(s)}", cell([x.initial_ratio for x in s]),
-                       cell([x.onset_step for x in hit], 4), cell([x.late_ratio for x in hit]),
-                       cell([x.hover_fraction for x in hit]), cell([x.loss_ratio for x in hit]),
-                       cell([x.loss_increase_fraction for x in hit]),
-                       cell([r["metrics"]["sharpness_final"] * lr for r in rs])])
+    rows = [[_eta(lr), common.fmt(2 / lr, 3), f"{e.reached_counts[j]}/{n}", cell("initial_ratio", j),
+             cell("onset_step", j, 4), *(cell(name, j) for name in LATE), cell("final_ratio", j)]
+            for j, (lr, n) in enumerate(zip(e.table.axis, e.table.n_runs()))]
     table = common.table(["η", "2/η", "reached edge", "η·λ_max at step 0", "onset step s*", "late η·λ_max",
                           f"late share > {2 * (1 - config.eos_band):g}", "late loss ratio", "late share of loss rises",
-                          "η·λ_max at the end"], per_lr)
-    tracking_s = sum(r["metrics"].get("tracking_s", 0.0) for r in done)
-    wall = sum(r["wall_time_s"] or 0.0 for r in done)
-    unconverged = sum(r["metrics"].get("tracking_unconverged", 0) for r in done)
-    measurements = sum(r["metrics"].get("tracking_measurements", 0) for r in done)
-    started_high = [r for r in done if stats[r["run_key"]].initial_ratio >= 2 * config.eos_onset]
-    hover = [stats[r["run_key"]].hover_fraction for r in reached]
-    rises = [stats[r["run_key"]].loss_increase_fraction for r in reached]
-    reading = (
-        f"Late-phase η·λ_max = {common.ci_text(late, 3)} {basis}; late loss ratio = {common.ci_text(trend, 3)}. "
-        + (f"In those runs λ_max was above (2/η)(1 − {config.eos_band:g}) at {np.mean(hover):.0%} of the late "
-           f"measurements on average, and the loss rose at {np.nanmean(rises):.0%} of the late steps (it falls "
-           f"overall only if the loss ratio is < 1). " if reached else "")
-        + (f"{len(started_high)} run(s) started at or above the onset threshold (η·λ_max up to "
-           f"{max(stats[r['run_key']].initial_ratio for r in started_high):.2f} at step 0); only a crossing from below "
-           f"counts as the onset, so for them it is the return after λ_max first fell (the early drop every run "
-           f"shows in the figure, or a catapult when η·λ_max > 2 at the start). " if started_high else "")
-        + (f"Runs that did not reach the edge within {config.eos_train.get('steps')} steps (progressive sharpening "
-           f"too slow for the budget) are in the table and left out of both claims. " if len(reached) < len(done)
-           else "")
-        + f"Each measurement is a warm-started Lanczos ({config.track_max_hvps} HVPs at most, residual tolerance "
-        f"{config.track_tol:g}); {unconverged} of {measurements} missed the tolerance. Sharpness tracking took "
-        f"{tracking_s:.1f} s of the {wall:.1f} s the runs took."
-        + (f" Diverged: {len(diverged)} run(s) (η = {', '.join(_eta(_lr(r)) for r in diverged)})."
-           if diverged else ""))
+                          "η·λ_max at the end"], rows)
     text = (f"Full-batch GD, MSE on one-hot targets, {config.eos_train.get('steps')} steps, "
             f"{config.eos_data.get('name')} (n_train={config.eos_data.get('n_train')}), model {config.eos_model}; "
             f"λ_max of the full training loss every {config.track_every} steps. Onset s*: the first measurement at "
-            f"which η·λ_max crosses {2 * config.eos_onset:g} from below; the edge counts as reached when the late phase spans at least "
-            f"{config.eos_min_late_fraction:.0%} of the steps. Per η, mean with a 95% bootstrap CI: the "
-            f"onset and late-phase columns over the seeds that reached the edge, the others over all seeds.\n\n{table}\n\n{reading}")
-    return Section(title, text, [("lr_eos_sharpness", _eos_figure(by_lr, stats, config.eos_onset))], claims)
+            f"which η·λ_max crosses {2 * config.eos_onset:g} from below; the edge counts as reached when the late "
+            f"phase spans at least {config.eos_min_late_fraction:.0%} of the steps. Per η, mean with a 95% bootstrap "
+            f"CI: the onset and late-phase columns over the seeds that reached the edge, the others over all seeds."
+            f"\n\n{table}\n\n{_edge_reading(e, config)}")
+    return Section(EDGE_TITLE, text, [("lr_eos_sharpness", _edge_figure(e, config.eos_onset))], claims)
 
 
-def _eos_figure(by_lr: dict, stats: dict, onset: float):
-    from overparam.report import new_figure
+def _edge_reading(e: EdgeAnalysis, config: LrEosConfig) -> str:
+    hover = [e.stats[r.key].hover_fraction for r in e.reached]
+    rises = [e.stats[r.key].loss_increase_fraction for r in e.reached]
+    started_high = [s.initial_ratio for s in e.stats.values() if s.initial_ratio >= 2 * config.eos_onset]
+    return (
+        f"Late-phase η·λ_max = {common.ci_text(e.late, 3)} {_basis(e)}; late loss ratio = "
+        f"{common.ci_text(e.trend, 3)}. "
+        + (f"In those runs λ_max was above (2/η)(1 − {config.eos_band:g}) at {np.mean(hover):.0%} of the late "
+           f"measurements on average, and the loss rose at {np.nanmean(rises):.0%} of the late steps (it falls "
+           f"overall only if the loss ratio is < 1). " if e.reached else "")
+        + (f"{len(started_high)} run(s) started at or above the onset threshold (η·λ_max up to "
+           f"{max(started_high):.2f} at step 0); only a crossing from below counts as the onset, so for them it is "
+           f"the return after λ_max first fell (the early drop every run shows in the figure, or a catapult when "
+           f"η·λ_max > 2 at the start). " if started_high else "")
+        + (f"Runs that did not reach the edge within {config.eos_train.get('steps')} steps (progressive sharpening "
+           f"too slow for the budget) are in the table and left out of both claims. "
+           if len(e.reached) < len(e.stats) else "")
+        + f"Each measurement is a warm-started Lanczos ({config.track_max_hvps} HVPs at most, residual tolerance "
+        f"{config.track_tol:g}); {e.cost['tracking_unconverged']:.0f} of {e.cost['tracking_measurements']:.0f} missed "
+        f"the tolerance. Sharpness tracking took {e.cost['tracking_s']:.1f} s of the {e.cost['wall_time_s']:.1f} s "
+        f"the runs took.")
+
+
+def _edge_figure(e: EdgeAnalysis, onset: float):
+    from overparam.report.figures import new_figure
 
     fig, (top, bottom) = new_figure(2, 1, width=10, height=8.5)
-    colours = [f"C{i}" for i in range(10)]
-    seeds = max(len(rs) for rs in by_lr.values())
-    for i, (lr, rs) in enumerate(by_lr.items()):
-        colour = colours[i % len(colours)]
-        reached = sum(stats[r["run_key"]].reached for r in rs)
-        for j, r in enumerate(rs):
-            m = r["metrics"]
-            label = f"η = {_eta(lr)} ({reached}/{len(rs)} reached the edge)" if j == 0 else None
-            top.plot(m["sharpness_steps"], m["sharpness"], color=colour, linewidth=1.1, alpha=0.85, label=label)
-            if stats[r["run_key"]].reached:
-                onset_step = stats[r["run_key"]].onset_step
-                index = m["sharpness_steps"].index(onset_step)
-                top.plot([onset_step], [m["sharpness"][index]], marker="o", color=colour, markersize=4)
-            bottom.plot(range(len(m["loss_by_step"])), m["loss_by_step"], color=colour, linewidth=0.8, alpha=0.85,
+    by_lr = group((r for row in e.table.runs for r in row if r is not None), _lr)
+    for i, (lr, runs) in enumerate(by_lr.items()):
+        colour = f"C{i % 10}"
+        reached = sum(e.stats[r.key].reached for r in runs)
+        for j, run in enumerate(runs):
+            steps, sharpness = run.curve("sharpness")
+            top.plot(steps, sharpness, color=colour, linewidth=1.1, alpha=0.85,
+                     label=f"η = {_eta(lr)} ({reached}/{len(runs)} reached the edge)" if j == 0 else None)
+            stats = e.stats[run.key]
+            if stats.reached:
+                top.plot([stats.onset_step], sharpness[steps == stats.onset_step], marker="o", color=colour,
+                         markersize=4)
+            _, losses = run.curve("batch_loss")
+            bottom.plot(range(len(losses)), losses, color=colour, linewidth=0.8, alpha=0.85,
                         label=f"η = {_eta(lr)}" if j == 0 else None)
         top.axhline(2 / lr, color=colour, linestyle="--", linewidth=1.0)
     top.set(xlabel="step", ylabel="λ_max (top Hessian eigenvalue)",
             title=f"Sharpness along full-batch GD (dashed: 2/η; dots: onset, η·λ_max first ≥ {2 * onset:g}; "
-                  f"n={seeds} seeds per η)")
+                  f"n={max(e.table.n_runs())} seeds per η)")
     top.legend(fontsize=9, frameon=False, loc="lower right")
     bottom.set(xlabel="step", ylabel="training loss (full batch, MSE)", yscale="log", title="Training loss")
     bottom.legend(fontsize=9, frameon=False)
@@ -578,7 +658,9 @@ STUDY = Study(
     run_one=run_one,
     run_batch=run_batch,
     batch_key=batch_key,
-    legacy_summarize=summarize,
+    analyze=analyze,
+    claims=claims,
+    render=render,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 100, "seed": 0},
                  "model": {"name": "mlp", "width": 16, "depth": 1},

@@ -61,13 +61,16 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from overparam.analysis import Missing, Run, SeedTable, mean_ci, paired_ratio
 from overparam.data.synthetic import MAX_MARGIN
 from overparam.errors import ConfigError, check_positive_int
+from overparam.report import CI, Claim, Section
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study, run_key
 
@@ -205,8 +208,7 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
     start = time.perf_counter()
     data = load("separable", n_train=p["n_train"], n_test=1, dim=p["dim"], margin=p["margin"], seed=spec.seed,
                 dtype=torch.float64)  # only the training split is used
-    x = data.x_train.numpy()
-    y = 2.0 * data.y_train.numpy() - 1.0
+    x, y = data.x_train.numpy(), 2.0 * data.y_train.numpy() - 1.0
     z = y[:, None] * x
     planted = data.extras["w_star"].numpy()
     svm = hard_margin_svm(x, y)
@@ -214,7 +216,6 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
     lr = p["lr_scale"] / beta
     steps = record_steps(p["steps"], p["record_points"])
     iterates = logistic_gd(z, lr, p["steps"], steps)
-    t = np.asarray(steps, dtype=float)
     norms = np.linalg.norm(iterates, axis=1)
     curves = {
         "angle": angles(iterates, svm.direction),
@@ -225,11 +226,10 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
     }
     offset = asymptotic_offset(z, svm.alpha, svm.support, lr)
     if offset is not None:
-        asymptote = np.log(t)[:, None] * svm.w[None, :] + offset[None, :]
+        asymptote = np.log(np.asarray(steps, dtype=float))[:, None] * svm.w[None, :] + offset[None, :]
         curves["angle_theory"] = angles(asymptote, svm.direction)
         curves["norm_theory"] = np.linalg.norm(asymptote, axis=1)
-    margins = z @ svm.w
-    others = np.delete(margins, svm.support)
+    others = np.delete(z @ svm.w, svm.support)  # margins of the non-support vectors
     status = "done" if all(np.isfinite(c).all() for c in curves.values()) else "diverged"
     metrics: dict[str, Any] = {
         "n_train": p["n_train"], "dim": p["dim"], "steps": p["steps"], "lr": lr, "smoothness": beta,
@@ -239,9 +239,8 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
         "planted_svm_angle": float(angles(planted[None, :], svm.direction)[0]),
         "final_angle": float(curves["angle"][-1]), "final_angle_planted": float(curves["angle_planted"][-1]),
         "final_margin_ratio": float(curves["margin_ratio"][-1]), "final_norm": float(norms[-1]),
-        "final_loss": float(curves["loss"][-1]), "curve_steps": steps,
+        "final_loss": float(curves["loss"][-1]),
     }
-    metrics.update({f"{name}_curve": [float(v) for v in values] for name, values in curves.items()})
     stored = {name: list(zip(steps, map(float, values))) for name, values in curves.items()}
     return RunOutcome(status, metrics, stored, time.perf_counter() - start, provenance(torch.device("cpu")))
 
@@ -249,20 +248,23 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
 # --- late-phase statistics -----------------------------------------------------------------------
 
 
-def _slope(x: np.ndarray, y: np.ndarray) -> float:
+def _slope(x: np.ndarray, y: np.ndarray) -> float:  # LAYER CANDIDATE
+    """Least-squares slope of y on x (NaN with fewer than two points or no spread in x)."""
     return float(np.polyfit(x, y, 1)[0]) if len(x) >= 2 and np.ptp(x) > 0 else math.nan
 
 
-def late_statistics(metrics: dict[str, Any], late_decades: float) -> dict[str, float]:
-    """One seed's late-phase rates from its stored curves (steps t in [T 10^-late_decades, T]):
-    least-squares slopes of log angle on log log t and on log t, of log loss on log t, of ‖w_t‖
-    on log t (divided by ‖ŵ‖), of log(1 − γ_t/γ*) on log log t, the slope ratio of 1/angle on
-    log t between the two halves of the late phase, the fit 1/angle = (log t + t_0)/c, and, where
-    the theory's asymptote is defined, the final angle over the asymptote's and the slope of
-    1/angle on log t over the asymptote's (its rate 1/c, free of the time shift t_0)."""
-    t = np.asarray(metrics["curve_steps"], dtype=float)
-    curve = {name: np.asarray(metrics[f"{name}_curve"], dtype=float) for name in CURVES
-             if f"{name}_curve" in metrics}
+def late_statistics(steps: np.ndarray, curve: Mapping[str, np.ndarray], svm_norm: float,
+                    late_decades: float) -> dict[str, float]:
+    """One seed's late-phase rates from its curves (``curve``: name -> values at ``steps``; steps t
+    in [T 10^-late_decades, T]): least-squares slopes of log angle on log log t and on log t, of
+    log loss on log t, of ‖w_t‖ on log t (divided by ‖ŵ‖ = ``svm_norm``), of log(1 − γ_t/γ*) on
+    log log t, the slope ratio of 1/angle on log t between the two halves of the late phase, the
+    fit 1/angle = (log t + t_0)/c, the final angle to the planted separator over that to ŵ, and,
+    where the theory's asymptote is given (``angle_theory``), the final angle over the
+    asymptote's and the slope of 1/angle on log t over the asymptote's (its rate 1/c, free of
+    the time shift t_0)."""
+    t = np.asarray(steps, dtype=float)
+    curve = {name: np.asarray(values, dtype=float) for name, values in curve.items()}
     start, middle = _late_split(int(t[-1]), late_decades)
     late = t >= start
     log_t = np.log(t[late])
@@ -276,7 +278,7 @@ def late_statistics(metrics: dict[str, Any], late_decades: float) -> dict[str, f
         "angle_exponent_t": _slope(log_t, np.log(angle)),
         "loss_exponent_t": _slope(log_t, np.log(curve["loss"][late])),
         "inverse_angle_curvature": _slope(log_t[second], inverse[second]) / _slope(log_t[first], inverse[first]),
-        "norm_rate": _slope(log_t, curve["norm"][late]) / metrics["svm_norm"],
+        "norm_rate": _slope(log_t, curve["norm"][late]) / svm_norm,
         "margin_gap_exponent_logt": (_slope(np.log(log_t[positive]), np.log(gap[positive]))
                                      if positive.sum() >= 2 else math.nan),
         "fit_c": 1.0 / intercept_slope[0], "fit_t0": intercept_slope[1] / intercept_slope[0],
@@ -286,19 +288,16 @@ def late_statistics(metrics: dict[str, Any], late_decades: float) -> dict[str, f
         out["theory_ratio"] = curve["angle"][-1] / curve["angle_theory"][-1]
         out["theory_rate_ratio"] = _slope(log_t, inverse) / _slope(log_t, 1.0 / curve["angle_theory"][late])
     out["angle_over_loss_exponent"] = out["angle_exponent_t"] / out["loss_exponent_t"]
-    out["planted_over_svm_angle"] = metrics["final_angle_planted"] / metrics["final_angle"]
+    out["planted_over_svm_angle"] = curve["angle_planted"][-1] / curve["angle"][-1]
     return out
 
 
-# --- summary -------------------------------------------------------------------------------------
+# --- analysis ------------------------------------------------------------------------------------
 
 
-def _rows(rows: list[dict[str, Any]], config: MaxMarginConfig) -> list[dict[str, Any]]:
-    """Finished runs of this configuration (a store may also hold runs of other settings)."""
-    params = _run_params(config)
-    return [r for r in common.done_rows(rows) if common.run_params(r) == params]
-
-
+TITLE = "max_margin: GD on separable data converges to the max-margin direction, like 1/log t"
+STORED = ("final_angle", "final_angle_planted", "planted_svm_angle", "final_margin_ratio", "near_support_gap",
+          "support_vectors", "svm_norm", "lr")  # per-seed metrics the report reads as stored
 QUANTITIES = (  # statistic, label, theory
     ("final_angle", "angle(w_T, ŵ) (rad)", "→ 0 like 1/log t"),
     ("final_angle_planted", "angle(w_T, w_p), planted separator (rad)", "→ angle(ŵ, w_p)"),
@@ -320,28 +319,59 @@ QUANTITIES = (  # statistic, label, theory
 )
 
 
-def analysis(rows: list[dict[str, Any]], config: MaxMarginConfig) -> dict[str, Any]:
-    """Per-seed statistics and their bootstrap CIs (means over seeds)."""
-    from overparam.report import bootstrap_ci, ratio_ci
+@dataclass
+class MaxMarginAnalysis:
+    """The runs of one configuration, one per seed (= dataset), in seed order; CIs are means over
+    seeds with 95% bootstrap intervals."""
 
-    per_seed = []
-    for row in sorted(rows, key=lambda r: r["seed"]):
-        stats = dict(row["metrics"])
-        stats.update(late_statistics(row["metrics"], config.late_decades))
-        per_seed.append(stats)
-    cis = {name: bootstrap_ci([s[name] for s in per_seed]) for name, _, _ in QUANTITIES}
-    cis["planted_over_svm_angle"] = ratio_ci([s["final_angle_planted"] for s in per_seed],
-                                             [s["final_angle"] for s in per_seed])
-    return {"per_seed": per_seed, "cis": cis, "rows": rows}
+    table: SeedTable  # the runs: seed x one column
+    steps: np.ndarray  # (K,) the recorded GD steps t
+    curves: dict[str, np.ndarray]  # CURVES name -> (S, K); a NaN row where a seed has no such curve
+    per_seed: dict[str, np.ndarray]  # STORED metrics and late_statistics -> (S,) one value per seed
+    cis: dict[str, CI]  # QUANTITIES statistic -> mean over seeds; planted_over_svm_angle: paired ratio of means
+
+    def present(self, name: str) -> np.ndarray:
+        """The seeds' curves of ``name`` that were stored, (S', K) (the asymptote's only where the
+        support vectors span R^d)."""
+        values = self.curves[name]
+        return values[np.isfinite(values).any(axis=1)]
 
 
-def _claims(a: dict[str, Any], config: MaxMarginConfig) -> list:
-    from overparam.report import Claim
+def analyze(runs: list[Run], config: MaxMarginConfig) -> MaxMarginAnalysis | Missing:
+    params = _run_params(config)
+    runs = [r for r in runs if r.settings == params]  # a store may also hold runs of other settings
+    if len(runs) < 2:
+        return Missing(TITLE, f"{len(runs)} finished run(s) of this configuration; at least two seeds are needed.")
+    table = SeedTable(runs)
+    steps, _ = table.curve("angle")  # every run records the same steps
+    curves = {}
+    for name in CURVES:
+        at, values = table.curve(name)
+        curves[name] = values[:, 0] if len(at) else np.full((len(table.seeds), len(steps)), np.nan)
+    per_seed = {name: table.at(name, None) for name in STORED}
+    late = [late_statistics(steps, {k: v[i] for k, v in curves.items() if np.isfinite(v[i]).any()},
+                            per_seed["svm_norm"][i], config.late_decades) for i in range(len(table.seeds))]
+    per_seed.update({name: np.asarray([s[name] for s in late]) for name in late[0]})
+    cis = {name: mean_ci(per_seed[name]) for name, _, _ in QUANTITIES}
+    cis["planted_over_svm_angle"] = paired_ratio(per_seed["final_angle_planted"], per_seed["final_angle"])
+    return MaxMarginAnalysis(table, steps.astype(float), curves, per_seed, cis)
 
-    c = a["cis"]
-    where = (f"(GD from 0 with η = {config.lr_scale:g}/β on the mean logistic loss of {config.n_train} separable "
-             f"examples in d = {config.dim}, T = {config.steps} steps; late phase: the last {config.late_decades:g} "
-             "decades of steps)")
+
+# --- claims --------------------------------------------------------------------------------------
+
+
+def _where(config: MaxMarginConfig) -> str:
+    return (f"(GD from 0 with η = {config.lr_scale:g}/β on the mean logistic loss of {config.n_train} separable "
+            f"examples in d = {config.dim}, T = {config.steps} steps; late phase: the last {config.late_decades:g} "
+            "decades of steps)")
+
+
+def claims(a: MaxMarginAnalysis, config: MaxMarginConfig) -> list[Claim]:
+    return _direction_claims(a.cis, config) + _rate_claims(a.cis, config)
+
+
+def _direction_claims(c: dict[str, CI], config: MaxMarginConfig) -> list[Claim]:
+    where = _where(config)
     return [
         Claim.from_ci(f"{NAME}.final_angle", NAME,
                       f"The GD iterate's direction converges to the hard-margin SVM direction {where}: "
@@ -367,6 +397,12 @@ def _claims(a: dict[str, Any], config: MaxMarginConfig) -> list:
                       "not span R^d have no prediction and are left out).",
                       f"{SOUDRY}: w_t − ŵ log t → w̃, the solution of the support-vector equations", c["theory_rate_ratio"],
                       within=THEORY_BAND),
+    ]
+
+
+def _rate_claims(c: dict[str, CI], config: MaxMarginConfig) -> list[Claim]:
+    where = _where(config)
+    return [
         Claim.from_ci(f"{NAME}.margin_approaches_svm", NAME,
                       f"The normalized margin approaches the SVM margin {where}: γ_T/γ* = min_i y_i w_Tᵀx_i / "
                       f"(‖w_T‖ γ*) lies in [{config.margin_threshold:g}, 1].",
@@ -389,19 +425,41 @@ def _claims(a: dict[str, Any], config: MaxMarginConfig) -> list:
     ]
 
 
-def _table(a: dict[str, Any]) -> str:
-    body = [[label, theory, common.ci_text(a["cis"][name], 3), a["cis"][name].n] for name, label, theory in QUANTITIES]
+# --- report --------------------------------------------------------------------------------------
+
+
+def render(a: MaxMarginAnalysis, claims: list[Claim], config: MaxMarginConfig) -> list[Section]:
+    seed = a.table.seeds[0]
+    intro = (f"{len(a.table.seeds)} datasets (seeds) from the `separable` source: n = {config.n_train} examples in "
+             f"d = {config.dim}, planted margin {config.margin:g}, labels ±1. A linear model without bias trained by "
+             f"full-batch GD from w_0 = 0 on the mean logistic loss with the fixed step η = {config.lr_scale:g}/β "
+             f"(β = λ_max(XᵀX)/(4n), the loss's smoothness; seed {seed}: η = "
+             f"{common.fmt(float(a.per_seed['lr'][0]), 4)}), in float64, for T = {config.steps} steps, measured at "
+             f"{len(a.steps)} log-spaced steps. ŵ is the homogeneous hard-margin SVM (exact, KKT-checked), γ* = 1/‖ŵ‖ "
+             "its margin, w_p the planted separator. The theory's asymptote w_t ≈ ŵ log t + w̃ (z_iᵀw̃ = log(η/(n α_i)) "
+             "on the support vectors) is defined when the support vectors span R^d. Late-phase rates are "
+             f"least-squares fits over t in [T·10^−{config.late_decades:g}, T]; CIs are 95% bootstrap intervals of "
+             "the mean over seeds.")
+    parts = [intro, _table(a), "Per seed:", _seed_table(a), "**Reading.** " + _reading(a, claims, config)]
+    figures = [("max_margin_angle", _angle_figure(a, config)),
+               ("max_margin_margin_and_loss", _margin_loss_figure(a, config)),
+               ("max_margin_norm", _norm_figure(a, config))]
+    return [Section(TITLE, "\n\n".join(parts), figures, claims)]
+
+
+def _table(a: MaxMarginAnalysis) -> str:
+    body = [[label, theory, common.ci_text(a.cis[name], 3), a.cis[name].n] for name, label, theory in QUANTITIES]
     return common.table(["quantity", "theory (t → ∞)", "mean over seeds [95% CI]", "n"], body)
 
 
-def _seed_table(a: dict[str, Any]) -> str:
+def _seed_table(a: MaxMarginAnalysis) -> str:
     header = ["seed", "SVs", "δ_min", "angle(w_T, ŵ)", "γ_T/γ*", "1/angle slope ratio", "rate / theory",
               "angle / theory", "loss slope", "norm rate"]
-    body = [[row["seed"], s["support_vectors"], common.fmt(s["near_support_gap"], 3), common.fmt(s["final_angle"], 3),
-             common.fmt(s["final_margin_ratio"], 4), common.fmt(s["inverse_angle_curvature"], 3),
-             common.fmt(s["theory_rate_ratio"], 3), common.fmt(s["theory_ratio"], 3),
-             common.fmt(s["loss_exponent_t"], 3), common.fmt(s["norm_rate"], 3)]
-            for row, s in zip(sorted(a["rows"], key=lambda r: r["seed"]), a["per_seed"])]
+    columns = (("near_support_gap", 3), ("final_angle", 3), ("final_margin_ratio", 4), ("inverse_angle_curvature", 3),
+               ("theory_rate_ratio", 3), ("theory_ratio", 3), ("loss_exponent_t", 3), ("norm_rate", 3))
+    s = a.per_seed
+    body = [[seed, int(s["support_vectors"][i])] + [common.fmt(float(s[name][i]), digits) for name, digits in columns]
+            for i, seed in enumerate(a.table.seeds)]
     return common.table(header, body)
 
 
@@ -409,14 +467,14 @@ def _verdict_text(claim) -> str:
     return claim.verdict.replace("_", " ")
 
 
-def _reading(a: dict[str, Any], claims: list, config: MaxMarginConfig) -> str:
+def _reading(a: MaxMarginAnalysis, claims: list[Claim], config: MaxMarginConfig) -> str:
     c = {claim.id.split(".", 1)[1]: claim for claim in claims}
-    ci = a["cis"]
+    ci = a.cis
 
     def text(name: str, digits: int = 3) -> str:
         return common.ci_text(ci[name], digits)
 
-    delta = np.median([s["near_support_gap"] for s in a["per_seed"]])
+    delta = np.median(a.per_seed["near_support_gap"])
     horizon = math.log(config.steps)
     return (
         f"After {config.steps} steps the iterate points {text('final_angle')} rad away from the SVM direction "
@@ -450,11 +508,12 @@ def _reading(a: dict[str, Any], claims: list, config: MaxMarginConfig) -> str:
     )
 
 
-def _band(ax, steps: np.ndarray, curves: np.ndarray, label: str, color: str, *, lines: bool = False) -> np.ndarray:
-    """Mean over seeds with a 95% bootstrap band (per step); thin per-seed lines if ``lines``."""
-    from overparam.report import bootstrap_ci
 
-    cis = np.asarray([bootstrap_ci(curves[:, j], num_resamples=2000) for j in range(curves.shape[1])])
+
+def _band(ax, steps: np.ndarray, curves: np.ndarray, label: str, color: str, *, lines: bool = False) -> np.ndarray:
+    """Mean over seeds of ``curves`` (S, K) with a 95% bootstrap band (per step); thin per-seed
+    lines if ``lines``. Returns the mean curve (K,)."""
+    cis = np.asarray([mean_ci(curves[:, j]) for j in range(curves.shape[1])])
     if lines:
         for curve in curves:
             ax.plot(steps, curve, color=color, alpha=0.2, linewidth=0.7)
@@ -463,25 +522,19 @@ def _band(ax, steps: np.ndarray, curves: np.ndarray, label: str, color: str, *, 
     return cis[:, 0]
 
 
-def _stack(rows: list[dict[str, Any]], name: str) -> np.ndarray:
-    return np.asarray([r["metrics"][f"{name}_curve"] for r in rows if f"{name}_curve" in r["metrics"]], dtype=float)
-
-
-def _angle_figure(a: dict[str, Any], config: MaxMarginConfig):
+def _angle_figure(a: MaxMarginAnalysis, config: MaxMarginConfig):
     """Left: the angle to ŵ (and to the planted separator) vs t, log-log; right: 1/angle vs t
     with log x, where the 1/log t law is a straight line. The fit c/(log t + t_0) is a line fitted
     to the mean of 1/angle over the late phase; the theory curve is the mean over seeds of the
     asymptote's angle, shown over the late phase."""
-    from overparam.report import new_figure
-    from overparam.report.figures import PlainLogFormatter
+    from overparam.report.figures import PlainLogFormatter, new_figure
 
-    rows = a["rows"]
-    steps = np.asarray(rows[0]["metrics"]["curve_steps"], dtype=float)
+    steps = a.steps
     start, _ = _late_split(config.steps, config.late_decades)
     late = steps >= start
-    angle, theory = _stack(rows, "angle"), _stack(rows, "angle_theory")
+    angle, theory = a.present("angle"), a.present("angle_theory")
     fig, (left, right) = new_figure(1, 2, width=12.5, height=4.8)
-    _band(left, steps, _stack(rows, "angle_planted"), "angle(w_t, w_p), planted separator", "tab:brown")
+    _band(left, steps, a.present("angle_planted"), "angle(w_t, w_p), planted separator", "tab:brown")
     mean_angle = _band(left, steps, angle, "angle(w_t, ŵ), SVM direction", "tab:blue", lines=True)
     mean_inverse = _band(right, steps, 1.0 / angle, "1/angle(w_t, ŵ)", "tab:blue", lines=True)
     # each panel's fit is to the mean it shows (the mean of 1/angle is not 1/the mean angle)
@@ -509,27 +562,26 @@ def _angle_figure(a: dict[str, Any], config: MaxMarginConfig):
     return fig
 
 
-def _margin_loss_figure(a: dict[str, Any], config: MaxMarginConfig):
-    from overparam.report import new_figure
+def _margin_loss_figure(a: MaxMarginAnalysis, config: MaxMarginConfig):
+    from overparam.report.figures import new_figure
 
-    rows = a["rows"]
-    steps = np.asarray(rows[0]["metrics"]["curve_steps"], dtype=float)
+    steps = a.steps
     start, _ = _late_split(config.steps, config.late_decades)
     fig, (left, right) = new_figure(1, 2, width=12.5, height=4.6)
-    _band(left, steps, _stack(rows, "margin_ratio"), "normalized margin γ_t/γ*", "tab:green", lines=True)
+    margin = a.present("margin_ratio")
+    _band(left, steps, margin, "normalized margin γ_t/γ*", "tab:green", lines=True)
     left.axhline(1.0, color="black", linestyle="--", linewidth=1.2, label="SVM margin γ*")
     left.axhline(config.margin_threshold, color="tab:red", linestyle=":", linewidth=1.1,
                  label=f"claim threshold {config.margin_threshold:g}")
     left.set_xscale("log")
-    left.set_ylim(max(-0.5, float(np.nanmin(_stack(rows, "margin_ratio")[:, steps >= 10])) - 0.05), 1.05)
+    left.set_ylim(max(-0.5, float(np.nanmin(margin[:, steps >= 10])) - 0.05), 1.05)
     left.set_xlabel("gradient-descent step t (log scale)")
     left.set_ylabel("min_i y_i w_tᵀx_i / (‖w_t‖ γ*)")
     left.set_title("normalized margin relative to the SVM margin")
     left.legend(fontsize=8, frameon=False, loc="lower right")
     reference = int(np.argmin(np.abs(steps - start)))
-    for name, label, color in (("loss", "training loss L(w_t)", "tab:orange"),
-                               ("angle", "angle(w_t, ŵ)", "tab:blue")):
-        curves = _stack(rows, name)
+    for name, label, color in (("loss", "training loss L(w_t)", "tab:orange"), ("angle", "angle(w_t, ŵ)", "tab:blue")):
+        curves = a.present(name)
         _band(right, steps, curves / curves[:, [reference]], label, color)
     grid = steps[steps >= 2]
     right.plot(grid, steps[reference] / grid, color="0.4", linestyle="--", linewidth=1.1, label="∝ 1/t")
@@ -545,26 +597,24 @@ def _margin_loss_figure(a: dict[str, Any], config: MaxMarginConfig):
     return fig
 
 
-def _norm_figure(a: dict[str, Any], config: MaxMarginConfig):
+def _norm_figure(a: MaxMarginAnalysis, config: MaxMarginConfig):
     """‖w_t‖/‖ŵ‖ vs t with log x: the theory's slope is 1 per unit log t for every dataset."""
-    from overparam.report import new_figure
+    from overparam.report.figures import new_figure
 
-    rows = a["rows"]
-    steps = np.asarray(rows[0]["metrics"]["curve_steps"], dtype=float)
+    steps = a.steps
     start, _ = _late_split(config.steps, config.late_decades)
     late = steps >= start
-    svm_norms = np.asarray([r["metrics"]["svm_norm"] for r in rows], dtype=float)[:, None]
+    svm_norms = a.per_seed["svm_norm"][:, None]
     fig, ax = new_figure(width=7.0, height=4.6)
-    mean = _band(ax, steps, _stack(rows, "norm") / svm_norms, "‖w_t‖/‖ŵ‖", "tab:purple", lines=True)
+    mean = _band(ax, steps, a.curves["norm"] / svm_norms, "‖w_t‖/‖ŵ‖", "tab:purple", lines=True)
     log_t = np.log(steps[late])
     ax.plot(steps[late], mean[late][-1] + log_t - log_t[-1], color="black", linestyle="--", linewidth=1.2,
             label="slope 1 per unit log t (w_t ≈ ŵ log t), through the last point")
-    with_theory = [r for r in rows if "norm_theory_curve" in r["metrics"]]
-    if with_theory:
-        norms = np.asarray([r["metrics"]["svm_norm"] for r in with_theory], dtype=float)[:, None]
-        theory = _stack(with_theory, "norm_theory") / norms
+    theory = a.curves["norm_theory"] / svm_norms
+    theory = theory[np.isfinite(theory).any(axis=1)]
+    if len(theory):
         ax.plot(steps[late], theory[:, late].mean(axis=0), color="tab:red", linestyle=":", linewidth=1.4,
-                label=f"theory ‖ŵ log t + w̃‖/‖ŵ‖, mean of {len(with_theory)} seeds")
+                label=f"theory ‖ŵ log t + w̃‖/‖ŵ‖, mean of {len(theory)} seeds")
     ax.axvspan(start, config.steps, color="0.95", zorder=0, label="late phase")
     ax.set_xscale("log")
     ax.set_xlabel("gradient-descent step t (log scale, so log t is linear)")
@@ -574,32 +624,6 @@ def _norm_figure(a: dict[str, Any], config: MaxMarginConfig):
     return fig
 
 
-def summarize(rows: list[dict[str, Any]], config: MaxMarginConfig) -> list:
-    from overparam.report import Section
-
-    title = "max_margin: GD on separable data converges to the max-margin direction, like 1/log t"
-    done = _rows(rows, config)
-    if len(done) < 2:
-        return [Section(title, f"{len(done)} finished run(s) of this configuration; at least two seeds are needed.")]
-    a = analysis(done, config)
-    claims = _claims(a, config)
-    first = done[0]["metrics"]
-    intro = (f"{len(done)} datasets (seeds) from the `separable` source: n = {config.n_train} examples in d = "
-             f"{config.dim}, planted margin {config.margin:g}, labels ±1. A linear model without bias trained by "
-             f"full-batch GD from w_0 = 0 on the mean logistic loss with the fixed step η = {config.lr_scale:g}/β "
-             f"(β = λ_max(XᵀX)/(4n), the loss's smoothness; seed {done[0]['seed']}: η = {common.fmt(first['lr'], 4)}), "
-             f"in float64, for T = {config.steps} steps, measured at {len(first['curve_steps'])} log-spaced steps. "
-             "ŵ is the homogeneous hard-margin SVM (exact, KKT-checked), γ* = 1/‖ŵ‖ its margin, w_p the planted "
-             "separator. The theory's asymptote w_t ≈ ŵ log t + w̃ (z_iᵀw̃ = log(η/(n α_i)) on the support vectors) "
-             "is defined when the support vectors span R^d. Late-phase rates are least-squares fits over t in "
-             f"[T·10^−{config.late_decades:g}, T]; CIs are 95% bootstrap intervals of the mean over seeds.")
-    parts = [intro, _table(a), "Per seed:", _seed_table(a), "**Reading.** " + _reading(a, claims, config)]
-    figures = [("max_margin_angle", _angle_figure(a, config)),
-               ("max_margin_margin_and_loss", _margin_loss_figure(a, config)),
-               ("max_margin_norm", _norm_figure(a, config))]
-    return [Section(title, "\n\n".join(parts), figures, claims)]
-
-
 STUDY = Study(
     name=NAME,
     description="logistic-loss GD on separable data: angle to the hard-margin SVM direction (1/log t), "
@@ -607,7 +631,9 @@ STUDY = Study(
     config_type=MaxMarginConfig,
     grid=grid,
     run_one=run_one,
-    legacy_summarize=summarize,
+    analyze=analyze,
+    claims=claims,
+    render=render,
     presets={
         "tiny": {"n_train": 40, "dim": 5, "steps": 2000, "record_points": 40, "late_decades": 1.0, "seeds": 3},
         "quick": {"n_train": 200, "dim": 10, "steps": 300_000, "record_points": 110, "late_decades": 2.0,

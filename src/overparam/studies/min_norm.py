@@ -63,6 +63,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,8 +71,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from overparam.analysis import Missing, Run, SeedTable, mean_ci, quiet
 from overparam.errors import ConfigError, check_positive_int
 from overparam.references.linear import isotropic_min_norm_risk, min_norm_interpolant, nearest_interpolant, ridge
+from overparam.report import CI, Claim, Section, loglog_slope_ci
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study, run_key
 
@@ -277,7 +280,6 @@ def _convergence(params: dict[str, Any], seed: int) -> tuple[dict[str, Any], dic
     lambdas = params["ridge_lambdas"]
     path = ridge(X, y, [n * lam for lam in lambdas])  # (1/n)||Xw − y||² + λ||w||²
     metrics.update(ridge_lambdas=lambdas, ridge_distance=[_relative(w, w_mn) for w in path])
-    metrics.update({f"trace_{name}": [list(point) for point in points] for name, points in curves.items()})
     return metrics, curves
 
 
@@ -308,11 +310,11 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
     return RunOutcome("done", metrics, curves, time.perf_counter() - start, dict(_provenance()))
 
 
-# --- summary -------------------------------------------------------------------------------------
+# --- analysis ------------------------------------------------------------------------------------
 
 
-def _floats(values: Any) -> np.ndarray:
-    return np.asarray([math.nan if v is None else float(v) for v in values], dtype=float)
+TITLE = "min_norm: gradient descent and the minimum-norm interpolant"
+PEAK_CLAIM = f"{NAME}.double_descent_peak"
 
 
 def median_band(values: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -327,13 +329,20 @@ def median_band(values: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarra
     return np.median(values, axis=0), ordered[rank - 1], ordered[trials - rank]
 
 
-def _trace_matrix(rows: list, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, (trials, steps)) of a recorded distance, each trial held at its last value after it
-    stopped (a stopped run stays where it is)."""
-    traces = [np.asarray(r["metrics"][f"trace_{name}"], dtype=float) for r in rows]
-    steps = np.unique(np.concatenate([t[:, 0] for t in traces]))
-    matrix = np.stack([t[np.searchsorted(t[:, 0], steps, side="right") - 1, 1] for t in traces])
-    return steps, matrix
+def hold_last(values: np.ndarray) -> np.ndarray:  # LAYER CANDIDATE
+    """Curves (..., K) with every NaN replaced by the last value before it along the last axis:
+    a run that stopped early stays where it stopped (leading NaNs stay NaN)."""
+    index = np.where(np.isfinite(values), np.arange(values.shape[-1]), 0)
+    np.maximum.accumulate(index, axis=-1, out=index)
+    return np.take_along_axis(values, index, axis=-1)
+
+
+def _store_order(table: SeedTable, runs: list[Run]) -> Callable[[str], np.ndarray]:
+    """``values(metric)``: the metric of each run in the order of ``runs``, (T,) or (T, K) for a
+    list-valued metric, NaN where missing. The claims' bootstraps resample the trials in the
+    store's order, as they always have (a BCa interval depends on the order of its values)."""
+    order = [table.seeds.index(run.seed) for run in runs]
+    return lambda metric: table[metric][order, 0]
 
 
 def _peak_ratio(risk: np.ndarray, peak: int):
@@ -348,118 +357,210 @@ def _peak_ratio(risk: np.ndarray, peak: int):
     return bootstrap_ci(np.arange(len(risk)), statistic=statistic)
 
 
-def summarize(rows: list[dict[str, Any]], config: MinNormConfig) -> list:
-    from overparam.report import Section
+@dataclass
+class Convergence:
+    """The convergence part over its T trials. Distances are relative to ||w_mn|| (for GD from w0's
+    nearest interpolant, to that interpolant's norm); CIs are means over trials with 95% bootstrap
+    intervals (trials resampled in store order)."""
 
+    trials: int  # T
+    cis: dict[str, CI]  # "<method>_distance" and "<method>_null" (its null-space part) at the end,
+    #                     "gd_init_nearest_distance", "gd_init_predicted" (||P_null w0|| / ||w_mn||)
+    medians: dict[str, float]  # over trials: "<method>_residual" (||X w − y|| / ||y||), "<method>_steps"
+    #                            (passes over the data), "condition" (cond(X Xᵀ) = λ_max / λ_min)
+    converged: dict[str, int]  # per method: trials that reached the residual tolerance
+    lambdas: np.ndarray  # (L,) the ridge λ grid, in the configured order
+    ridge: list[CI]  # (L,) ||w_λ − w_mn|| / ||w_mn|| per λ
+    small: np.ndarray  # indices into ``lambdas`` of the smaller half of the grid
+    slope: CI  # log-log slope of the ridge distance on λ over ``small`` (trials as groups)
+    traces: dict[str, tuple[np.ndarray, np.ndarray]]  # curve -> (passes (K,), distance (T, K)), held when stopped
+
+
+@dataclass
+class DoubleDescent:
+    """The double-descent part over its T trials (risks are exact population risks)."""
+
+    features: np.ndarray  # (P,) student sizes p, increasing
+    ratios: np.ndarray  # (P,) p / n
+    risk: np.ndarray  # (T, P) test risk per trial and p (trials in store order)
+    cis: list[CI]  # (P,) mean test risk over trials, 95% bootstrap CI
+    theory: np.ndarray  # (P,) mean over trials of E[risk | teacher]; NaN where infinite (|p − n| <= 1)
+    peak: int  # index of the p/n nearest 1
+    ratio: CI  # mean risk at the peak / the larger mean risk at the two ends (trials resampled whole)
+    noise: float  # label-noise variance σ²
+    null: CI  # risk of the null predictor w = 0 (σ² + ||w*||²)
+
+
+@dataclass
+class MinNormAnalysis:
+    """The two parts of the study, each over its finished trials of this configuration."""
+
+    convergence: Convergence | None  # None when no convergence trial finished
+    double_descent: DoubleDescent | None  # None when no double-descent trial finished
+
+
+def analyze(runs: list[Run], config: MinNormConfig) -> MinNormAnalysis | Missing:
     current = {s.key for s in grid(config)}  # a store may also hold runs of other configs
-    done = [r for r in common.done_rows(rows) if r["run_key"] in current]
-    parts = {part: [r for r in done if common.run_params(r)["part"] == part] for part in PARTS}
-    sections = []
-    if parts["convergence"]:
-        sections.append(_convergence_section(parts["convergence"], config))
-    if parts["double_descent"]:
-        sections.append(_double_descent_section(parts["double_descent"], config))
-    return sections or [Section("min_norm: gradient descent and the minimum-norm interpolant", "No finished runs yet.")]
+    parts = {part: [r for r in runs if r.key in current and r.settings["part"] == part] for part in PARTS}
+    if not any(parts.values()):
+        return Missing(TITLE, "No finished runs yet.")
+    return MinNormAnalysis(_convergence_analysis(parts["convergence"]) if parts["convergence"] else None,
+                           _double_descent_analysis(parts["double_descent"]) if parts["double_descent"] else None)
 
 
-def _convergence_section(rows: list, config: MinNormConfig):
-    from overparam.report import Claim, Section, bootstrap_ci, loglog_slope_ci
+def _convergence_analysis(runs: list[Run]) -> Convergence:
+    table = SeedTable(runs)
+    values = _store_order(table, runs)
+    lambdas = np.asarray(runs[0].settings["ridge_lambdas"], dtype=float)
+    ridge = values("ridge_distance")  # (T, L)
+    small = np.argsort(lambdas)[: len(lambdas) // 2]
+    slope = loglog_slope_ci(np.tile(lambdas[small], len(runs)), ridge[:, small].reshape(-1),
+                            groups=np.repeat(np.arange(len(runs)), len(small)))
+    means = [f"{m}_{k}" for m in METHODS for k in ("distance", "null")] + ["gd_init_nearest_distance",
+                                                                           "gd_init_predicted"]
+    with quiet():
+        medians = {f"{m}_{k}": float(np.nanmedian(values(f"{m}_{k}"))) for m in METHODS for k in ("residual", "steps")}
+        medians["condition"] = float(np.nanmedian(values("lambda_max") / values("lambda_min")))
+    traces = {}
+    for name in METHODS + ("gd_init_nearest",):
+        steps, curves = table.curve(name)
+        traces[name] = (steps, hold_last(curves[:, 0]))
+    return Convergence(len(runs), {name: mean_ci(values(name)) for name in means}, medians,
+                       {m: sum(bool(r.metrics[f"{m}_converged"]) for r in runs) for m in METHODS}, lambdas,
+                       [mean_ci(ridge[:, j]) for j in range(len(lambdas))], small, slope, traces)
 
-    params = common.run_params(rows[0])
-    n, p, tol, threshold = params["n"], params["p"], config.distance_tolerance, config.control_threshold
-    ci = {m: bootstrap_ci(common.values(rows, f"{m}_distance")) for m in METHODS}
-    ci_null = {m: bootstrap_ci(common.values(rows, f"{m}_null")) for m in METHODS}
-    nearest = bootstrap_ci(common.values(rows, "gd_init_nearest_distance"))
-    lambdas = np.asarray(rows[0]["metrics"]["ridge_lambdas"], dtype=float)
-    ridge_distance = np.stack([_floats(r["metrics"]["ridge_distance"]) for r in rows])  # (trials, λ)
-    ridge_ci = [bootstrap_ci(ridge_distance[:, j]) for j in range(len(lambdas))]
-    smallest = int(np.argmin(lambdas))
-    small = np.argsort(lambdas)[: len(lambdas) // 2]  # the smaller half of the λ grid
-    slope = loglog_slope_ci(np.tile(lambdas[small], len(rows)), ridge_distance[:, small].reshape(-1),
-                            groups=np.repeat(np.arange(len(rows)), len(small)))
-    paper = "< 0.1% relative distance over 100 trials (p = 1000, n = 100)"
-    claims = [
+
+def _double_descent_analysis(runs: list[Run]) -> DoubleDescent:
+    values = _store_order(SeedTable(runs), runs)
+    features = np.asarray(runs[0].settings["features"])
+    ratios, risk = features / runs[0].settings["n"], values("dd_risk")  # risk: (T, P)
+    peak = int(np.argmin(np.abs(ratios - 1.0)))
+    return DoubleDescent(features, ratios, risk, [mean_ci(risk[:, j]) for j in range(len(features))],
+                         values("dd_theory").mean(axis=0), peak, _peak_ratio(risk, peak),
+                         float(np.nanmean(values("dd_noise"))), mean_ci(values("dd_null_risk")))
+
+
+# --- claims --------------------------------------------------------------------------------------
+
+
+def claims(a: MinNormAnalysis, config: MinNormConfig) -> list[Claim]:
+    out = _convergence_claims(a.convergence, config) if a.convergence is not None else []
+    if a.double_descent is not None:
+        d, ratios = a.double_descent, a.double_descent.ratios
+        out.append(Claim.from_ci(
+            PEAK_CLAIM, NAME,
+            f"Linear double descent: the minimum-norm interpolant's mean test risk at p/n = {ratios[d.peak]:g} exceeds "
+            f"both ends of the curve (p/n = {ratios[0]:g} and {ratios[-1]:g}): risk(peak) / max(risk(ends)) > 1.",
+            "test error peaks at p = n (linear double descent)", d.ratio, greater_than=1.0))
+    return out
+
+
+def _convergence_claims(c: Convergence, config: MinNormConfig) -> list[Claim]:
+    ci, tol, threshold = c.cis, config.distance_tolerance, config.control_threshold
+    nearest_paper = "a non-zero init converges to the interpolant nearest the init"
+    smallest = int(np.argmin(c.lambdas))
+    return [
         Claim.from_ci(f"{NAME}.gd_zero_reaches_min_norm", NAME,
                       f"GD from zero converges to the minimum-norm interpolant X^T(XX^T)^-1 y: mean relative distance "
-                      f"||w − w_mn|| / ||w_mn|| < {tol:g} (p = {p}, n = {n}).", paper, ci["gd_zero"], less_than=tol),
+                      f"||w − w_mn|| / ||w_mn|| < {tol:g} (p = {config.p}, n = {config.n}).",
+                      "< 0.1% relative distance over 100 trials (p = 1000, n = 100)", ci["gd_zero_distance"],
+                      less_than=tol),
         Claim.from_ci(f"{NAME}.nonzero_init_not_min_norm", NAME,
-                      f"Control: GD from w0 ~ N(0, {params['init_scale']:g}² I/p) does not reach w_mn: mean relative "
-                      f"distance > {threshold:g} (10x the tolerance).",
-                      "a non-zero init converges to the interpolant nearest the init", ci["gd_init"],
+                      f"Control: GD from w0 ~ N(0, {config.init_scale:g}² I/p) does not reach w_mn: mean relative "
+                      f"distance > {threshold:g} (10x the tolerance).", nearest_paper, ci["gd_init_distance"],
                       greater_than=threshold),
         Claim.from_ci(f"{NAME}.nonzero_init_nearest_interpolant", NAME,
                       f"Control: GD from w0 converges to the interpolant nearest w0, w0 + X^+(y − X w0): mean relative "
-                      f"distance < {tol:g}.", "a non-zero init converges to the interpolant nearest the init",
-                      nearest, less_than=tol),
+                      f"distance < {tol:g}.", nearest_paper, ci["gd_init_nearest_distance"], less_than=tol),
         Claim.from_ci(f"{NAME}.adam_not_min_norm", NAME,
-                      f"Control: Adam from zero (lr {params['adam_lr']:g}) does not reach w_mn: mean relative distance "
-                      f"> {threshold:g}.", "Adam does not find the minimum-norm solution", ci["adam"],
+                      f"Control: Adam from zero (lr {config.adam_lr:g}) does not reach w_mn: mean relative distance "
+                      f"> {threshold:g}.", "Adam does not find the minimum-norm solution", ci["adam_distance"],
                       greater_than=threshold),
         Claim.from_ci(f"{NAME}.coordinate_not_min_norm", NAME,
                       f"Control: cyclic exact coordinate descent from zero does not reach w_mn: mean relative distance "
-                      f"> {threshold:g}.", "coordinate-wise methods break the theorem", ci["coordinate"],
+                      f"> {threshold:g}.", "coordinate-wise methods break the theorem", ci["coordinate_distance"],
                       greater_than=threshold),
         Claim.from_ci(f"{NAME}.ridge_limit", NAME,
                       f"Ridge regression tends to w_mn as λ → 0: mean relative distance at the smallest λ = "
-                      f"{lambdas[smallest]:g} < {tol:g}.", "ridge → minimum-norm interpolant as λ → 0",
-                      ridge_ci[smallest], less_than=tol),
+                      f"{c.lambdas[smallest]:g} < {tol:g}.", "ridge → minimum-norm interpolant as λ → 0",
+                      c.ridge[smallest], less_than=tol),
         Claim.from_ci(f"{NAME}.ridge_rate", NAME,
                       f"The ridge path approaches w_mn linearly in λ: log-log slope of the distance over the smaller "
-                      f"half of the λ grid ({lambdas[small].min():g} .. {lambdas[small].max():g}) in [0.9, 1.1].",
-                      "||w_λ − w_mn|| = O(λ) (theory)", slope, within=(0.9, 1.1)),
+                      f"half of the λ grid ({c.lambdas[c.small].min():g} .. {c.lambdas[c.small].max():g}) in "
+                      f"[0.9, 1.1].", "||w_λ − w_mn|| = O(λ) (theory)", c.slope, within=(0.9, 1.1)),
     ]
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def render(a: MinNormAnalysis, claims: list[Claim], config: MinNormConfig) -> list[Section]:
+    sections = []
+    if a.convergence is not None:
+        sections.append(Section("min_norm: gradient descent from zero finds the minimum-norm interpolant",
+                                _convergence_text(a.convergence, config),
+                                [("min_norm_convergence", _convergence_figure(a.convergence, config.distance_tolerance)),
+                                 ("min_norm_ridge_path", _ridge_figure(a.convergence))],
+                                [c for c in claims if c.id != PEAK_CLAIM]))
+    if a.double_descent is not None:
+        sections.append(Section("min_norm: linear double descent of the minimum-norm interpolant",
+                                _double_descent_text(a.double_descent, config.n),
+                                [("min_norm_double_descent", _double_descent_figure(a.double_descent))],
+                                [c for c in claims if c.id == PEAK_CLAIM]))
+    return sections
+
+
+def _convergence_text(c: Convergence, config: MinNormConfig) -> str:
     method_table = common.table(
         ["method", "n", "rel. distance to w_mn", "null-space part", "rel. residual", "passes (median)", "converged"],
-        [[LABELS[m], len(rows), common.ci_text(ci[m]),
-          common.ci_text(ci_null[m]),
-          common.fmt(float(np.median(common.values(rows, f"{m}_residual"))), 3),
-          int(np.median(common.values(rows, f"{m}_steps"))),
-          f"{sum(bool(r['metrics'][f'{m}_converged']) for r in rows)}/{len(rows)}"] for m in METHODS])
+        [[LABELS[m], c.trials, common.ci_text(c.cis[f"{m}_distance"]), common.ci_text(c.cis[f"{m}_null"]),
+          common.fmt(c.medians[f"{m}_residual"], 3), int(c.medians[f"{m}_steps"]), f"{c.converged[m]}/{c.trials}"]
+         for m in METHODS])
     ridge_table = common.table(["λ", "rel. distance to w_mn (mean, 95% CI)"],
-                               [[f"{lam:g}", common.ci_text(c)] for lam, c in zip(lambdas, ridge_ci)])
-    predicted = bootstrap_ci(common.values(rows, "gd_init_predicted"))
-    condition = np.asarray(common.values(rows, "lambda_max")) / np.asarray(common.values(rows, "lambda_min"))
-    unconverged = [LABELS[m] for m in METHODS if not all(r["metrics"][f"{m}_converged"] for r in rows)]
-    share = {m: ci_null[m][0] / ci[m][0] for m in METHODS}
-    margin = min(ci[m][1] for m in ("gd_init", "adam", "coordinate")) / threshold
+                               [[f"{lam:g}", common.ci_text(ci)] for lam, ci in zip(c.lambdas, c.ridge)])
+    return (f"Gaussian design, p = {config.p}, n = {config.n}, noise std {config.noise_std:g}, float64; {c.trials} "
+            f"trials; every method stops at relative residual {config.residual_tol:g} or {config.max_steps} passes. "
+            f"Means over trials with 95% bootstrap CIs.\n\n{method_table}\n\nRidge path (ridge of "
+            f"(1/n)||Xw − y||² + λ||w||²):\n\n{ridge_table}\n\n{_convergence_reading(c, config)}")
+
+
+def _convergence_reading(c: Convergence, config: MinNormConfig) -> str:
+    ci, null = ({m: c.cis[f"{m}_{k}"] for m in METHODS} for k in ("distance", "null"))
+    share = {m: null[m][0] / ci[m][0] for m in METHODS}
+    margin = min(ci[m][1] for m in ("gd_init", "adam", "coordinate")) / config.control_threshold
     reading = (
         f"GD from zero ends at relative distance {common.ci_text(ci['gd_zero'], 3)} from the minimum-norm "
-        f"interpolant; its null-space part is {common.ci_text(ci_null['gd_zero'], 3)}: the iterates stay in the row "
+        f"interpolant; its null-space part is {common.ci_text(null['gd_zero'], 3)}: the iterates stay in the row "
         f"space. From a random w0 GD ends {common.ci_text(ci['gd_init'], 3)} away from w_mn, against "
-        f"{common.ci_text(predicted, 3)} predicted by the null-space part of w0, and {common.ci_text(nearest, 3)} from "
-        f"the interpolant nearest w0. Adam and cyclic coordinate descent end {common.ci_text(ci['adam'], 3)} and "
+        f"{common.ci_text(c.cis['gd_init_predicted'], 3)} predicted by the null-space part of w0, and "
+        f"{common.ci_text(c.cis['gd_init_nearest_distance'], 3)} from the interpolant nearest w0. Adam and cyclic "
+        f"coordinate descent end {common.ci_text(ci['adam'], 3)} and "
         f"{common.ci_text(ci['coordinate'], 3)} from w_mn at the residuals in the table; their null-space parts are "
         f"{share['adam']:.1%} and {share['coordinate']:.1%} of that distance (means), i.e. it is what their updates "
         f"put into null(X), not an unfinished fit (an interpolant w has ||w||² = ||w_mn||² + ||P_null w||²). The "
-        f"ridge distance falls with slope {common.ci_text(slope, 3)} in log λ at small λ. The GD step was "
-        f"{params['step_fraction']:g} · 2/λ_max(XᵀX/n); cond(XXᵀ) over trials had median {np.median(condition):.3g}, "
+        f"ridge distance falls with slope {common.ci_text(c.slope, 3)} in log λ at small λ. The GD step was "
+        f"{config.step_fraction:g} · 2/λ_max(XᵀX/n); cond(XXᵀ) over trials had median {c.medians['condition']:.3g}, "
         f"which sets GD's number of passes. The thresholds are the paper's 0.1% for 'reaches' and 10x that for "
         f"'clearly does not'; the lowest CI bound of the three controls is {margin:.3g}x the latter. Adam's distance "
-        f"depends on its learning rate and ε (one setting, lr {params['adam_lr']:g}, was run).")
+        f"depends on its learning rate and ε (one setting, lr {config.adam_lr:g}, was run).")
+    unconverged = [LABELS[m] for m in METHODS if c.converged[m] < c.trials]
     if unconverged:
-        reading += (f" Not every trial reached the residual tolerance within {params['max_steps']} passes: "
+        reading += (f" Not every trial reached the residual tolerance within {config.max_steps} passes: "
                     f"{', '.join(unconverged)} (see the converged column).")
-    text = (f"Gaussian design, p = {p}, n = {n}, noise std {params['noise_std']:g}, float64; {len(rows)} trials; "
-            f"every method stops at relative residual {params['residual_tol']:g} or {params['max_steps']} passes. "
-            f"Means over trials with 95% bootstrap CIs.\n\n{method_table}\n\nRidge path (ridge of "
-            f"(1/n)||Xw − y||² + λ||w||²):\n\n{ridge_table}\n\n{reading}")
-    figures = [("min_norm_convergence", _convergence_figure(rows, tol)),
-               ("min_norm_ridge_path", _ridge_figure(lambdas, ridge_ci, len(rows)))]
-    return Section("min_norm: gradient descent from zero finds the minimum-norm interpolant", text, figures, claims)
+    return reading
 
 
-def _convergence_figure(rows: list, tolerance: float):
-    from overparam.report import new_figure
+def _convergence_figure(c: Convergence, tolerance: float):
+    from overparam.report.figures import new_figure
 
     fig, ax = new_figure(width=8.0, height=5.0)
     colors = {"gd_zero": "tab:blue", "gd_init": "tab:orange", "adam": "tab:green", "coordinate": "tab:red"}
-    for name in METHODS + ("gd_init_nearest",):
-        steps, matrix = _trace_matrix(rows, name)
+    for name, (steps, matrix) in c.traces.items():
         median, low, high = median_band(matrix)
         color = colors.get(name, "tab:orange")
         label = LABELS.get(name, "GD from w0: distance to its nearest interpolant")
         style = "--" if name == "gd_init_nearest" else "-"
-        ax.plot(steps, median, style, color=color, label=f"{label} (median, n={len(rows)})")
+        ax.plot(steps, median, style, color=color, label=f"{label} (median, n={c.trials})")
         ax.fill_between(steps, np.maximum(low, 1e-300), high, color=color, alpha=0.2)
     ax.axhline(tolerance, color="0.4", linestyle=":", linewidth=1.2, label=f"tolerance {tolerance:g}")
     ax.set_xscale("symlog", linthresh=1.0)
@@ -472,81 +573,64 @@ def _convergence_figure(rows: list, tolerance: float):
     return fig
 
 
-def _ridge_figure(lambdas: np.ndarray, cis: list, trials: int):
-    from overparam.report import loglog_with_reference, new_figure
+def _ridge_figure(c: Convergence):
+    from overparam.report.figures import loglog_with_reference, new_figure
 
-    order = np.argsort(lambdas)
+    order = np.argsort(c.lambdas)
     fig, ax = new_figure()
-    loglog_with_reference(ax, lambdas[order], [cis[i][0] for i in order], [cis[i][1] for i in order],
-                          [cis[i][2] for i in order], slope=1.0, label="mean distance", n=trials)
+    loglog_with_reference(ax, c.lambdas[order], *([c.ridge[i][k] for i in order] for k in range(3)), slope=1.0,
+                          label="mean distance", n=c.trials)
     ax.set_xlabel("λ  (ridge of (1/n)||Xw − y||² + λ||w||²)")
     ax.set_ylabel("||w_λ − w_mn|| / ||w_mn||")
     ax.set_title("Ridge path → minimum-norm interpolant")
     return fig
 
 
-def _double_descent_section(rows: list, config: MinNormConfig):
-    from overparam.report import Claim, Section, bootstrap_ci
-
-    n = common.run_params(rows[0])["n"]
-    features = np.asarray(rows[0]["metrics"]["dd_features"])
-    ratios = features / n
-    risk = np.stack([_floats(r["metrics"]["dd_risk"]) for r in rows])  # (trials, P)
-    theory = np.stack([_floats(r["metrics"]["dd_theory"]) for r in rows]).mean(axis=0)
-    cis = [bootstrap_ci(risk[:, j]) for j in range(len(features))]
-    peak = int(np.argmin(np.abs(ratios - 1.0)))
-    ratio = _peak_ratio(risk, peak)
-    claims = [Claim.from_ci(
-        f"{NAME}.double_descent_peak", NAME,
-        f"Linear double descent: the minimum-norm interpolant's mean test risk at p/n = {ratios[peak]:g} exceeds both "
-        f"ends of the curve (p/n = {ratios[0]:g} and {ratios[-1]:g}): risk(peak) / max(risk(ends)) > 1.",
-        "test error peaks at p = n (linear double descent)", ratio, greater_than=1.0)]
+def _double_descent_text(d: DoubleDescent, n: int) -> str:
+    ratios, features, trials = d.ratios, d.features, len(d.risk)
+    with quiet():
+        median = np.nanmedian(d.risk, axis=0)
     table = common.table(["p/n", "p", "test risk (mean, 95% CI)", "median", "theory E[risk]"],
-                         [[f"{ratios[j]:g}", int(features[j]), common.ci_text(cis[j], 3),
-                           common.fmt(float(np.median(risk[:, j])), 3), common.fmt(float(theory[j]), 3)]
+                         [[f"{ratios[j]:g}", int(features[j]), common.ci_text(d.cis[j], 3),
+                           common.fmt(float(median[j]), 3), common.fmt(float(d.theory[j]), 3)]
                           for j in range(len(features))])
-    sigma2 = float(np.mean(common.values(rows, "dd_noise")))
-    null = bootstrap_ci(common.values(rows, "dd_null_risk"))
-    largest = int(np.argmax([c[0] for c in cis]))
-    finite = np.isfinite(theory)
-    ratio_mean_median = cis[peak][0] / float(np.median(risk[:, peak]))
-    agreement = np.asarray([c[0] for c in cis])[finite] / theory[finite]
+    means = np.asarray([ci[0] for ci in d.cis])
+    finite = np.isfinite(d.theory)
+    agreement = means[finite] / d.theory[finite]
     reading = (
-        f"The mean test risk is largest at p/n = {ratios[largest]:g}; at p/n = {ratios[peak]:g} it is "
-        f"{common.ci_text(ratio, 3)} times the larger end. Where the exact expectation is finite (|p − n| > 1) the "
+        f"The mean test risk is largest at p/n = {ratios[int(np.argmax(means))]:g}; at p/n = {ratios[d.peak]:g} it is "
+        f"{common.ci_text(d.ratio, 3)} times the larger end. Where the exact expectation is finite (|p − n| > 1) the "
         f"measured mean is {agreement.min():.3g} to {agreement.max():.3g} times it. Near p = n the risk is "
         f"heavy-tailed (the smallest singular value of a square Gaussian matrix is O(1/sqrt(n))): there the mean over "
-        f"{len(rows)} trials is {ratio_mean_median:.3g}x the median and its CI is wide, so the median is shown too. "
-        f"Left of the peak the risk includes the unseen features' signal as noise; at p = {int(features[-1])} = D the "
-        f"student sees every feature and its risk is the noise plus the part of w* outside the row space "
-        f"((1 − n/p)||w*||² in expectation) plus the noise it fits. The null predictor w = 0 has risk "
-        f"{common.ci_text(null, 3)}; the noise floor is {sigma2:g}.")
-    text = (f"One teacher over D = {int(features[-1])} features, ||w*||² ≈ 1, noise variance {sigma2:g}; the student "
-            f"with p features uses the first p and is X_p^+ y; n = {n}; exact population risk; {len(rows)} trials.\n\n"
+        f"{trials} trials is {means[d.peak] / median[d.peak]:.3g}x the median and its CI is wide, so the median is "
+        f"shown too. Left of the peak the risk includes the unseen features' signal as noise; at p = "
+        f"{int(features[-1])} = D the student sees every feature and its risk is the noise plus the part of w* outside "
+        f"the row space ((1 − n/p)||w*||² in expectation) plus the noise it fits. The null predictor w = 0 has risk "
+        f"{common.ci_text(d.null, 3)}; the noise floor is {d.noise:g}.")
+    return (f"One teacher over D = {int(features[-1])} features, ||w*||² ≈ 1, noise variance {d.noise:g}; the student "
+            f"with p features uses the first p and is X_p^+ y; n = {n}; exact population risk; {trials} trials.\n\n"
             f"{table}\n\n{reading}")
-    figure = _double_descent_figure(ratios, risk, cis, theory, peak, sigma2, null[0])
-    return Section("min_norm: linear double descent of the minimum-norm interpolant", text,
-                   [("min_norm_double_descent", figure)], claims)
 
 
-def _double_descent_figure(ratios, risk, cis, theory, peak, noise, null_risk):
+def _double_descent_figure(d: DoubleDescent):
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    from overparam.report import new_figure
+    from overparam.report.figures import new_figure
 
     fig, ax = new_figure(width=7.5, height=4.8)
-    trials = len(risk)
-    mean, low, high = (np.asarray([c[i] for c in cis]) for i in range(3))
-    ax.plot(ratios, mean, "o-", color="tab:blue", label=f"mean test risk (n={trials} trials, 95% CI band)")
+    ratios = d.ratios
+    mean, low, high = (np.asarray([ci[i] for ci in d.cis]) for i in range(3))
+    ax.plot(ratios, mean, "o-", color="tab:blue", label=f"mean test risk (n={len(d.risk)} trials, 95% CI band)")
     ax.fill_between(ratios, low, high, color="tab:blue", alpha=0.2)
-    ax.plot(ratios, np.median(risk, axis=0), "s--", color="tab:purple", markersize=4, linewidth=1, label="median")
-    ax.plot(ratios, np.where(np.isfinite(theory), theory, np.nan), "x:", color="black",
-            label="theory: E[risk] (infinite for |p − n| <= 1)")
-    ax.axhline(null_risk, color="tab:gray", linestyle="-.", linewidth=1, label="null predictor w = 0")
-    ax.axhline(noise, color="tab:gray", linestyle=":", linewidth=1, label="noise floor")
+    with quiet():
+        ax.plot(ratios, np.nanmedian(d.risk, axis=0), "s--", color="tab:purple", markersize=4, linewidth=1,
+                label="median")
+    ax.plot(ratios, d.theory, "x:", color="black", label="theory: E[risk] (infinite for |p − n| <= 1)")
+    ax.axhline(d.null[0], color="tab:gray", linestyle="-.", linewidth=1, label="null predictor w = 0")
+    ax.axhline(d.noise, color="tab:gray", linestyle=":", linewidth=1, label="noise floor")
     ax.axvline(1.0, color="tab:red", linestyle="--", linewidth=1, alpha=0.7)
-    ax.plot([ratios[peak]], [mean[peak]], marker="*", markersize=14, color="tab:red", linestyle="none",
-            label=f"p/n = {ratios[peak]:g}: the grid point nearest p = n")
+    ax.plot([ratios[d.peak]], [mean[d.peak]], marker="*", markersize=14, color="tab:red", linestyle="none",
+            label=f"p/n = {ratios[d.peak]:g}: the grid point nearest p = n")
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -566,7 +650,9 @@ STUDY = Study(
     config_type=MinNormConfig,
     grid=grid,
     run_one=run_one,
-    legacy_summarize=summarize,
+    analyze=analyze,
+    claims=claims,
+    render=render,
     presets={
         "tiny": {"n": 20, "p": 60, "seeds": 4, "dd_seeds": 4, "dd_ratios": [0.25, 0.5, 1.0, 2.0, 3.0]},
         "quick": {"n": 100, "p": 1000, "seeds": 100, "dd_seeds": 50},

@@ -47,19 +47,19 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from overparam.analysis import NUM_RESAMPLES, Missing, Run, SeedTable, resample_seeds, resampled_ci
 from overparam.errors import ConfigError, check_positive_int
+from overparam.report import CI, Claim, Section
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study, run_key
 
 NAME = "rff_double_descent"
 BELKIN = "Belkin et al. 2019"
-NUM_RESAMPLES = 4000
 NUMERICAL_ZERO = 1e-12  # a squared training loss below this is an exact fit up to rounding
 METRICS = ("test_error", "test_sq_loss", "coef_norm", "train_error", "train_sq_loss", "sigma_min_ratio")
 
@@ -198,64 +198,57 @@ def locate(mean: dict[str, np.ndarray], counts: np.ndarray, n: int) -> dict[str,
             "fall": error[..., -1] - at(error, error_peak), "gain": error[..., -1] - at(error, sweet)}
 
 
-def _curves(rows: list[dict[str, Any]]) -> tuple[np.ndarray, list[int], dict[str, np.ndarray]]:
-    """(sorted feature counts, seeds, {metric: (S, W) array, NaN where a run is missing})."""
-    counts = np.asarray(sorted({r["metrics"]["num_features"] for r in rows}))
-    seeds = sorted({r["seed"] for r in rows})
-    out = {m: np.full((len(seeds), len(counts)), np.nan) for m in METRICS}
-    column = {int(c): j for j, c in enumerate(counts)}
-    row_of = {s: i for i, s in enumerate(seeds)}
-    for r in rows:
-        for m in METRICS:
-            out[m][row_of[r["seed"]], column[r["metrics"]["num_features"]]] = r["metrics"].get(m, np.nan)
-    return counts, seeds, out
+# --- analysis ------------------------------------------------------------------------------------
 
 
-def analysis(rows: list[dict[str, Any]], n: int, num_resamples: int = NUM_RESAMPLES, seed: int = 0) -> dict:
-    """The located quantities (estimate from all seeds, percentile bootstrap over seeds) as
-    :class:`~overparam.report.CI` objects, plus per-N bootstrap CIs of every metric."""
-    from overparam.report import CI, bootstrap_ci
+@dataclass
+class RFFAnalysis:
+    """The sweep of one data set and bandwidth. Axes: seeds (S, feature draws) and the feature
+    counts N (W, ascending)."""
 
-    counts, seeds, values = _curves(rows)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of a column with no run: NaN, never located
-        mean = {m: np.nanmean(v, axis=0) for m, v in values.items()}
-        draws = np.random.default_rng(seed).integers(0, len(seeds), size=(num_resamples, len(seeds)))
-        resampled = {m: np.nanmean(v[draws], axis=1) for m, v in values.items()}  # (R, W)
-    found, boot = locate(mean, counts, n), locate(resampled, counts, n)
-
-    def interval(estimate: float, samples: np.ndarray) -> CI:
-        if len(seeds) < 2:
-            return CI(estimate, math.nan, math.nan, n=len(seeds))
-        low, high = np.quantile(samples, [0.025, 0.975], method="inverted_cdf")
-        return CI(estimate, float(low), float(high), n=len(seeds), method="percentile")
-
-    located = {}
-    for key in ("error_peak", "sq_peak", "norm_peak", "sweet"):
-        located[key] = interval(counts[found[key]] / n, counts[boot[key]] / n)
-    for key in ("fall", "gain"):
-        located[key] = interval(float(found[key]), boot[key])
-    per_n = {m: [bootstrap_ci(values[m][:, j]) for j in range(len(counts))] for m in METRICS}
-    return {"counts": counts, "seeds": seeds, "values": values, "mean": mean, "found": found, "located": located,
-            "per_n": per_n, "n": n}
+    table: SeedTable  # the finished runs, seed x feature count N
+    counts: np.ndarray  # (W,) feature counts N, ascending
+    n: int  # training examples
+    n_test: int  # test examples
+    bandwidth: float  # the kernel bandwidth σ the runs used (input units)
+    mean: dict[str, np.ndarray]  # metric of METRICS -> (W,) mean over seeds (NaN where no run)
+    per_n: dict[str, list[CI]]  # metric of METRICS -> per N, the mean over seeds with its 95% CI
+    found: dict[str, Any]  # locate() of the mean curves: indices into counts, and 'fall'/'gain' (error differences)
+    located: dict[str, CI]  # 'sweet', 'error_peak', 'sq_peak', 'norm_peak': N/n; 'fall', 'gain': test error
+    # differences (fractions); estimates from all seeds, percentile intervals over seed resamples
 
 
-# --- summary -------------------------------------------------------------------------------------
-
-
-def _rows(rows: list[dict[str, Any]], config: RFFDoubleDescentConfig) -> list[dict[str, Any]]:
-    """Finished runs of this configuration's data and bandwidth (a store may hold others)."""
+def analyze(runs: list[Run], config: RFFDoubleDescentConfig) -> RFFAnalysis | Missing:
     from overparam.config import RunConfig
 
-    data = RunConfig.from_dict({"data": config.data}).to_dict()["data"]
-    return [r for r in common.done_rows(rows)
-            if common.run_params(r)["data"] == data and common.run_params(r)["bandwidth"] == config.bandwidth]
+    data = RunConfig.from_dict({"data": config.data}).to_dict()["data"]  # a store may hold other data, bandwidths
+    mine = [r for r in runs if r.settings["data"] == data and r.settings["bandwidth"] == config.bandwidth]
+    table = SeedTable(mine, lambda r: r.settings["num_features"])
+    counts, n, seeds = np.asarray(table.axis, dtype=int), config.data["n_train"], len(table.seeds)
+    if not (counts < n).any() or not (counts > n).any():
+        return Missing(TITLE, "No finished runs on both sides of N = n yet.")
+    values = {m: table[m] for m in ("test_error", "test_sq_loss", "coef_norm")}
+    found, draws = resample_seeds(values, lambda mean: locate(mean, counts, n), NUM_RESAMPLES, seed=0)
+    located = {key: resampled_ci(counts[found[key]] / n, counts[draws[key]] / n if draws else None, seeds)
+               for key in ("error_peak", "sq_peak", "norm_peak", "sweet")}  # locations as N/n
+    for key in ("fall", "gain"):
+        located[key] = resampled_ci(float(found[key]), draws[key] if draws else None, seeds)
+    return RFFAnalysis(table, counts, n, int(mine[0].metric("n_test")), mine[0].metric("bandwidth"),
+                       {m: table.mean(m) for m in METRICS}, {m: table.cis(m) for m in METRICS}, found, located)
 
 
-def _claims(a: dict[str, Any], config: RFFDoubleDescentConfig, where: str) -> list:
-    from overparam.report import Claim
+# --- claims --------------------------------------------------------------------------------------
 
-    located, f = a["located"], config.peak_factor
+
+def _where(a: RFFAnalysis, config: RFFDoubleDescentConfig) -> tuple[str, str]:
+    """(the bandwidth, the setting in parentheses) as text."""
+    bandwidth = (f"σ = {common.fmt(a.bandwidth, 4)} (median pairwise distance of the training inputs)"
+                 if config.bandwidth == "median" else f"σ = {common.fmt(float(config.bandwidth), 4)}")
+    return bandwidth, f"({config.data['name']}, n = {a.n}, {a.n_test} test examples, {bandwidth})"
+
+
+def claims(a: RFFAnalysis, config: RFFDoubleDescentConfig) -> list[Claim]:
+    located, f, (_, where) = a.located, config.peak_factor, _where(a, config)
     band = (1.0 / f, f)
     peak_text = f"lies within a factor {f:g} of n (N_peak/n in [{1 / f:.3g}, {f:g}])"
     return [
@@ -274,7 +267,7 @@ def _claims(a: dict[str, Any], config: RFFDoubleDescentConfig, where: str) -> li
                       within=band),
         Claim.from_ci(f"{NAME}.error_falls_beyond_peak", NAME,
                       f"Past the peak the test error falls again {where}: mean test error at the largest N "
-                      f"({int(a['counts'][-1])} = {a['counts'][-1] / a['n']:.3g} n) minus at the peak < 0.",
+                      f"({int(a.counts[-1])} = {a.counts[-1] / a.n:.3g} n) minus at the peak < 0.",
                       f"{BELKIN}: a second descent beyond N = n", located["fall"], less_than=0.0),
         Claim.from_ci(f"{NAME}.overparameterized_beats_classical", NAME,
                       f"The largest model beats the best under-parameterized one {where}: mean test error at the "
@@ -284,52 +277,67 @@ def _claims(a: dict[str, Any], config: RFFDoubleDescentConfig, where: str) -> li
     ]
 
 
-def _table(a: dict[str, Any]) -> str:
-    counts, per_n, found, n = a["counts"], a["per_n"], a["found"], a["n"]
+# --- report --------------------------------------------------------------------------------------
+
+
+TITLE = "rff_double_descent: random-features regression across the interpolation threshold N = n"
+
+
+def render(a: RFFAnalysis, claims: list[Claim], config: RFFDoubleDescentConfig) -> list[Section]:
+    counts, (bandwidth, where) = a.counts, _where(a, config)
+    intro = (f"Random Fourier features of the Gaussian kernel exp(−‖x − x'‖²/(2σ²)) on {config.data['name']} "
+             f"(n = {a.n} training examples, one class-stratified draw for all runs; {a.n_test} test examples), "
+             f"{bandwidth}; the predictor Aᵀφ(x) with A = Φ⁺Y, the exact minimum-norm least-squares "
+             f"fit of the one-hot labels (QR + SVD in float64, no SGD), for {len(counts)} feature counts N from "
+             f"{counts[0]} to {counts[-1]} and {len(a.table.seeds)} feature draws (seeds). Per N: mean over seeds "
+             "with a 95% BCa bootstrap CI. Sweet spot: the N < n of smallest mean test error; peaks: the largest "
+             "mean from the sweet spot on (‖A‖_F: the global largest); their CIs resample seeds and relocate.")
+    text = "\n\n".join([intro, _table(a), "**Reading.** " + _reading(a, claims)])
+    return [Section(TITLE, text, [("rff_double_descent_curves", _figure(a, where))], claims)]
+
+
+def _table(a: RFFAnalysis) -> str:
+    per_n, found = a.per_n, a.found
     marks = {int(found["sweet"]): "sweet spot", int(found["error_peak"]): "error peak"}
     header = ["N", "N/n", "seeds", "test error", "test sq. loss", "train error", "train sq. loss", "‖A‖_F",
               "σ_min/σ_max of Φ", "located"]
-    body = []
-    for j, count in enumerate(counts):
-        body.append([int(count), f"{count / n:.3g}", per_n["test_error"][j].n,
-                     common.ci_text(per_n["test_error"][j], 3), common.ci_text(per_n["test_sq_loss"][j], 3),
-                     common.fmt(per_n["train_error"][j][0], 3), common.fmt(per_n["train_sq_loss"][j][0], 3),
-                     common.ci_text(per_n["coef_norm"][j], 3), common.fmt(per_n["sigma_min_ratio"][j][0], 3),
-                     marks.get(j, "")])
+    body = [[int(count), f"{count / a.n:.3g}", per_n["test_error"][j].n,
+             common.ci_text(per_n["test_error"][j], 3), common.ci_text(per_n["test_sq_loss"][j], 3),
+             common.fmt(per_n["train_error"][j][0], 3), common.fmt(per_n["train_sq_loss"][j][0], 3),
+             common.ci_text(per_n["coef_norm"][j], 3), common.fmt(per_n["sigma_min_ratio"][j][0], 3),
+             marks.get(j, "")] for j, count in enumerate(a.counts)]
     return common.table(header, body)
 
 
-def _reading(a: dict[str, Any], claims: list) -> str:
-    located, mean, counts, found = a["located"], a["mean"], a["counts"], a["found"]
+def _reading(a: RFFAnalysis, claims: list[Claim]) -> str:
+    located, error, ratio, counts = a.located, a.mean["test_error"], a.mean["sigma_min_ratio"], a.counts
     verdict = {c.id.split(".", 1)[1]: c.verdict.replace("_", " ") for c in claims}
-    sweet, peak = int(found["sweet"]), int(found["error_peak"])
+    sweet, peak = int(a.found["sweet"]), int(a.found["error_peak"])
     return (
         f"The zero-one test error is smallest among the under-parameterized models at N = {int(counts[sweet])} "
-        f"({common.fmt(mean['test_error'][sweet], 3)}), rises to {common.fmt(mean['test_error'][peak], 3)} at "
+        f"({common.fmt(error[sweet], 3)}), rises to {common.fmt(error[peak], 3)} at "
         f"N = {int(counts[peak])} (N_peak/n = {common.ci_text(located['error_peak'], 3)}, "
-        f"{verdict['error_peak_at_threshold']}) and ends at {common.fmt(mean['test_error'][-1], 3)} at "
+        f"{verdict['error_peak_at_threshold']}) and ends at {common.fmt(error[-1], 3)} at "
         f"N = {int(counts[-1])}, a change of {common.ci_text(located['fall'], 3)} from the peak "
         f"({verdict['error_falls_beyond_peak']}) and of {common.ci_text(located['gain'], 3)} from the best "
         f"under-parameterized model ({verdict['overparameterized_beats_classical']}; negative: the largest model "
         f"is better). The squared loss peaks at N/n = {common.ci_text(located['sq_peak'], 3)} "
         f"({verdict['squared_loss_peak_at_threshold']}) and ‖A‖_F at N/n = {common.ci_text(located['norm_peak'], 3)} "
         f"({verdict['norm_peak_at_threshold']}). Φ's smallest singular value relative to its largest is smallest "
-        f"at N = {int(counts[int(np.nanargmin(mean['sigma_min_ratio']))])} (mean σ_min/σ_max = "
-        f"{common.fmt(float(np.nanmin(mean['sigma_min_ratio'])), 3)}); since A = Φ⁺Y has ‖A‖_F² = Σ_i ‖u_iᵀY‖²/σ_i² "
+        f"at N = {int(counts[int(np.nanargmin(ratio))])} (mean σ_min/σ_max = "
+        f"{common.fmt(float(np.nanmin(ratio)), 3)}); since A = Φ⁺Y has ‖A‖_F² = Σ_i ‖u_iᵀY‖²/σ_i² "
         f"(u_i the left singular vectors), a near-zero σ_i forces a large norm, which is the usual account of the "
         f"peak. Its height at N = n depends on how ill-conditioned each draw of Φ is and on the pseudo-inverse's "
         f"cutoff (max(n, N)·2⁻⁵²·σ_max), which is why the CIs at N = n are wide. The bootstrap intervals of the "
         f"locations take values on the N grid only, and the peak is selected on the same seeds it is measured on.")
 
 
-def _figure(a: dict[str, Any], config: RFFDoubleDescentConfig, where: str):
+def _figure(a: RFFAnalysis, where: str):
     """2 x 2 panels vs N/n (log x): zero-one error, squared loss, ‖A‖_F, σ_min/σ_max of Φ; mean
     over seeds with a 95% bootstrap band, the threshold N = n dotted, located peaks starred."""
-    from overparam.report import new_figure
-    from overparam.report.figures import PlainLogFormatter
+    from overparam.report.figures import PlainLogFormatter, new_figure
 
-    counts, per_n, found, n = a["counts"], a["per_n"], a["found"], a["n"]
-    ratio = counts / n
+    ratio = a.counts / a.n
     fig, axes = new_figure(2, 2, width=12.0, height=8.6)
     panels = (
         (axes[0, 0], (("test_error", "test", "tab:blue", "-"), ("train_error", "train", "tab:gray", "--")),
@@ -344,15 +352,15 @@ def _figure(a: dict[str, Any], config: RFFDoubleDescentConfig, where: str):
     )
     for (ax, series, ylabel, log_y, peak), corner in zip(panels, ("upper left",) * 3 + ("lower left",)):
         for metric, label, color, style in series:
-            cis = np.asarray([tuple(c) for c in per_n[metric]], dtype=float)
-            seeds = [c.n for c in per_n[metric]]
+            cis = np.asarray([tuple(c) for c in a.per_n[metric]], dtype=float)
+            seeds = [c.n for c in a.per_n[metric]]
             positive = cis[:, 0] > NUMERICAL_ZERO if log_y else np.ones(len(cis), dtype=bool)
             ax.plot(ratio[positive], cis[positive, 0], color=color, linestyle=style, marker="o", markersize=3.5,
                     label=f"{label} (n={min(seeds)}{'' if min(seeds) == max(seeds) else f'–{max(seeds)}'} seeds, "
                           "95% CI)")
             ax.fill_between(ratio[positive], cis[positive, 1], cis[positive, 2], color=color, alpha=0.2, linewidth=0)
             if peak is not None and metric == series[0][0]:
-                j = int(found[peak])
+                j = int(a.found[peak])
                 ax.plot([ratio[j]], [cis[j, 0]], marker="*", markersize=14, color=color, markeredgecolor="black",
                         linestyle="none", label=f"located peak, N/n = {ratio[j]:.3g}", zorder=4)
         ax.axvline(1.0, color="black", linestyle=":", linewidth=1.3, label="interpolation threshold N = n")
@@ -369,32 +377,6 @@ def _figure(a: dict[str, Any], config: RFFDoubleDescentConfig, where: str):
     return fig
 
 
-def summarize(rows: list[dict[str, Any]], config: RFFDoubleDescentConfig) -> list:
-    from overparam.report import Section
-
-    title = "rff_double_descent: random-features regression across the interpolation threshold N = n"
-    done = _rows(rows, config)
-    counts = sorted({r["metrics"]["num_features"] for r in done})
-    n = config.data["n_train"]
-    if sum(c < n for c in counts) < 1 or sum(c > n for c in counts) < 1:
-        return [Section(title, "No finished runs on both sides of N = n yet.")]
-    a = analysis(done, n)
-    first = done[0]["metrics"]
-    bandwidth = (f"σ = {common.fmt(first['bandwidth'], 4)} (median pairwise distance of the training inputs)"
-                 if config.bandwidth == "median" else f"σ = {common.fmt(float(config.bandwidth), 4)}")
-    where = f"({config.data['name']}, n = {n}, {first['n_test']} test examples, {bandwidth})"
-    claims = _claims(a, config, where)
-    intro = (f"Random Fourier features of the Gaussian kernel exp(−‖x − x'‖²/(2σ²)) on {config.data['name']} "
-             f"(n = {n} training examples, one class-stratified draw for all runs; {first['n_test']} test examples), "
-             f"{bandwidth}; the predictor Aᵀφ(x) with A = Φ⁺Y, the exact minimum-norm least-squares fit of the one-hot "
-             f"labels (QR + SVD in float64, no SGD), for {len(counts)} feature counts N from {counts[0]} to "
-             f"{counts[-1]} and {len(a['seeds'])} feature draws (seeds). Per N: mean over seeds with a 95% BCa "
-             "bootstrap CI. Sweet spot: the N < n of smallest mean test error; peaks: the largest mean from the sweet "
-             "spot on (‖A‖_F: the global largest); their CIs resample seeds and relocate.")
-    text = "\n\n".join([intro, _table(a), "**Reading.** " + _reading(a, claims)])
-    return [Section(title, text, [("rff_double_descent_curves", _figure(a, config, where))], claims)]
-
-
 STUDY = Study(
     name=NAME,
     description="random Fourier features + minimum-norm least squares: test error, squared loss and coefficient "
@@ -402,7 +384,9 @@ STUDY = Study(
     config_type=RFFDoubleDescentConfig,
     grid=grid,
     run_one=run_one,
-    legacy_summarize=summarize,
+    analyze=analyze,
+    claims=claims,
+    render=render,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 100, "n_test": 200, "seed": 0},
                  "feature_ratios": [0.3, 0.7, 1.0, 1.5, 4.0], "seeds": 3},

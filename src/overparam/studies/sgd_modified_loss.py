@@ -59,12 +59,15 @@ from __future__ import annotations
 
 import math
 import time as timer
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from overparam.analysis import Missing, Run, SeedTable, group, metric_pairs, paired_ratio, quiet
 from overparam.errors import ConfigError, check_optional_nonnegative, check_positive_int
+from overparam.report import CI, Claim, Section, spearman_ci
 from overparam.studies import common
 from overparam.studies.base import RunSpec, Study
 
@@ -178,30 +181,31 @@ def _measure(spec: RunSpec, record: Any) -> tuple[dict[str, Any], dict[str, list
     return metrics, {}
 
 
-# --- summary -------------------------------------------------------------------------------------
+# --- analysis ------------------------------------------------------------------------------------
 
 
-def _arm(rows: list, arm: str) -> list:
-    return [r for r in rows if common.run_params(r)["arm"] == arm]
+TITLE = "sgd_modified_loss: SGD's implicit regularizer and the ratio ε/B"
+METRICS = ("train_loss", "test_acc", "term_full", "term_variance", "per_example_variance", "lambda_max")
+ARM_METRICS = ("train_loss", "test_acc", "lambda_max", "per_example_variance")
+SPREADS = ("lambda_max", "per_example_variance", "term_full")  # metrics whose log's spread_ratio is reported
 
 
-def _point(row: dict) -> tuple[float, int]:
-    train = common.run_params(row)["run"]["train"]
-    return float(train["lr"]), int(train["batch_size"])
+def _point(run: Run) -> tuple[float, int]:
+    return float(run.config.train.lr), int(run.config.train.batch_size)
 
 
-def spread_ratio(values: dict[tuple[float, int], list[float]], groups: dict[float, list[tuple[float, int]]],
-                 seed: int = 0):
+def spread_ratio(values: Mapping[tuple[float, int], Sequence[float]], groups: dict[float, list[tuple[float, int]]],
+                 seed: int = 0) -> CI:
     """Within-group over across-group spread of the point means of ``values`` ((ε, B) -> one value
-    per seed), with a percentile bootstrap CI (each point's seeds resampled independently).
+    per seed; non-finite values dropped), with a percentile bootstrap CI (each point's seeds
+    resampled independently, by position: the order of a point's values matters).
 
     within = sqrt(Σ_g Σ_{i∈g} (m_i − m̄_g)² / Σ_g (n_g − 1)) over the groups with >= 2 points
     (pooled standard deviation of the point means m_i around their group mean m̄_g); across = the
     standard deviation (ddof 1) of the group means m̄_g over all groups."""
-    from overparam.report import CI
-
-    points = [p for points in groups.values() for p in points if len(values.get(p, [])) > 0]
-    members = {ratio: [p for p in ps if p in points] for ratio, ps in groups.items()}
+    arrays = {p: np.asarray(values.get(p, []), dtype=float) for ps in groups.values() for p in ps}
+    arrays = {p: a[np.isfinite(a)] for p, a in arrays.items() if np.isfinite(a).any()}
+    members = {ratio: [p for p in ps if p in arrays] for ratio, ps in groups.items()}
     members = {ratio: ps for ratio, ps in members.items() if ps}
     if len(members) < 2 or not any(len(ps) >= 2 for ps in members.values()):
         return CI(math.nan, math.nan, math.nan, n=0)
@@ -213,187 +217,203 @@ def spread_ratio(values: dict[tuple[float, int], list[float]], groups: dict[floa
         across = np.std(list(group_means.values()), ddof=1)
         return math.sqrt(within_ss / within_df) / across if across > 0 else math.nan
 
-    arrays = {p: np.asarray(values[p], dtype=float) for p in points}
     estimate = statistic({p: a.mean() for p, a in arrays.items()})
     rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(BOOTSTRAP_RESAMPLES):
-        draws.append(statistic({p: a[rng.integers(0, len(a), len(a))].mean() for p, a in arrays.items()}))
-    finite = np.asarray([d for d in draws if math.isfinite(d)])
-    n = min(len(a) for a in arrays.values())
-    if n < 2 or finite.size < BOOTSTRAP_RESAMPLES // 2:
+    draws = np.asarray([statistic({p: a[rng.integers(0, len(a), len(a))].mean() for p, a in arrays.items()})
+                        for _ in range(BOOTSTRAP_RESAMPLES)])
+    draws, n = draws[np.isfinite(draws)], min(len(a) for a in arrays.values())
+    if n < 2 or draws.size < BOOTSTRAP_RESAMPLES // 2:
         return CI(estimate, math.nan, math.nan, n=n)
-    low, high = np.percentile(finite, [2.5, 97.5])
+    low, high = np.percentile(draws, [2.5, 97.5])
     return CI(estimate, float(low), float(high), n=n, method="percentile")
 
 
-def summarize(rows: list[dict[str, Any]], config: SGDModifiedLossConfig) -> list:
-    from overparam.report import Claim, Section, bootstrap_ci, spearman_ci
+@dataclass
+class Explicit:
+    """The explicit-penalty arm at ε = ``explicit_lr``."""
 
-    title = "sgd_modified_loss: SGD's implicit regularizer and the ratio ε/B"
-    done = common.done_rows(rows)
-    grid_rows = _arm(done, "grid")
-    if len(grid_rows) < 3:
-        return [Section(title, "Fewer than three finished grid runs yet.")]
-    by_point = common.group(grid_rows, _point)
-    groups = ratio_groups(tuple(sorted({p[0] for p in by_point})), tuple(sorted({p[1] for p in by_point})))
-    groups = {r: [p for p in ps if p in by_point] for r, ps in groups.items()}
-    groups = {r: ps for r, ps in groups.items() if ps}
-    n_seeds = max(len(rs) for rs in by_point.values())
-    setting = (f"plain SGD for {config.epochs:g} epochs, ε in {sorted({p[0] for p in by_point})}, B in "
-               f"{sorted({p[1] for p in by_point})}, {len(grid_rows)} runs")
-    rho_sharp = spearman_ci(*common.finite_pairs(grid_rows, "ratio", "lambda_max"))
-    rho_var = spearman_ci(*common.finite_pairs(grid_rows, "ratio", "per_example_variance"))
+    table: SeedTable  # seed x arm: "grid" (the small-batch grid point), "large", "penalty"
+    cis: dict[str, list[CI]]  # per metric of ARM_METRICS, the mean over seeds per arm
+    fractions: dict[str, CI]  # test_acc, lambda_max: (m_large − m_pen)/(m_large − m_small), the fraction of the
+    # gap the penalty closes: a ratio of seed means, paired by seed
+    penalty: float  # λ of the penalized runs' λ|∇L_B|²
 
-    def logs(metric: str) -> dict[tuple[float, int], list[float]]:
-        return {p: [math.log(v) for v in common.values(rs, metric) if v > 0] for p, rs in by_point.items()}
 
-    spread_sharp, spread_var = spread_ratio(logs("lambda_max"), groups), spread_ratio(logs("per_example_variance"),
-                                                                                       groups)
-    spread_full = spread_ratio(logs("term_full"), groups)
-    claims = [
+@dataclass
+class SGDModifiedLossAnalysis:
+    table: SeedTable  # grid runs: seed x (ε, B) point, points sorted by ε then B
+    groups: dict[float, list[tuple[float, int]]]  # ε/B -> its (ε, B) points that have runs, ratios ascending
+    cis: dict[str, list[CI]]  # per metric of METRICS, the mean over seeds per point (table order)
+    rho: dict[str, CI]  # lambda_max, per_example_variance: Spearman ρ(ε/B, metric) over the grid runs
+    spreads: dict[str, CI]  # per metric of SPREADS, spread_ratio of the log metric over the points
+    explicit: Explicit | None  # None: an arm has no finished runs
+
+
+def analyze(runs: list[Run], config: SGDModifiedLossConfig) -> SGDModifiedLossAnalysis | Missing:
+    arms = group(runs, lambda r: r.settings["arm"])
+    grid_runs = arms.get("grid", [])
+    if len(grid_runs) < 3:
+        return Missing(TITLE, "Fewer than three finished grid runs yet.")
+    table = SeedTable(grid_runs, _point)
+    groups = ratio_groups(tuple(sorted({p[0] for p in table.axis})), tuple(sorted({p[1] for p in table.axis})))
+    groups = {r: points for r, ps in groups.items() if (points := [p for p in ps if p in table.axis])}
+    # each point's seeds in the store's order (spread_ratio resamples a point's values by position)
+    rows = {p: [table.seeds.index(r.seed) for r in members] for p, members in group(grid_runs, _point).items()}
+    with quiet():
+        logs = {m: np.log(table[m]) for m in SPREADS}  # (S, P); non-positive values -> NaN or -inf, dropped
+    small = [r for r in grid_runs if _point(r) == (config.explicit_lr, config.small_batch)]
+    return SGDModifiedLossAnalysis(
+        table, groups, {m: table.cis(m) for m in METRICS},
+        {m: spearman_ci(*metric_pairs(grid_runs, "ratio", m)) for m in ("lambda_max", "per_example_variance")},
+        {m: spread_ratio({p: logs[m][i, table.index(p)] for p, i in rows.items()}, groups) for m in SPREADS},
+        _explicit(small, arms.get("large", []), arms.get("penalty", [])))
+
+
+def _explicit(small: list[Run], large: list[Run], penalized: list[Run]) -> Explicit | None:
+    if not (small and large and penalized):
+        return None
+    table = SeedTable(small + large + penalized, lambda r: r.settings["arm"])
+    large = {m: table.at(m, "large") for m in ("test_acc", "lambda_max")}
+    fractions = {m: paired_ratio(v - table.at(m, "penalty"), v - table.at(m, "grid")) for m, v in large.items()}
+    return Explicit(table, {m: table.cis(m) for m in ARM_METRICS}, fractions, penalized[0].config.train.grad_penalty)
+
+
+def claims(a: SGDModifiedLossAnalysis, config: SGDModifiedLossConfig) -> list[Claim]:
+    setting = (f"plain SGD for {config.epochs:g} epochs, ε in {sorted({p[0] for p in a.table.axis})}, B in "
+               f"{sorted({p[1] for p in a.table.axis})}, {sum(a.table.n_runs())} runs")
+    n_seeds, sharp, var = max(a.table.n_runs()), a.rho["lambda_max"], a.rho["per_example_variance"]
+    out = [
         Claim.from_ci(f"{NAME}.sharpness_falls_with_ratio", NAME,
                       f"A larger ratio ε/B ends in a flatter minimum: Spearman ρ(ε/B, λ_max) < 0 over the runs "
                       f"({setting}).", "sharpness tracks ε/B (larger ratio, stronger implicit regularization)",
-                      rho_sharp, less_than=0.0, n_seeds=n_seeds, details={"n_runs": rho_sharp.n}),
+                      sharp, less_than=0.0, n_seeds=n_seeds, details={"n_runs": sharp.n}),
         Claim.from_ci(f"{NAME}.variance_falls_with_ratio", NAME,
                       f"A larger ratio ε/B, i.e. a stronger implicit penalty (ε/4)·E|∇L_B − ∇L|² ≈ (ε/4B)·v on the "
                       f"per-example gradient variance v, ends at a smaller v: Spearman ρ(ε/B, v) < 0 ({setting}).",
-                      "the implicit penalty scales with ε/B and is minimized along training", rho_var,
-                      less_than=0.0, n_seeds=n_seeds, details={"n_runs": rho_var.n}),
+                      "the implicit penalty scales with ε/B and is minimized along training", var,
+                      less_than=0.0, n_seeds=n_seeds, details={"n_runs": var.n}),
         Claim.from_ci(f"{NAME}.sharpness_groups_by_ratio", NAME,
                       f"Runs with equal ε/B end equally sharp: the spread of log λ_max among (ε, B) points of equal "
                       f"ratio over its spread across ratios is < 1 ({setting}; seeds resampled per point).",
-                      "equal ε/B, equal implicit regularization (at fixed epochs)", spread_sharp, less_than=1.0),
+                      "equal ε/B, equal implicit regularization (at fixed epochs)", a.spreads["lambda_max"],
+                      less_than=1.0),
         Claim.from_ci(f"{NAME}.variance_groups_by_ratio", NAME,
                       f"Runs with equal ε/B end with equal gradient variance: the spread of log v among points of "
                       f"equal ratio over its spread across ratios is < 1 ({setting}).",
-                      "equal ε/B, equal implicit regularization (at fixed epochs)", spread_var, less_than=1.0),
+                      "equal ε/B, equal implicit regularization (at fixed epochs)", a.spreads["per_example_variance"],
+                      less_than=1.0),
     ]
-    small = by_point.get((config.explicit_lr, config.small_batch), [])
-    large, penalized = _arm(done, "large"), _arm(done, "penalty")
-    fraction = sharp_fraction = None
-    if small and large and penalized:
-        fraction = common.gap_fraction(large, small, penalized, "test_acc")
-        sharp_fraction = common.gap_fraction(large, small, penalized, "lambda_max")
-        arm_setting = (f"ε = {config.explicit_lr:g}, λ = {penalized[0]['metrics']['grad_penalty']:g}, all three for the "
-                       f"small batch's number of steps; paired by seed")
-        claims += [
-            Claim.from_ci(
-                f"{NAME}.explicit_penalty_closes_gap", NAME,
-                f"An explicit penalty λ|∇L_B|² on each minibatch at the large batch B = {config.large_batch} recovers "
-                f"the small-batch (B = {config.small_batch}) test accuracy: the fraction of the test-accuracy gap it "
-                f"closes, (acc_pen − acc_large)/(acc_small − acc_large), is > 0.5 ({arm_setting}).",
-                "explicit regularization at large batch recovers small-batch test accuracy", fraction,
-                greater_than=0.5),
-            Claim.from_ci(
-                f"{NAME}.explicit_penalty_recovers_flatness", NAME,
-                f"The same penalty recovers the small batch's flatness: the fraction of the λ_max gap it closes, "
-                f"(λ_large − λ_pen)/(λ_large − λ_small), is > 0.5 ({arm_setting}).",
-                "the explicit regularizer reproduces the implicit one", sharp_fraction, greater_than=0.5),
-        ]
+    if (e := a.explicit) is None:
+        return out
+    setting = (f"ε = {config.explicit_lr:g}, λ = {e.penalty:g}, all three for the small batch's number of steps; "
+               f"paired by seed")
+    return out + [
+        Claim.from_ci(
+            f"{NAME}.explicit_penalty_closes_gap", NAME,
+            f"An explicit penalty λ|∇L_B|² on each minibatch at the large batch B = {config.large_batch} recovers "
+            f"the small-batch (B = {config.small_batch}) test accuracy: the fraction of the test-accuracy gap it "
+            f"closes, (acc_pen − acc_large)/(acc_small − acc_large), is > 0.5 ({setting}).",
+            "explicit regularization at large batch recovers small-batch test accuracy", e.fractions["test_acc"],
+            greater_than=0.5),
+        Claim.from_ci(
+            f"{NAME}.explicit_penalty_recovers_flatness", NAME,
+            f"The same penalty recovers the small batch's flatness: the fraction of the λ_max gap it closes, "
+            f"(λ_large − λ_pen)/(λ_large − λ_small), is > 0.5 ({setting}).",
+            "the explicit regularizer reproduces the implicit one", e.fractions["lambda_max"], greater_than=0.5),
+    ]
 
-    metrics = ("train_loss", "test_acc", "term_full", "term_variance", "per_example_variance", "lambda_max")
-    cis = {p: {m: bootstrap_ci(common.values(rs, m)) for m in metrics} for p, rs in by_point.items()}
-    body = []
-    for ratio, points in groups.items():
-        for p in points:
-            body.append([f"{ratio:.3g}", f"{p[0]:g}", p[1], len(by_point[p])]
-                        + [common.ci_text(cis[p][m], 3) for m in metrics])
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def render(a: SGDModifiedLossAnalysis, claims: list[Claim], config: SGDModifiedLossConfig) -> list[Section]:
+    n = dict(zip(a.table.axis, a.table.n_runs()))
+    body = [[f"{ratio:.3g}", f"{p[0]:g}", p[1], n[p]] + [common.ci_text(a.cis[m][a.table.index(p)], 3) for m in METRICS]
+            for ratio, points in a.groups.items() for p in points]
     table = common.table(["ε/B", "ε", "B", "n", "train loss", "test acc", "(ε/4)‖∇L‖²", "(ε/4)E‖∇L_B−∇L‖²",
                           "v", "λ_max"], body)
-    parts = [f"Plain SGD (no momentum) on {len(by_point)} (ε, B) points for {config.epochs:g} epochs each; at the end, "
+    parts = [f"Plain SGD (no momentum) on {len(a.table)} (ε, B) points for {config.epochs:g} epochs each; at the end, "
              f"on the full training set, both terms of Smith et al.'s modified loss (the variance term as its "
              f"exact expectation over random partitions), the per-example gradient variance v = (1/N)Σ‖g_i − ḡ‖² "
-             f"and λ_max. Means over seeds with 95% bootstrap CIs, grouped by ε/B.\n\n{table}"]
-    reading = (f"Spearman ρ(ε/B, λ_max) = {common.ci_text(rho_sharp, 3)}, ρ(ε/B, v) = {common.ci_text(rho_var, 3)}; "
-               f"within/across-ratio spread {common.ci_text(spread_sharp, 3)} for log λ_max and "
-               f"{common.ci_text(spread_var, 3)} for log v, and {common.ci_text(spread_full, 3)} for the log of the "
-               f"full-gradient term (ε/4)‖∇L‖², which the theory ties to ε, not to ε/B. At a fixed number of epochs the ratio sets the flow time "
-               f"ε·E·N/B as well as the penalty strength, so 'equal ratio, equal outcome' is the theory's prediction "
-               f"for both reasons, and a larger ratio also means a run trained further (lower train loss in the "
-               f"table); with cross-entropy, λ_max and v shrink as the loss goes to zero, so this sweep alone cannot "
-               f"tell the regularizer from the extra training. The explicit-penalty arm holds the time fixed.")
-    parts.append(reading)
-    if fraction is not None:
-        arm_metrics = ("train_loss", "test_acc", "lambda_max", "per_example_variance")
-        arms = [(f"B={config.small_batch} (grid point)", small), (f"B={config.large_batch}", large),
-                (f"B={config.large_batch} + λ‖∇L_B‖²", penalized)]
-        arm_cis = [{m: bootstrap_ci(common.values(rs, m)) for m in arm_metrics} for _, rs in arms]
-        arm_table = common.table(["arm", "epochs", "n", "train loss", "test acc", "λ_max", "v"],
-                                 [[label, f"{common.run_params(rs[0])['run']['train']['epochs']:g}", len(rs)]
-                                  + [common.ci_text(c[m], 3) for m in arm_metrics]
-                                  for (label, rs), c in zip(arms, arm_cis)])
-        parts.append(f"**Explicit penalty at the large batch.** ε = {config.explicit_lr:g} for all three; the large "
-                     f"batch runs train for {config.large_batch / config.small_batch:g}x the epochs, i.e. the small batch's number of steps and flow time; the penalty is "
-                     f"λ = {penalized[0]['metrics']['grad_penalty']:g} (default (ε/4)(B_L/B_s − 1): the variance part "
-                     f"of the large batch's implicit-plus-explicit regularizer then equals the small batch's).\n\n"
-                     f"{arm_table}\n\nFraction of the gap closed by the penalty: test accuracy "
-                     f"{common.ci_text(fraction, 3)}, λ_max {common.ci_text(sharp_fraction, 3)} (ratios, unstable "
-                     f"when the gap itself is small). The penalty leaves the large batch as sharp as "
-                     f"{common.fmt(arm_cis[2]['lambda_max'][0], 3)} against {common.fmt(arm_cis[1]['lambda_max'][0], 3)} "
-                     f"without it and {common.fmt(arm_cis[0]['lambda_max'][0], 3)} at the small batch, and v at "
-                     f"{common.fmt(arm_cis[2]['per_example_variance'][0], 3)} against "
-                     f"{common.fmt(arm_cis[1]['per_example_variance'][0], 3)} and "
-                     f"{common.fmt(arm_cis[0]['per_example_variance'][0], 3)}.")
-    figures = [("sgd_modified_loss_terms", _terms_figure(by_point, cis))]
-    if fraction is not None:
-        figures.append(("sgd_modified_loss_explicit", _explicit_figure(arms, arm_cis)))
-    return [Section(title, "\n\n".join(parts), figures, claims)]
+             f"and λ_max. Means over seeds with 95% bootstrap CIs, grouped by ε/B.\n\n{table}",
+             f"Spearman ρ(ε/B, λ_max) = {common.ci_text(a.rho['lambda_max'], 3)}, ρ(ε/B, v) = "
+             f"{common.ci_text(a.rho['per_example_variance'], 3)}; within/across-ratio spread "
+             f"{common.ci_text(a.spreads['lambda_max'], 3)} for log λ_max and "
+             f"{common.ci_text(a.spreads['per_example_variance'], 3)} for log v, and "
+             f"{common.ci_text(a.spreads['term_full'], 3)} for the log of the full-gradient term (ε/4)‖∇L‖², which the "
+             f"theory ties to ε, not to ε/B. At a fixed number of epochs the ratio sets the flow time "
+             f"ε·E·N/B as well as the penalty strength, so 'equal ratio, equal outcome' is the theory's prediction "
+             f"for both reasons, and a larger ratio also means a run trained further (lower train loss in the "
+             f"table); with cross-entropy, λ_max and v shrink as the loss goes to zero, so this sweep alone cannot "
+             f"tell the regularizer from the extra training. The explicit-penalty arm holds the time fixed."]
+    figures = [("sgd_modified_loss_terms", _terms_figure(a))]
+    if a.explicit is not None:
+        labels = [f"B={config.small_batch} (grid point)", f"B={config.large_batch}",
+                  f"B={config.large_batch} + λ‖∇L_B‖²"]  # the arms in the table's order: grid, large, penalty
+        parts.append(_explicit_text(a.explicit, labels, config))
+        figures.append(("sgd_modified_loss_explicit", _explicit_figure(a.explicit, labels)))
+    return [Section(TITLE, "\n\n".join(parts), figures, claims)]
 
 
-def _terms_figure(by_point: dict, cis: dict):
+def _explicit_text(e: Explicit, labels: list[str], config: SGDModifiedLossConfig) -> str:
+    epochs = e.table.mean(lambda r: r.config.train.epochs)
+    table = common.table(["arm", "epochs", "n", "train loss", "test acc", "λ_max", "v"],
+                         [[label, f"{epochs[j]:g}", n] + [common.ci_text(e.cis[m][j], 3) for m in ARM_METRICS]
+                          for j, (label, n) in enumerate(zip(labels, e.table.n_runs()))])
+    lam, v = [c[0] for c in e.cis["lambda_max"]], [c[0] for c in e.cis["per_example_variance"]]
+    return (f"**Explicit penalty at the large batch.** ε = {config.explicit_lr:g} for all three; the large "
+            f"batch runs train for {config.large_batch / config.small_batch:g}x the epochs, i.e. the small batch's "
+            f"number of steps and flow time; the penalty is λ = {e.penalty:g} (default (ε/4)(B_L/B_s − 1): the "
+            f"variance part of the large batch's implicit-plus-explicit regularizer then equals the small batch's)."
+            f"\n\n{table}\n\nFraction of the gap closed by the penalty: test accuracy "
+            f"{common.ci_text(e.fractions['test_acc'], 3)}, λ_max {common.ci_text(e.fractions['lambda_max'], 3)} "
+            f"(ratios, unstable when the gap itself is small). The penalty leaves the large batch as sharp as "
+            f"{common.fmt(lam[2], 3)} against {common.fmt(lam[1], 3)} without it and {common.fmt(lam[0], 3)} at the "
+            f"small batch, and v at {common.fmt(v[2], 3)} against {common.fmt(v[1], 3)} and {common.fmt(v[0], 3)}.")
+
+
+def _terms_figure(a: SGDModifiedLossAnalysis):
     from matplotlib import colormaps
-    from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
+    from matplotlib.ticker import FuncFormatter
 
-    from overparam.report import errorbar_plot, new_figure
-    from overparam.report.figures import PlainLogFormatter
+    from overparam.report.figures import PlainLogFormatter, errorbar_plot, log2_axis, new_figure
 
-    ratios = sorted({1e3 * p[0] / p[1] for p in by_point})
     panels = (("term_full", "(ε/4)‖∇L‖²  (full-gradient term)"),
               ("term_variance", "(ε/4)E‖∇L_B − ∇L‖²  (variance term)"),
-              ("lambda_max", "λ_max (top Hessian eigenvalue)"),
-              ("test_acc", "test accuracy"))
+              ("lambda_max", "λ_max (top Hessian eigenvalue)"), ("test_acc", "test accuracy"))
     fig, axes = new_figure(1, 4, width=20, height=4.6)
-    batches = sorted({p[1] for p in by_point})
+    batches = sorted({p[1] for p in a.table.axis})
     colors = colormaps["viridis"](np.linspace(0.0, 0.85, len(batches)))
+    n = a.table.n_runs()
     for ax, (metric, label) in zip(axes, panels):
         for b, color in zip(batches, colors):
-            points = sorted(p for p in by_point if p[1] == b)
-            c = [cis[p][metric] for p in points]
-            errorbar_plot(ax, [1e3 * p[0] / p[1] for p in points], [x[0] for x in c], [x[1] for x in c],
-                          [x[2] for x in c], label=f"B={b}", n=[len(by_point[p]) for p in points], color=color,
-                          legend=False)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(FixedLocator(ratios))
-        ax.xaxis.set_major_formatter(FixedFormatter([f"{r:.2g}" for r in ratios]))
-        ax.xaxis.set_minor_locator(NullLocator())
+            columns = [j for j, p in enumerate(a.table.axis) if p[1] == b]
+            est, low, high = ([a.cis[metric][j][i] for j in columns] for i in range(3))
+            errorbar_plot(ax, [1e3 * a.table.axis[j][0] / b for j in columns], est, low, high, label=f"B={b}",
+                          n=[n[j] for j in columns], color=color, legend=False)
+        log2_axis(ax, sorted({1e3 * p[0] / p[1] for p in a.table.axis}))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
         if metric != "test_acc":
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(PlainLogFormatter())
             ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
-        ax.set_xlabel("ε / B  (×10⁻³)")
-        ax.set_ylabel(f"{label}, end of training")
-        ax.set_title(label.split("  ")[0])
+        ax.set(xlabel="ε / B  (×10⁻³)", ylabel=f"{label}, end of training", title=label.split("  ")[0])
     axes[0].legend(fontsize=8, frameon=False)
     return fig
 
 
-def _explicit_figure(arms: list, arm_cis: list):
-    from overparam.report import new_figure
+def _explicit_figure(e: Explicit, labels: list[str]):
+    from overparam.report.figures import new_figure
 
     fig, axes = new_figure(1, 2, width=11, height=4.4)
-    labels = [label for label, _ in arms]
     for ax, metric, name in ((axes[0], "test_acc", "test accuracy"), (axes[1], "lambda_max", "λ_max")):
-        est = np.array([c[metric][0] for c in arm_cis])
-        low = np.nan_to_num(est - np.array([c[metric][1] for c in arm_cis]))
-        high = np.nan_to_num(np.array([c[metric][2] for c in arm_cis]) - est)
-        ax.bar(range(len(arms)), est, yerr=[low, high], capsize=5, color=["tab:blue", "tab:orange", "tab:green"],
-               alpha=0.8)
-        ax.set_xticks(range(len(arms)), labels, fontsize=8)
-        ax.set_ylabel(f"{name} (mean, 95% CI)")
-        ax.set_title(f"{name}: explicit penalty at large batch (n={min(len(rs) for _, rs in arms)} seeds)")
-    lows = [c["test_acc"][1] for c in arm_cis if math.isfinite(c["test_acc"][1])]
+        est, low, high = (np.array([c[i] for c in e.cis[metric]]) for i in range(3))
+        ax.bar(range(len(labels)), est, yerr=np.nan_to_num([est - low, high - est]), capsize=5,
+               color=["tab:blue", "tab:orange", "tab:green"], alpha=0.8)
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.set(ylabel=f"{name} (mean, 95% CI)", title=f"{name}: explicit penalty at large batch "
+                                                       f"(n={min(e.table.n_runs())} seeds)")
+    lows = [c[1] for c in e.cis["test_acc"] if math.isfinite(c[1])]
     if lows:
         axes[0].set_ylim(max(0.0, min(lows) - 0.05), None)
     return fig
@@ -408,7 +428,9 @@ STUDY = Study(
     run_one=common.single(_measure),
     run_batch=common.batched(_measure),
     batch_key=common.batch_key,
-    legacy_summarize=summarize,
+    analyze=analyze,
+    claims=claims,
+    render=render,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 256, "n_test": 100, "seed": 0},
                  "model": {"name": "mlp", "width": 16, "depth": 1}, "lrs": [0.05, 0.1, 0.2], "batch_sizes": [32, 64],

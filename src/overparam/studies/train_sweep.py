@@ -12,8 +12,10 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+from overparam.analysis import Run, SeedTable
 from overparam.config import RunConfig
 from overparam.errors import ConfigError, check_positive_int
+from overparam.report import CI, Section
 from overparam.studies.base import RunOutcome, RunSpec, Study, run_key
 
 
@@ -48,7 +50,7 @@ def grid(config: TrainSweepConfig) -> list[RunSpec]:
         for seed in range(config.seeds):
             run_config = RunConfig.from_dict({**_base(config), "seed": seed}).with_overrides(dict(zip(keys, values)))
             params = run_config.to_dict()
-            specs.append(RunSpec(run_key("train", params, seed), params, seed))
+            specs.append(RunSpec(run_key("train", params, seed), params, seed, run_config))
             run_configs.append(run_config)
     validate([c for c in run_configs if c.seed == 0] or run_configs)
     return specs
@@ -57,26 +59,27 @@ def grid(config: TrainSweepConfig) -> list[RunSpec]:
 def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
     from overparam.run import run_one as train_run
 
-    record = train_run(RunConfig.from_dict(spec.params), device=device, quiet=True)
+    record = train_run(spec.config, device=device, quiet=True)
     return RunOutcome(record.status, record.metrics, record.curves, record.wall_time_s, record.provenance)
 
 
 def batch_key(spec: RunSpec) -> str:
     from overparam.run import batch_signature
 
-    return batch_signature(RunConfig.from_dict(spec.params))
+    return batch_signature(spec.config)
 
 
 def run_batch(specs: list[RunSpec], device: str | None) -> list[RunOutcome]:
     from overparam.run import run_batch as train_batch
 
-    records = train_batch([RunConfig.from_dict(s.params) for s in specs], device=device, quiet=True)
+    records = train_batch([s.config for s in specs], device=device, quiet=True)
     return [RunOutcome(r.status, r.metrics, r.curves, r.wall_time_s, r.provenance) for r in records]
 
 
-def _value_at(params: dict[str, Any], dotted: str) -> Any:
-    """The value of a dotted RunConfig key in stored params (model/data options live in 'options')."""
-    node: Any = params
+def axis_value(config: RunConfig, dotted: str) -> Any:
+    """The value of a swept RunConfig key (``model.width``, ``train.lr``): the user's axes name
+    config keys, so this is the one place a study reads a config by its dotted name."""
+    node: Any = config.to_dict()
     for part in dotted.split("."):
         if isinstance(node, dict) and part not in node and "options" in node:
             node = node["options"]
@@ -84,50 +87,49 @@ def _value_at(params: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def summarize(rows: list[dict[str, Any]], config: TrainSweepConfig) -> list:
-    """Final test/train accuracy per grid point, mean over seeds with a 95% bootstrap CI, and a
-    figure of test accuracy against the first axis. The generic study makes no published claims."""
-    from overparam.report import Section, bootstrap_ci, errorbar_plot, new_figure
+@dataclass
+class TrainAnalysis:
+    axes: list[str]  # the swept config keys
+    table: SeedTable  # seed x grid point (a tuple of the axes' values)
+    test: list[CI]  # per grid point, the mean test accuracy over seeds
+    train: list[CI]
 
-    done = [r for r in rows if r["status"] == "done"]
+
+def analyze(runs: list[Run], config: TrainSweepConfig) -> TrainAnalysis:
     axes = list(config.axes)
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for row in done:
-        point = tuple(_value_at(row["config"]["params"], axis) for axis in axes)
-        groups.setdefault(point, []).append(row["metrics"])
-    lines = ["| " + " | ".join(axes + ["n", "test acc (95% CI)", "train acc (95% CI)"]) + " |",
-             "|" + "---|" * (len(axes) + 3)]
-    curve = []
-    def order(point: tuple) -> tuple:
-        return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in point)
+    table = SeedTable(runs, lambda run: tuple(axis_value(run.config, axis) for axis in axes))
+    return TrainAnalysis(axes, table, table.cis("test_acc"), table.cis("train_acc"))
 
-    for point in sorted(groups, key=order):
-        metrics = groups[point]
-        test = bootstrap_ci([m["test_acc"] for m in metrics if "test_acc" in m])
-        train = bootstrap_ci([m["train_acc"] for m in metrics if "train_acc" in m])
-        cells = [str(v) for v in point] + [str(len(metrics)), f"{test[0]:.4f} [{test[1]:.4f}, {test[2]:.4f}]",
-                                          f"{train[0]:.4f} [{train[1]:.4f}, {train[2]:.4f}]"]
-        lines.append("| " + " | ".join(cells) + " |")
-        curve.append((point, test, len(metrics)))
+
+def render(a: TrainAnalysis, claims: list, config: TrainSweepConfig) -> list[Section]:
+    """Final test/train accuracy per grid point and a figure of test accuracy against the first
+    axis. The generic study makes no published claims."""
+    from overparam.studies import common
+
+    rows = [[str(v) for v in point] + [n, common.ci_text(test), common.ci_text(train)]
+            for point, n, test, train in zip(a.table.axis, a.table.n_runs(), a.test, a.train)]
+    table = common.table(a.axes + ["n", "test acc (95% CI)", "train acc (95% CI)"], rows)
     figures = []
-    if axes and curve and all(isinstance(p[0], (int, float)) for p, _, _ in curve):
-        fig, ax = new_figure()
-        curve.sort(key=lambda item: item[0][0])
-        errorbar_plot(ax, [p[0] for p, _, _ in curve], [c[0] for _, c, _ in curve], [c[1] for _, c, _ in curve],
-                      [c[2] for _, c, _ in curve], "test accuracy", [n for _, _, n in curve])
-        ax.set_xlabel(axes[0])
-        ax.set_ylabel("test accuracy")
-        if min(p[0] for p, _, _ in curve) > 0:
-            from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-            ax.set_xscale("log")
-            ax.set_xticks([p[0] for p, _, _ in curve])
-            ax.xaxis.set_major_formatter(ScalarFormatter())
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_title(f"test accuracy vs {axes[0]}")
-        figures.append(("test_accuracy", fig))
-    text = "Final metrics per grid point, mean over seeds with a 95% bootstrap CI.\n\n" + "\n".join(lines)
+    if a.axes and a.table.axis and all(isinstance(point[0], (int, float)) for point in a.table.axis):
+        figures.append(("test_accuracy", _figure(a)))
+    text = "Final metrics per grid point, mean over seeds with a 95% interval.\n\n" + table
     return [Section("train: accuracy per grid point", text, figures, [])]
+
+
+def _figure(a: TrainAnalysis):
+    from overparam.report.figures import errorbar_plot, log2_axis, new_figure
+
+    fig, ax = new_figure()
+    order = sorted(range(len(a.table.axis)), key=lambda j: a.table.axis[j][0])
+    xs = [a.table.axis[j][0] for j in order]
+    errorbar_plot(ax, xs, [a.test[j][0] for j in order], [a.test[j][1] for j in order], [a.test[j][2] for j in order],
+                  "test accuracy", [a.table.n_runs()[j] for j in order])
+    if min(xs) > 0:
+        log2_axis(ax, sorted(set(xs)))
+    ax.set_xlabel(a.axes[0])
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"test accuracy vs {a.axes[0]}")
+    return fig
 
 
 STUDY = Study(
@@ -136,7 +138,8 @@ STUDY = Study(
     config_type=TrainSweepConfig,
     grid=grid,
     run_one=run_one,
-    legacy_summarize=summarize,
+    analyze=analyze,
+    render=render,
     batch_key=batch_key,
     run_batch=run_batch,
     presets={

@@ -56,7 +56,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from overparam.analysis import Missing, Run, SeedTable, group
 from overparam.errors import ConfigError, check_positive_int, choice_error
+from overparam.report import CI, Claim, Section, loglog_slope_ci
 from overparam.studies import common
 from overparam.studies.base import RunSpec, Study
 
@@ -102,18 +104,7 @@ class WidthConfig:
         for p in params:
             if p not in PARAMETERIZATIONS:
                 raise choice_error("parameterization", p, PARAMETERIZATIONS)
-        if not isinstance(self.lr, dict):
-            raise ConfigError(f"lr must map each parameterization to its learning rate, e.g. "
-                              f"{{standard: 0.05, ntk: 1.0}}; got {self.lr!r}")
-        unknown = sorted(set(self.lr) - set(PARAMETERIZATIONS))
-        if unknown:
-            raise ConfigError(f"lr has unknown parameterization(s) {unknown}; accepted: {list(PARAMETERIZATIONS)}")
-        for p in params:
-            value = self.lr.get(p)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
-                                                                                      and value > 0):
-                raise ConfigError(f"lr[{p!r}] must be a positive finite number (the LR of every width in the {p} "
-                                  f"parameterization), got {value!r}")
+        _check_lr(self.lr, params)
         for name, allow_zero in (("w_std", False), ("b_std", True)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
@@ -134,6 +125,21 @@ class WidthConfig:
                               f"{self.data!r}")
         # the data and train sections as a run would read them (unknown keys, bad values)
         RunConfig.from_dict({"data": self.data, "train": {**self.train, "lr": 1.0}})
+
+
+def _check_lr(lr: Any, parameterizations: list[str]) -> None:
+    """``lr`` maps each of the parameterizations to a positive finite learning rate."""
+    if not isinstance(lr, dict):
+        raise ConfigError(f"lr must map each parameterization to its learning rate, e.g. "
+                          f"{{standard: 0.05, ntk: 1.0}}; got {lr!r}")
+    unknown = sorted(set(lr) - set(PARAMETERIZATIONS))
+    if unknown:
+        raise ConfigError(f"lr has unknown parameterization(s) {unknown}; accepted: {list(PARAMETERIZATIONS)}")
+    for p in parameterizations:
+        value = lr.get(p)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"lr[{p!r}] must be a positive finite number (the LR of every width in the {p} "
+                              f"parameterization), got {value!r}")
 
 
 def _run_config(config: WidthConfig, parameterization: str, width: int, seed: int):
@@ -261,7 +267,7 @@ def _measure(spec: RunSpec, record: Any) -> tuple[dict[str, Any], dict[str, list
     return metrics, {}
 
 
-# --- summary -------------------------------------------------------------------------------------
+# --- analysis ------------------------------------------------------------------------------------
 
 QUANTITIES = (  # metric, table header
     ("movement", "movement ‖θ_T−θ_0‖/‖θ_0‖"),
@@ -271,89 +277,110 @@ QUANTITIES = (  # metric, table header
     ("test_acc", "test acc"),
     ("train_acc", "train acc"),
 )
+SLOPED = ("movement", "ntk_drift", "ntk_drift_cka", "ntk_init_distance")  # metrics with a log-log slope vs width
 LABELS = {"ntk": "NTK parameterization", "standard": "standard parameterization"}
+TITLE = "width: lazy training and the NTK vs width"
 
 
-def _points(rows: list, metric: str) -> tuple[list[float], list[float], list[int]]:
-    """(width, value, seed) of every row with a finite positive value of ``metric``."""
-    xs, ys, seeds = [], [], []
-    for row in rows:
-        value = row["metrics"].get(metric)
-        if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
-            xs.append(float(common.option(row, "model.width")))
-            ys.append(float(value))
-            seeds.append(row["seed"])
-    return xs, ys, seeds
+@dataclass
+class Arm:
+    """One parameterization. Widths are hidden units per layer (``table.axis``, ascending);
+    movement, drift and distances are dimensionless relative norms; per-width lists follow the axis."""
+
+    parameterization: str
+    table: SeedTable  # seed x width
+    lr: float  # the learning rate of every width
+    layers: list[str]  # parameter tensors; metric "movement_<name>" is the relative movement of each
+    cis: dict[str, list[CI]]  # per QUANTITIES metric and movement_<layer>: mean over seeds at each width
+    slopes: dict[str, CI]  # per SLOPED metric and movement_<layer>: log-log slope vs width, seeds as groups
+    ratio: CI  # movement(narrowest width) / movement(widest), paired by seed
 
 
-def _slope(rows: list, metric: str):
-    from overparam.report import loglog_slope_ci
-
-    xs, ys, seeds = _points(rows, metric)
-    return loglog_slope_ci(xs, ys, groups=seeds)
-
-
-def _layer_names(rows: list) -> list[str]:
-    names: list[str] = []
-    for row in rows:
-        for key in row["metrics"]:
-            if key.startswith("movement_") and key[len("movement_"):] not in names:
-                names.append(key[len("movement_"):])
-    return names
+@dataclass
+class WidthAnalysis:
+    arms: list[Arm]  # the parameterizations with runs at >= 2 widths: NTK first, then standard
+    n_train: Any  # training examples (every run has the same data)
+    ntk_outputs: Any  # model outputs k the NTK is traced over
+    probe_examples: Any  # examples the NTKs are computed on
+    input_dim: Any  # input dimension d
 
 
-def _analysis(p: str, rows: list) -> dict[str, Any]:
-    """Everything the text, claims and figures of one parameterization need."""
-    from overparam.report import bootstrap_ci, ratio_ci
-
-    by_width = common.group(rows, lambda r: common.option(r, "model.width"))
-    cis = {w: {m: bootstrap_ci(common.values(rs, m)) for m, _ in QUANTITIES} for w, rs in by_width.items()}
-    small, large = min(by_width), max(by_width)
-    low, high = common.by_seed(by_width[small], "movement"), common.by_seed(by_width[large], "movement")
-    seeds = sorted(set(low) & set(high))
-    layers = _layer_names(rows)
-    return {
-        "p": p, "rows": rows, "by_width": by_width, "cis": cis, "small": small, "large": large,
-        "lr": rows[0]["metrics"].get("lr", math.nan),
-        "ratio": ratio_ci([low[s] for s in seeds], [high[s] for s in seeds]),
-        "slopes": {m: _slope(rows, m) for m in ("movement", "ntk_drift", "ntk_drift_cka", "ntk_init_distance")},
-        "layers": layers,
-        "layer_cis": {name: {w: bootstrap_ci(common.values(rs, f"movement_{name}")) for w, rs in by_width.items()}
-                      for name in layers},
-        "layer_slopes": {name: _slope(rows, f"movement_{name}") for name in layers},
-        "scale": {w: bootstrap_ci(common.values(rs, "ntk_scale")) for w, rs in by_width.items()},
-        "input_dim": rows[0]["metrics"].get("input_dim", "?"),
-    }
+def _width(run: Run) -> int:
+    return run.config.model.options["width"]
 
 
-def _claims(a: dict[str, Any], config: WidthConfig) -> list:
-    from overparam.report import Claim
+def _slope(table: SeedTable, metric: str, order: np.ndarray) -> CI:
+    """The log-log slope of a positive metric vs width over all (seed, width) points, seeds as
+    groups; non-positive values are dropped. ``order``: the order the points are fed in (see
+    :func:`_run_order`)."""
+    values = table[metric]
+    values = np.where(values > 0, values, np.nan).reshape(-1)  # (S·W,), seed-major
+    widths = np.tile(np.asarray(table.axis, dtype=float), len(table.seeds))
+    seeds = np.repeat(table.seeds, len(table.axis))
+    return loglog_slope_ci(widths[order], values[order], groups=seeds[order])
 
-    p, small, large = a["p"], a["small"], a["large"]
+
+# LAYER CANDIDATE
+def _run_order(table: SeedTable, runs: list[Run]) -> np.ndarray:
+    """The permutation of the table's flattened (S·W,) cells that lists them in the order of
+    ``runs`` (store order), empty cells last. The slope's BCa interval at a few seeds is sensitive
+    to the order its points are summed in (the full-sample resamples tie with the estimate up to
+    rounding), and the baseline fed them in store order."""
+    position = {id(run): k for k, run in enumerate(runs)}
+    cells = [position[id(run)] if run is not None else len(runs) for row in table.runs for run in row]
+    return np.argsort(cells, kind="stable")
+
+
+def _arm(parameterization: str, runs: list[Run]) -> Arm:
+    table = SeedTable(runs, _width)
+    order = _run_order(table, runs)
+    layers = list(dict.fromkeys(k[len("movement_"):] for r in runs for k in r.metrics if k.startswith("movement_")))
+    per_layer = [f"movement_{name}" for name in layers]
+    return Arm(parameterization, table, runs[0].config.train.lr, layers,
+               {m: table.cis(m) for m in [m for m, _ in QUANTITIES] + per_layer},
+               {m: _slope(table, m, order) for m in list(SLOPED) + per_layer},
+               table.ratio("movement", table.axis[0], table.axis[-1]))
+
+
+def analyze(runs: list[Run], config: WidthConfig) -> WidthAnalysis | Missing:
+    by_p = group(runs, lambda r: r.config.model.options["parameterization"])
+    by_p = {p: rs for p, rs in by_p.items() if len({_width(r) for r in rs}) >= 2}
+    if not by_p:
+        return Missing(TITLE, "No parameterization has finished runs at two or more widths yet.")
+    arms = [_arm(p, by_p[p]) for p in ("ntk", "standard") if p in by_p]
+    first = by_p[arms[0].parameterization][0].metrics
+    return WidthAnalysis(arms, first.get("n_train", "?"), first.get("ntk_outputs", "?"),
+                         first.get("probe_examples", "?"), first.get("input_dim", "?"))
+
+
+def claims(analysis: WidthAnalysis, config: WidthConfig) -> list[Claim]:
+    return [c for a in analysis.arms for c in _arm_claims(a, config)]
+
+
+def _arm_claims(a: Arm, config: WidthConfig) -> list[Claim]:
+    p, small, large = a.parameterization, a.table.axis[0], a.table.axis[-1]
     prefix = "width." if p == "ntk" else f"width.{p}."
     where = (f"in the {LABELS[p]} (ReLU MLP, {config.depth} hidden layer{'s' if config.depth > 1 else ''}, "
-             f"SGD at lr {a['lr']:g} for every width), widths {small} to {large} "
-             f"({len(a['by_width'])} widths)")
+             f"SGD at lr {a.lr:g} for every width), widths {small} to {large} ({len(a.table)} widths)")
     sqrt_law = math.sqrt(large / small)
-    slopes = a["slopes"]
-    claims = [
+    return [
         Claim.from_ci(
             prefix + "movement_ratio", NAME,
             f"Relative parameter movement ‖θ_T − θ_0‖/‖θ_0‖ falls with width {where}: movement(width {small}) / "
             f"movement(width {large}), paired by seed, > 1 (a 1/sqrt(width) law gives sqrt({large}/{small}) = "
-            f"{sqrt_law:.3g}x).", "11.3x (width 32 → 4096 = sqrt(128): the 1/sqrt(width) law)", a["ratio"],
+            f"{sqrt_law:.3g}x).", "11.3x (width 32 → 4096 = sqrt(128): the 1/sqrt(width) law)", a.ratio,
             greater_than=1.0, details={"sqrt_law_ratio": sqrt_law}),
         Claim.from_ci(
             prefix + "movement_slope", NAME,
             f"Relative parameter movement follows the 1/sqrt(width) law {where}: the fitted log-log slope of "
             f"movement vs width (seeds resampled as groups) lies in [{SLOPE_BAND[0]}, {SLOPE_BAND[1]}].",
-            "-0.5 (movement ∝ width^(-1/2))", slopes["movement"], within=SLOPE_BAND),
+            "-0.5 (movement ∝ width^(-1/2))", a.slopes["movement"], within=SLOPE_BAND),
         Claim.from_ci(
             prefix + "kernel_drift_falls", NAME,
             f"The empirical NTK moves less during training the wider the network {where}: log-log slope of the "
             f"kernel drift ‖Θ_T − Θ_0‖_F/‖Θ_0‖_F (on {config.probe_examples} {config.probe_split} examples) vs "
-            f"width < 0.", "the NTK stays at its initial value as width grows (lazy training; theory: drift O(width^(-1/2)) as "
-            "a bound, ∝ 1/width in perturbation theory)", slopes["ntk_drift"], less_than=0.0),
+            f"width < 0.", "the NTK stays at its initial value as width grows (lazy training; theory: drift "
+            "O(width^(-1/2)) as a bound, ∝ 1/width in perturbation theory)", a.slopes["ntk_drift"], less_than=0.0),
         Claim.from_ci(
             prefix + "ntk_approaches_analytic", NAME,
             f"The empirical NTK at initialization approaches the infinite-width kernel {where}: log-log slope of "
@@ -361,49 +388,91 @@ def _claims(a: dict[str, Any], config: WidthConfig) -> list:
             + ("c = 1, Θ_∞ = the analytic NTK" if p == "ntk" else
                "c = width, Θ_∞ = the limit of Θ_SP/width") + ").",
             "Θ_0 → the deterministic infinite-width NTK (theory: distance ∝ width^(-1/2))",
-            slopes["ntk_init_distance"], less_than=0.0),
+            a.slopes["ntk_init_distance"], less_than=0.0),
     ]
-    return claims
 
 
-def _table(a: dict[str, Any]) -> str:
+# --- report --------------------------------------------------------------------------------------
+
+
+def render(a: WidthAnalysis, claims: list[Claim], config: WidthConfig) -> list[Section]:
+    parts = [_intro(a, config)]
+    for arm in a.arms:
+        parts += [f"**{LABELS[arm.parameterization]}**", _table(arm),
+                  f"Movement of each parameter tensor ({LABELS[arm.parameterization]}; mean over seeds):",
+                  _layer_table(arm)]
+    parts += [_reading(arm, a, config) for arm in a.arms]
+    figures = [
+        ("width_movement", _panels(a.arms, "movement", r"relative movement $\|\theta_T-\theta_0\|\,/\,\|\theta_0\|$",
+                                   "parameter movement vs width (dashed: slope −1/2)", layers=True)),
+        ("width_kernel_drift", _panels(a.arms, "ntk_drift", r"$\|\Theta_T-\Theta_0\|_F\,/\,\|\Theta_0\|_F$",
+                                       "NTK drift during training vs width (dashed: slope −1/2, dotted: −1)",
+                                       second_slope=-1.0)),
+        ("width_ntk_vs_analytic", _panels(a.arms, "ntk_init_distance",
+                                          r"$\|\Theta_0/c-\Theta_\infty\|_F\,/\,\|\Theta_\infty\|_F$",
+                                          "distance of the initial NTK from its infinite-width limit (c = 1 in the "
+                                          "NTK, c = width in the standard parameterization; dashed: slope −1/2)")),
+        ("width_test_accuracy", _accuracy_figure(a.arms)),
+    ]
+    return [Section(TITLE, "\n\n".join(parts), figures, claims)]
+
+
+def _intro(a: WidthAnalysis, config: WidthConfig) -> str:
+    steps = config.train.get("steps")
+    budget = f"{steps} steps" if steps is not None else f"{config.train.get('epochs', 10)} epochs"
+    return (f"A ReLU MLP with {config.depth} hidden layer{'s' if config.depth > 1 else ''} "
+            f"(w_std = {common.fmt(config.w_std, 4)}, b_std = {common.fmt(config.b_std, 3)}) trained with "
+            f"{config.train.get('optimizer', 'sgd')} (momentum {config.train.get('momentum', 0.9)}, batch "
+            f"{config.train.get('batch_size', 128)}, {budget}) on {config.data.get('name')} "
+            f"({a.n_train} training examples, one dataset for all seeds), the same schedule and LR "
+            f"for every width of a parameterization: "
+            + ", ".join(f"lr {arm.lr:g} ({LABELS[arm.parameterization]})" for arm in a.arms)
+            + ". Per width: mean over seeds with a 95% bootstrap CI. The NTK Θ is the empirical NTK summed over "
+            f"the {a.ntk_outputs} outputs (Σ_a Θ_aa), computed in float64 on "
+            f"{a.probe_examples} fixed {config.probe_split} examples. Θ_∞ is the infinite-width "
+            "limit: the analytic NTK times the number of outputs in the NTK parameterization, and in the "
+            "standard parameterization (whose NTK grows ∝ width) the limit of Θ/width, with c = width. "
+            "Slopes are least-squares fits of log(value) on log(width), seeds resampled as groups.")
+
+
+def _table(a: Arm) -> str:
     header = ["width", "n"] + [h for _, h in QUANTITIES]
-    body = [[w, len(rs)] + [common.ci_text(a["cis"][w][m], 3) for m, _ in QUANTITIES]
-            for w, rs in a["by_width"].items()]
+    body = [[w, n] + [common.ci_text(a.cis[m][j], 3) for m, _ in QUANTITIES]
+            for j, (w, n) in enumerate(zip(a.table.axis, a.table.n_runs()))]
     return common.table(header, body)
 
 
-def _layer_table(a: dict[str, Any]) -> str:
-    widths = list(a["by_width"])
-    header = ["parameter"] + [f"w={w}" for w in widths] + ["log-log slope [95% CI]"]
-    body = [[f"`{name}`"] + [common.fmt(a["layer_cis"][name][w][0], 3) for w in widths]
-            + [common.ci_text(a["layer_slopes"][name], 3)] for name in a["layers"]]
+def _layer_table(a: Arm) -> str:
+    header = ["parameter"] + [f"w={w}" for w in a.table.axis] + ["log-log slope [95% CI]"]
+    body = [[f"`{name}`"] + [common.fmt(ci[0], 3) for ci in a.cis[f"movement_{name}"]]
+            + [common.ci_text(a.slopes[f"movement_{name}"], 3)] for name in a.layers]
     return common.table(header, body)
 
 
-def _reading(a: dict[str, Any], config: WidthConfig) -> str:
-    p, small, large, cis, slopes = a["p"], a["small"], a["large"], a["cis"], a["slopes"]
+def _law(slope: CI) -> str:
+    """How the movement exponent stands against the band around −1/2."""
+    if slope.decided and SLOPE_BAND[0] <= slope.low and slope.high <= SLOPE_BAND[1]:
+        return "consistent with the 1/sqrt(width) law"
+    if slope.decided and (slope.high < SLOPE_BAND[0] or slope.low > SLOPE_BAND[1]):
+        return "outside the band around −1/2 that the 1/sqrt(width) law allows"
+    return "not decided against the band around −1/2 at this number of seeds"
+
+
+def _reading(a: Arm, analysis: WidthAnalysis, config: WidthConfig) -> str:
+    small, large = a.table.axis[0], a.table.axis[-1]
 
     def at(w: int, m: str) -> str:
-        return common.fmt(cis[w][m][0], 3)
+        return common.fmt(a.cis[m][a.table.index(w)][0], 3)
 
     def slope(m: str) -> str:
-        return common.ci_text(slopes[m], 3)
+        return common.ci_text(a.slopes[m], 3)
 
-    ratio = a["ratio"]
     lazy = ("so the wider network moved less, relative to its size, from its initialization"
-            if ratio.decided and ratio.low > 1 else "which does not show a clear fall of movement with width")
-    band = slopes["movement"]
-    if band.decided and SLOPE_BAND[0] <= band.low and band.high <= SLOPE_BAND[1]:
-        law = "consistent with the 1/sqrt(width) law"
-    elif band.decided and (band.high < SLOPE_BAND[0] or band.low > SLOPE_BAND[1]):
-        law = "outside the band around −1/2 that the 1/sqrt(width) law allows"
-    else:
-        law = "not decided against the band around −1/2 at this number of seeds"
-    text = (f"**{LABELS[p]}** (lr {a['lr']:g}). Relative movement went from {at(small, 'movement')} at "
-            f"width {small} to {at(large, 'movement')} at width {large}, a factor {common.ci_text(ratio, 3)} "
+            if a.ratio.decided and a.ratio.low > 1 else "which does not show a clear fall of movement with width")
+    text = (f"**{LABELS[a.parameterization]}** (lr {a.lr:g}). Relative movement went from {at(small, 'movement')} "
+            f"at width {small} to {at(large, 'movement')} at width {large}, a factor {common.ci_text(a.ratio, 3)} "
             f"(1/sqrt(width) gives {math.sqrt(large / small):.3g}x; paper 11.3x for 32 → 4096), {lazy}. The "
-            f"fitted exponent is {slope('movement')}, {law}. During training the NTK moved by "
+            f"fitted exponent is {slope('movement')}, {_law(a.slopes['movement'])}. During training the NTK moved by "
             f"{at(small, 'ntk_drift')} (relative Frobenius) at width {small} and {at(large, 'ntk_drift')} at "
             f"width {large} (exponent {slope('ntk_drift')}, where the kernel regime bounds the drift by "
             f"width^(−1/2) and perturbation theory gives width^(−1); 1 − CKA exponent {slope('ntk_drift_cka')}). At "
@@ -412,15 +481,8 @@ def _reading(a: dict[str, Any], config: WidthConfig) -> str:
             f"{slope('ntk_init_distance')}; theory −0.5). Test accuracy was {at(small, 'test_acc')} at width {small} "
             f"and {at(large, 'test_acc')} at width {large} (training accuracy {at(small, 'train_acc')} and "
             f"{at(large, 'train_acc')}).")
-    if p == "standard":
-        s_small, s_large = a["scale"][small][0], a["scale"][large][0]
-        text += (f" In this parameterization the NTK itself grows with width (mean diagonal entry per output "
-                 f"{common.fmt(s_small, 3)} at width {small}, {common.fmt(s_large, 3)} at width {large}), so at "
-                 f"one fixed LR the effective step grows with width, which pushes the wide networks out of the "
-                 f"kernel regime (the readout's movement and the NTK drift in the tables show how far). The distance to the limit is measured after dividing Θ_0 by the width; the "
-                 f"first layer's term, whose fan-in is the input dimension d = {a['input_dim']}, is a fraction "
-                 f"O(d/width) of it, so where the width is not large against d the distance falls faster than "
-                 f"width^(−1/2).")
+    if a.parameterization == "standard":
+        text += _standard_note(a, analysis.input_dim)
     if config.depth >= 2:
         text += (" With two or more hidden layers the width × width matrices move ∝ 1/width in the NTK "
                  "parameterization (their change is O(1) against an O(width) norm), so the global exponent tends "
@@ -428,118 +490,61 @@ def _reading(a: dict[str, Any], config: WidthConfig) -> str:
     return text
 
 
-def _log2_axis(ax, xs) -> None:
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+def _standard_note(a: Arm, input_dim: Any) -> str:
+    scale = a.table.mean("ntk_scale")  # the init NTK's mean diagonal entry per output, unnormalized
+    return (f" In this parameterization the NTK itself grows with width (mean diagonal entry per output "
+            f"{common.fmt(scale[0], 3)} at width {a.table.axis[0]}, {common.fmt(scale[-1], 3)} at width "
+            f"{a.table.axis[-1]}), so at one fixed LR the effective step grows with width, which pushes the wide "
+            "networks out of the kernel regime (the readout's movement and the NTK drift in the tables show how far). "
+            "The distance to the limit is measured after dividing Θ_0 by the width; the first layer's term, whose "
+            f"fan-in is the input dimension d = {input_dim}, is a fraction O(d/width) of it, so where the width is not "
+            "large against d the distance falls faster than width^(−1/2).")
 
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(list(xs))
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(NullFormatter())
 
-
-def _panels(analyses: list[dict[str, Any]], metric: str, ylabel: str, title: str, layers: bool = False,
+def _panels(arms: list[Arm], metric: str, ylabel: str, title: str, layers: bool = False,
             second_slope: float | None = None):
-    """One log-log panel per parameterization: the metric vs width with 95% CIs and n, and the
-    dashed −1/2 reference line through the narrowest width."""
-    from overparam.report import errorbar_plot, loglog_with_reference, new_figure
+    """One log-log panel per parameterization: the metric vs width with 95% CIs and n, the dashed
+    −1/2 reference line through the narrowest width, and with ``layers`` each weight matrix's movement."""
+    from overparam.report.figures import errorbar_plot, loglog_with_reference, new_figure
 
-    fig, axes = new_figure(1, len(analyses), width=5.6 * len(analyses), height=4.4, squeeze=False)
-    for ax, a in zip(axes[0], analyses):
-        widths = list(a["by_width"])
-        c = [a["cis"][w][metric] for w in widths]
-        ns = [len(a["by_width"][w]) for w in widths]
-        loglog_with_reference(ax, widths, [v[0] for v in c], [v[1] for v in c], [v[2] for v in c], slope=-0.5,
-                              label="all parameters" if layers else "measured", n=ns, color="black")
-        if second_slope is not None:
-            x0, y0 = widths[0], c[0][0]
-            if x0 > 0 and y0 > 0:
-                grid = np.geomspace(min(widths), max(widths), 50)
-                ax.plot(grid, y0 * (grid / x0) ** second_slope, linestyle=":", color="0.3", linewidth=1.2,
-                        label=f"reference slope {second_slope:g}", zorder=1)
-                ax.legend(fontsize=9, frameon=False)
-        if layers:
-            for name, colour in zip([n for n in a["layers"] if n.endswith("weight")],
-                                    ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")):
-                lc = [a["layer_cis"][name][w] for w in widths]
-                errorbar_plot(ax, widths, [v[0] for v in lc], [v[1] for v in lc], [v[2] for v in lc], name, ns,
-                              color=colour, marker="s", linestyle="--", legend=False)
+    fig, axes = new_figure(1, len(arms), width=5.6 * len(arms), height=4.4, squeeze=False)
+    for ax, a in zip(axes[0], arms):
+        widths, c, ns = a.table.axis, a.cis[metric], a.table.n_runs()
+        loglog_with_reference(ax, widths, *zip(*c), slope=-0.5, label="all parameters" if layers else "measured",
+                              n=ns, color="black")
+        x0, y0 = widths[0], c[0][0]
+        if second_slope is not None and x0 > 0 and y0 > 0:
+            grid = np.geomspace(min(widths), max(widths), 50)
+            ax.plot(grid, y0 * (grid / x0) ** second_slope, linestyle=":", color="0.3", linewidth=1.2,
+                    label=f"reference slope {second_slope:g}", zorder=1)
+            ax.legend(fontsize=9, frameon=False)
+        weights = [name for name in a.layers if name.endswith("weight")] if layers else []
+        for name, colour in zip(weights, ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")):
+            errorbar_plot(ax, widths, *zip(*a.cis[f"movement_{name}"]), name, ns, color=colour, marker="s",
+                          linestyle="--", legend=False)
+        if weights:
             ax.legend(fontsize=8, frameon=False)
         ax.set_xlabel("width (hidden units per layer)")
         ax.set_ylabel(ylabel)
-        slope = a["slopes"].get(metric)
+        slope = a.slopes.get(metric)
         fitted = f"; fitted slope {common.ci_text(slope, 2)}" if slope is not None else ""
-        ax.set_title(f"{LABELS[a['p']]}, lr {a['lr']:g}{fitted}", fontsize=9)
+        ax.set_title(f"{LABELS[a.parameterization]}, lr {a.lr:g}{fitted}", fontsize=9)
     fig.suptitle(title, fontsize=11)
     return fig
 
 
-def _accuracy_figure(analyses: list[dict[str, Any]]):
-    from overparam.report import errorbar_plot, new_figure
+def _accuracy_figure(arms: list[Arm]):
+    from overparam.report.figures import errorbar_plot, log2_axis, new_figure
 
     fig, ax = new_figure()
-    for a, colour in zip(analyses, ("tab:blue", "tab:red")):
-        widths = list(a["by_width"])
-        c = [a["cis"][w]["test_acc"] for w in widths]
-        errorbar_plot(ax, widths, [v[0] for v in c], [v[1] for v in c], [v[2] for v in c],
-                      f"{LABELS[a['p']]}, lr {a['lr']:g}", [len(a["by_width"][w]) for w in widths],
-                      color=colour)
-    _log2_axis(ax, sorted({w for a in analyses for w in a["by_width"]}))
+    for a, colour in zip(arms, ("tab:blue", "tab:red")):
+        errorbar_plot(ax, a.table.axis, *zip(*a.cis["test_acc"]), f"{LABELS[a.parameterization]}, lr {a.lr:g}",
+                      a.table.n_runs(), color=colour)
+    log2_axis(ax, sorted({w for a in arms for w in a.table.axis}))
     ax.set_xlabel("width (hidden units per layer)")
     ax.set_ylabel("test accuracy")
     ax.set_title("test accuracy vs width")
     return fig
-
-
-def summarize(rows: list[dict[str, Any]], config: WidthConfig) -> list:
-    from overparam.report import Section
-
-    title = "width: lazy training and the NTK vs width"
-    done = common.done_rows(rows)
-    by_p = common.group(done, lambda r: common.option(r, "model.parameterization"))
-    by_p = {p: rs for p, rs in by_p.items() if len({common.option(r, "model.width") for r in rs}) >= 2}
-    if not by_p:
-        return [Section(title, "No parameterization has finished runs at two or more widths yet.")]
-    order = [p for p in ("ntk", "standard") if p in by_p]
-    analyses = [_analysis(p, by_p[p]) for p in order]
-    claims = [c for a in analyses for c in _claims(a, config)]
-    first = analyses[0]["rows"][0]["metrics"]
-    intro = (f"A ReLU MLP with {config.depth} hidden layer{'s' if config.depth > 1 else ''} "
-             f"(w_std = {common.fmt(config.w_std, 4)}, b_std = {common.fmt(config.b_std, 3)}) trained with "
-             f"{config.train.get('optimizer', 'sgd')} (momentum {config.train.get('momentum', 0.9)}, batch "
-             f"{config.train.get('batch_size', 128)}, {_budget(config)}) on {config.data.get('name')} "
-             f"({first.get('n_train', '?')} training examples, one dataset for all seeds), the same schedule and LR "
-             f"for every width of a parameterization: "
-             + ", ".join(f"lr {a['lr']:g} ({LABELS[a['p']]})" for a in analyses)
-             + ". Per width: mean over seeds with a 95% bootstrap CI. The NTK Θ is the empirical NTK summed over "
-             f"the {first.get('ntk_outputs', '?')} outputs (Σ_a Θ_aa), computed in float64 on "
-             f"{first.get('probe_examples', '?')} fixed {config.probe_split} examples. Θ_∞ is the infinite-width "
-             "limit: the analytic NTK times the number of outputs in the NTK parameterization, and in the "
-             "standard parameterization (whose NTK grows ∝ width) the limit of Θ/width, with c = width. "
-             "Slopes are least-squares fits of log(value) on log(width), seeds resampled as groups.")
-    parts = [intro]
-    for a in analyses:
-        parts += [f"**{LABELS[a['p']]}**", _table(a),
-                  f"Movement of each parameter tensor ({LABELS[a['p']]}; mean over seeds):", _layer_table(a)]
-    parts += [_reading(a, config) for a in analyses]
-    figures = [
-        ("width_movement", _panels(analyses, "movement", r"relative movement $\|\theta_T-\theta_0\|\,/\,\|\theta_0\|$",
-                                   "parameter movement vs width (dashed: slope −1/2)", layers=True)),
-        ("width_kernel_drift", _panels(analyses, "ntk_drift", r"$\|\Theta_T-\Theta_0\|_F\,/\,\|\Theta_0\|_F$",
-                                       "NTK drift during training vs width (dashed: slope −1/2, dotted: −1)",
-                                       second_slope=-1.0)),
-        ("width_ntk_vs_analytic", _panels(analyses, "ntk_init_distance",
-                                          r"$\|\Theta_0/c-\Theta_\infty\|_F\,/\,\|\Theta_\infty\|_F$",
-                                          "distance of the initial NTK from its infinite-width limit (c = 1 in the "
-                                          "NTK, c = width in the standard parameterization; dashed: slope −1/2)")),
-        ("width_test_accuracy", _accuracy_figure(analyses)),
-    ]
-    return [Section(title, "\n\n".join(parts), figures, claims)]
-
-
-def _budget(config: WidthConfig) -> str:
-    if config.train.get("steps") is not None:
-        return f"{config.train['steps']} steps"
-    return f"{config.train.get('epochs', 10)} epochs"
 
 
 STUDY = Study(
@@ -551,7 +556,9 @@ STUDY = Study(
     run_one=common.single(_measure),
     run_batch=common.batched(_measure),
     batch_key=common.batch_key,
-    legacy_summarize=summarize,
+    analyze=analyze,
+    claims=claims,
+    render=render,
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 100, "seed": 0},
                  "train": {"optimizer": "sgd", "momentum": 0.0, "batch_size": 50, "epochs": 1},
