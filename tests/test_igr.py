@@ -1,13 +1,18 @@
-"""The igr study end to end on its tiny preset, and its config validation."""
+"""The igr study end to end on its tiny preset, its claims judged on hand-made runs with known
+effects, and its config validation."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
+from overparam.analysis import Run
 from overparam.errors import ConfigError
+from overparam.report.verdicts import VERDICTS
 from overparam.studies import get_study
+from overparam.studies.igr import analyze, claims
 from overparam.sweep.execute import run_sweep
 from overparam.sweep.report import build_report
 from overparam.sweep.store import ResultsStore
@@ -47,12 +52,76 @@ def test_tiny_study_end_to_end(tmp_path):
         "igr.one_step_plain_slope", "igr.one_step_modified_slope", "igr.rig_falls_with_h",
         "igr.lambda_max_falls_with_h", "igr.test_acc_rises_with_h", "igr.egr_recovers_flatness",
         "igr.egr_recovers_test_acc"]
+    # two seeds: every claim judged, none decided
+    assert all(c["verdict"] == "inconclusive" and c["reason"] == "n < 5" and c["n_seeds"] == 2 for c in claims)
+    assert all(c["direction"] in ("holds", "fails", "undecided") and c["verdict"] in VERDICTS for c in claims)
+    assert claims[0]["paper_value"] == 2.0 and claims[0]["band"] == pytest.approx([1.9, 2.1])
+    assert claims[1]["paper_value"] == 3.0 and claims[1]["ci_method"] == "t over per-seed slopes"
+    assert claims[3]["ci_method"] == "t (last − first), Bonferroni t per step" and claims[3]["paper_value"] is None
+    assert claims[4]["test_examples"] == 100 and claims[4]["binomial_se"] > 0
+    assert claims[6]["binomial_se"] is None and "no binomial test-set error" in claims[6]["statement"]
     assert sorted(p.name for p in paths.figures) == ["igr_flatness.png", "igr_one_step.png", "igr_training.png"]
+
+
+def _runs(config, plain=2.0, modified=3.0, lam=None, acc=None, n_test=10_000):
+    """Runs with known outcomes: one-step distances c_s·h^plain and c_s·h^modified; GD/EGR runs
+    with λ_max, R_IG and test accuracy from ``lam``/``acc`` (step size or "egr" -> value), a
+    small seed-dependent jitter."""
+    lam = lam or {0.5: 8.0, 1.0: 4.0, 2.0: 2.0, "egr": 2.4}
+    acc = acc or {0.5: 0.60, 1.0: 0.65, 2.0: 0.70, "egr": 0.69}
+    runs = []
+    for spec in get_study("igr").grid(config):
+        settings = {k: v for k, v in spec.params.items() if k != "run"}
+        jitter = 1 + 0.01 * np.sin(spec.seed + 1)
+        if settings["kind"] == "one_step":
+            hs = np.asarray(settings["hs"])
+            metrics = {"one_step_hs": hs.tolist(), "plain_error": (jitter * hs ** plain).tolist(),
+                       "modified_error": (jitter * hs ** modified).tolist(), "integration_error": [1e-15] * len(hs),
+                       "max_h_lambda": 0.2, "lambda_max_init": 1.0}
+        else:
+            column = "egr" if settings["kind"] == "egr" else settings["h"]
+            metrics = {"lambda_max": lam[column] * jitter, "r_ig": 1e-7 * jitter * lam[column], "n_test": n_test,
+                       "test_acc": acc[column] + 0.001 * np.sin(3 * spec.seed)}
+        runs.append(Run(spec.key, spec.seed, "done", settings, spec.config, metrics))
+    return runs
+
+
+def _claims(runs, config):
+    return {c.id.split(".")[1]: c for c in claims(analyze(runs, config), config)}
+
+
+def test_claims_are_judged_against_the_theory():
+    """Slopes of exactly 2 and 3 reproduce the theory (published values with a ±0.1 band); a
+    slope of 2.5 is outside the band, so the direction (the band itself) fails. Monotone curves
+    reproduce the "falls with h" claims, a turn at the last step does not; an accuracy rise
+    within 2 binomial SE of the test set is not called a rise."""
+    config = get_study("igr").resolve("tiny", overrides=["seeds=5", "hs=[0.5, 1.0, 2.0]"])
+    good = _claims(_runs(config), config)
+    assert {c.verdict for c in good.values()} == {"reproduced"}
+    slope = good["one_step_plain_slope"]
+    assert slope.measured == pytest.approx(2.0) and slope.paper_value == 2.0 and slope.band == pytest.approx([1.9, 2.1])
+    assert slope.ratio_to_paper == pytest.approx(1.0) and slope.n_seeds == 5 and slope.magnitude == "holds"
+    assert good["lambda_max_falls_with_h"].measured == pytest.approx(-6.0, abs=0.15)  # from h = 0.5 to 2: 8 -> 2
+    assert good["egr_recovers_flatness"].measured == pytest.approx((8 - 2.4) / (8 - 2), rel=0.01)
+    assert good["egr_recovers_test_acc"].ci_method == "log-t"  # positive differences: a log-t ratio
+    bad = _claims(_runs(config, plain=2.5, modified=3.0, lam={0.5: 8.0, 1.0: 4.0, 2.0: 5.0, "egr": 7.5}), config)
+    assert (bad["one_step_plain_slope"].direction, bad["one_step_plain_slope"].magnitude) == ("fails", "fails")
+    assert bad["one_step_plain_slope"].verdict == "not_reproduced"
+    assert bad["lambda_max_falls_with_h"].verdict == "not_reproduced"  # rises from h = 1 to 2
+    assert bad["lambda_max_falls_with_h"].measured == pytest.approx(-3.0, abs=0.1)  # though lower at the end
+    assert bad["lambda_max_falls_with_h"].reason.startswith("it turns")
+    assert bad["rig_falls_with_h"].verdict == "not_reproduced"  # R_IG ∝ λ_max rises from h = 1 to 2 too
+    assert bad["egr_recovers_flatness"].verdict == "not_reproduced"  # (8 − 7.5)/(8 − 5) ≈ 0.17
+    # +10 pp from h = 0.5 to 2 on 100 test examples (binomial SE ≈ 6.6 pp): within 2 SE of no change
+    small_test = _claims(_runs(config, n_test=100), config)["test_acc_rises_with_h"]
+    assert small_test.ci[1] > 0 and small_test.binomial_se == pytest.approx(0.067, abs=0.002)
+    assert small_test.verdict == "inconclusive" and small_test.reason == "within 2 binomial SE of the test set"
 
 
 def test_presets_resolve():
     study = get_study("igr")
     quick = study.resolve("quick")
+    assert quick.seeds >= 5 and study.resolve("paper").seeds >= 5 and study.config_type().seeds >= 5
     assert len(study.grid(quick)) == quick.seeds * (len(quick.hs) + 2)
     paper = study.resolve("paper")
     assert paper.penalty == pytest.approx((max(paper.hs) - min(paper.hs)) / 4)
@@ -60,10 +129,10 @@ def test_presets_resolve():
 
 
 @pytest.mark.parametrize("override, match", [
-    ("hs=[0.5]", "hs must be a list of at least 2 distinct positive"),
-    ("hs=[0.5, -1]", "hs must be a list of at least 2 distinct positive"),
-    ("one_step_hs=[0.01, 0.01]", "one_step_hs must be a list of at least 2 distinct"),
-    ("time=0.1", "time must be a finite number >= the largest h"),
+    ("hs=[0.5]", "hs must be a list of at least 2 different"),
+    ("hs=[0.5, -1]", "each of hs must be a finite number > 0"),
+    ("one_step_hs=[0.01, 0.01]", "one_step_hs must be a list of at least 2 different"),
+    ("time=0.1", r"so that every h takes at least one step\) must be a finite number >= 2"),
     ("egr_penalty=-1", "egr_penalty must be null"),
     ("loss=hinge", "unknown loss 'hinge'"),
     ("substeps=0", "substeps must be an integer >= 1"),

@@ -15,7 +15,7 @@ from overparam.sweep.execute import run_sweep
 from overparam.sweep.report import build_report
 from overparam.sweep.store import ResultsStore
 
-CLAIM_IDS = ["lottery.ticket_vs_dense_10pct", "lottery.reinit_loss_10pct", "lottery.ticket_beats_controls"]
+CLAIM_IDS = ["lottery.ticket_vs_dense_10pct", "lottery.reinit_loss_10pct", "lottery.random_mask_loss_10pct"]
 
 
 def test_registered():
@@ -62,12 +62,15 @@ def test_tiny_preset_end_to_end(tmp_path):
     assert [c.id for c in sections[0].claims] == CLAIM_IDS
     assert [name for name, _ in sections[0].figures] == ["lottery_accuracy_vs_remaining"]
     assert "67.5%" in sections[0].claims[0].statement  # the level closest to 10% in a 2-round run
-    assert all(c.n_seeds == 2 for c in sections[0].claims)
+    assert all(c.n_seeds == 2 and c.verdict == "inconclusive" and c.reason == "n < 5" for c in sections[0].claims)
+    assert all(c.test_examples == 200 and c.binomial_se > 0 for c in sections[0].claims)
 
     paths = build_report(tmp_path)
     claims = json.loads(paths.claims.read_text())
     assert [c["id"] for c in claims] == CLAIM_IDS
-    assert all(c["verdict"] in ("reproduced", "not_reproduced", "inconclusive") for c in claims)
+    assert all(c["verdict"] == "inconclusive" and c["source"] == "arXiv 2604.07603" for c in claims)
+    assert [c["paper_value"] for c in claims] == [None, 2.80, None]
+    assert claims[1]["band"] == [pytest.approx(1.4), pytest.approx(4.2)] and claims[1]["unit"] == "pp"
     assert (tmp_path / "figures" / "lottery_accuracy_vs_remaining.png").stat().st_size > 0
     assert "lottery.reinit_loss_10pct" in paths.markdown.read_text()
 
@@ -76,40 +79,81 @@ def test_tiny_preset_end_to_end(tmp_path):
 
 
 def _row(seed: int, remaining: list[float], dense: float, ticket: list[float], reinit: list[float],
-         random: list[float]) -> dict:
+         random: list[float], n_test: int | None = None) -> dict:
     """A store row (with curves, step = level) of one finished IMP trajectory."""
     levels = range(len(remaining) + 1)
     metrics = {"dense_test_acc": dense, "dense_early_stopping_test_acc": dense, "diverged": [],
                "levels": [{"level": i, "remaining": r} for i, r in zip(levels, [1.0] + remaining)],
-               "max_abs_pruned_weight": 0.0}
+               "max_abs_pruned_weight": 0.0, **({} if n_test is None else {"n_test": n_test})}
     curves = {"remaining": list(zip(levels, [1.0] + remaining)), "ticket_test_acc": list(zip(levels, [dense] + ticket)),
               "ticket_early_stopping_test_acc": list(zip(levels, [dense] + ticket)),
               "reinit_test_acc": list(zip(levels[1:], reinit)), "random_test_acc": list(zip(levels[1:], random))}
     return {"seed": seed, "status": "done", "metrics": metrics, "curves": curves, "config": {}}
 
 
-def test_summary_claims_use_the_level_closest_to_ten_percent_and_paired_differences():
-    remaining = [0.5, 0.12, 0.09, 0.05]  # closest to 10%: level 3 (9%)
-    rows = [
-        _row(0, remaining, 0.80, [0.81, 0.80, 0.796, 0.70], [0.78, 0.75, 0.74, 0.60], [0.77, 0.74, 0.75, 0.65]),
-        _row(1, remaining, 0.82, [0.82, 0.81, 0.814, 0.72], [0.80, 0.78, 0.77, 0.62], [0.79, 0.77, 0.76, 0.66]),
-        _row(2, remaining, 0.78, [0.79, 0.78, 0.775, 0.69], [0.77, 0.74, 0.73, 0.58], [0.75, 0.73, 0.72, 0.68]),
-        {"seed": 3, "status": "failed", "metrics": {}, "config": {}},  # ignored
-    ]
+REMAINING = [0.5, 0.12, 0.09, 0.05]  # closest to 10%: level 3 (9%)
+
+
+def _rows(reinit_loss: float, random_loss: float, seeds: int = 5, n_test: int | None = None) -> list[dict]:
+    """Seeds around one trajectory: the ticket 0.5 pp below dense at level 3, reinit and random-mask
+    ``reinit_loss``/``random_loss`` (fractions) below the ticket there; per-seed jitter of 0.1 pp."""
+    rows = []
+    for seed in range(seeds):
+        shift, jitter = 0.01 * (seed - 2), 0.001 * (seed % 2)
+        ticket = [0.81 + shift, 0.80 + shift, 0.795 + shift + jitter, 0.70 + shift]
+        reinit = [t - 0.02 - jitter for t in ticket[:2]] + [ticket[2] - reinit_loss - jitter, 0.60 + shift]
+        random = [t - 0.03 for t in ticket[:2]] + [ticket[2] - random_loss + jitter, 0.65 + shift]
+        rows.append(_row(seed, REMAINING, 0.80 + shift, ticket, reinit, random, n_test))
+    return rows
+
+
+def _claims(rows: list[dict]) -> tuple[dict, object]:
     (section,) = STUDY.summarize(rows, STUDY.resolve("tiny"))
-    claims = {c.id: c for c in section.claims}
+    return {c.id: c for c in section.claims}, section
+
+
+def test_summary_claims_use_the_level_closest_to_ten_percent_and_paired_differences():
+    rows = _rows(0.03, 0.04) + [{"seed": 5, "status": "failed", "metrics": {}, "config": {}}]  # failed: ignored
+    claims, section = _claims(rows)
+    assert list(claims) == CLAIM_IDS
     gap = claims["lottery.ticket_vs_dense_10pct"]
     assert "9.0%" in gap.statement and "level 3" in gap.statement
-    assert gap.measured == pytest.approx(100 * np.mean([0.80 - 0.796, 0.82 - 0.814, 0.78 - 0.775]))
-    assert gap.n_seeds == 3 and gap.verdict == "reproduced"  # paired gaps 0.4, 0.6, 0.5 pp: all below 1.15
+    assert gap.measured == pytest.approx(0.5 - 100 * np.mean([0.001 * (s % 2) for s in range(5)]))
+    assert gap.n_seeds == 5 and gap.ci_method == "t" and gap.verdict == "reproduced"  # every seed within 1.15 pp
     reinit = claims["lottery.reinit_loss_10pct"]
-    assert reinit.measured == pytest.approx(100 * np.mean([0.796 - 0.74, 0.814 - 0.77, 0.775 - 0.73]))
-    assert reinit.verdict == "reproduced"
-    beats = claims["lottery.ticket_beats_controls"]  # sparsest: level 4, 5%
-    assert "5.0%" in beats.statement
-    assert beats.measured == pytest.approx(100 * np.mean([0.70 - 0.65, 0.72 - 0.66, 0.69 - 0.68]))
-    assert beats.verdict == "reproduced"
-    assert "| 3 | 9 | 3 |" in section.text  # the per-level table: level, remaining %, n
+    assert reinit.measured == pytest.approx(3.04)  # 3 pp plus the mean jitter, 0.04 pp
+    assert reinit.verdict == "reproduced" and reinit.magnitude == "holds"  # inside [1.4, 4.2]
+    random = claims["lottery.random_mask_loss_10pct"]
+    assert random.measured == pytest.approx(3.96) and random.verdict == "reproduced" and random.magnitude == "n/a"
+    assert all(c.details["level"] == 3 for c in claims.values())
+    assert "| 3 | 9 | 5 |" in section.text  # the per-level table: level, remaining %, n
+    # the sparsest level's margin over the better control stays in the table and the reading: 0.70 − 0.65 = 5 pp
+    assert "| 5 [5, 5] |" in section.text and "5 [5, 5] pp at the sparsest (5.0%)" in section.text
+
+
+def test_published_number_and_verdict_rules():
+    claims, _ = _claims(_rows(0.03, 0.04))
+    reinit = claims["lottery.reinit_loss_10pct"]
+    assert (reinit.paper_value, reinit.unit, reinit.source) == (2.80, "pp", "arXiv 2604.07603")
+    assert reinit.band == [pytest.approx(1.4), pytest.approx(4.2)] and reinit.ratio_to_paper == pytest.approx(
+        reinit.measured / 2.80)
+    # ten times the paper's loss: the direction holds, the magnitude is outside the band
+    claims, _ = _claims(_rows(0.28, 0.04))
+    reinit = claims["lottery.reinit_loss_10pct"]
+    assert reinit.measured == pytest.approx(28.04) and reinit.ratio_to_paper == pytest.approx(28.04 / 2.80)
+    assert (reinit.direction, reinit.magnitude, reinit.verdict) == ("holds", "fails", "direction_only")
+    # a reinit that does as well as the ticket: the direction fails
+    claims, _ = _claims(_rows(-0.01, 0.04))
+    assert claims["lottery.reinit_loss_10pct"].verdict == "not_reproduced"
+    # on a 1000-example test set, a 0.5 pp gap is within 2 binomial SE of the 1.15 pp bound: undecided
+    claims, _ = _claims(_rows(0.03, 0.04, n_test=1000))
+    gap = claims["lottery.ticket_vs_dense_10pct"]
+    assert gap.test_examples == 1000 and gap.binomial_se == pytest.approx(100 * np.sqrt(2 * 0.8 * 0.2 / 1000), rel=0.02)
+    assert gap.verdict == "inconclusive" and gap.reason == "within 2 binomial SE of the test set"
+    assert claims["lottery.random_mask_loss_10pct"].verdict == "reproduced"  # 3.96 pp: more than 2 SE (3.7 pp) from 0
+    # fewer than 5 seeds: no verdict
+    claims, _ = _claims(_rows(0.03, 0.04, seeds=3))
+    assert all(c.verdict == "inconclusive" and c.reason == "n < 5" for c in claims.values())
 
 
 def test_summary_without_pruned_levels_says_so():

@@ -1,5 +1,6 @@
 """The lr_eos study: tiny preset end to end, the sharpness tracker against closed-form and dense
-float64 Hessians, the late-phase statistics on hand-made trajectories, and config errors."""
+float64 Hessians, the late-phase statistics on hand-made trajectories, the verdicts on hand-made
+runs, and config errors."""
 
 from __future__ import annotations
 
@@ -57,7 +58,10 @@ def test_tiny_study_end_to_end(tiny_store):
     paths = build_report(tiny_store)
     claims = json.loads(paths.claims.read_text())
     assert [c["id"] for c in claims] == IDS
-    assert all(c["verdict"] in ("reproduced", "not_reproduced", "inconclusive") for c in claims)
+    assert all(c["verdict"] == "inconclusive" and c["reason"] == "n < 5" for c in claims)  # 2 and 1 seeds
+    ratio = claims[2]
+    assert ratio["paper_value"] == 2.0 and ratio["band"] == [1.8, 2.2] and ratio["n_seeds"] <= 1
+    assert claims[0]["paper_value"] == -0.89 and claims[0]["ci_method"].startswith("jackknife over seeds")
     assert sorted(p.name for p in paths.figures) == ["lr_eos_lr_sweep.png", "lr_eos_sharpness.png"]
 
 
@@ -144,12 +148,59 @@ def test_edge_statistics_on_hand_made_trajectories():
     assert catapult.late_ratio == pytest.approx((1.9 + 2.0 * 3) / 4)
 
 
+ERRORS = [0.30, 0.22, 0.25, 0.35, 0.28, 0.33]  # test error at the j-th η; λ_max falls with η
+
+
+def _hand_made_rows(config, late_ratio):
+    """Stored rows for every grid point of ``config``: in (a) λ_max = 10 − j (+ 0.1·seed) at the
+    j-th η and ERRORS[j] as test error; in (b) η·λ_max crossing 1.8 at step 30 and then hovering
+    at ``late_ratio`` ± 0.02 (+ 0.01·seed), the loss falling as exp(−t/50)."""
+    rows, lrs = [], list(config.lrs)
+    for spec in STUDY.grid(config):
+        lr = spec.params["run"]["train"]["lr"]
+        row = {"status": "done", "seed": spec.seed, "run_key": spec.key, "config": {"params": spec.params}}
+        if spec.params["kind"] == "lr":
+            j = lrs.index(lr)
+            row["metrics"] = {"lambda_max": 10.0 - j + 0.1 * spec.seed, "test_error": ERRORS[j] + 0.001 * spec.seed}
+        else:
+            ratios = [1.0, 1.4, 1.7] + [late_ratio + 0.02 * (-1) ** k + 0.01 * spec.seed for k in range(13)]
+            row["metrics"] = {"sharpness_final": ratios[-1] / lr}
+            row["curves"] = {"sharpness": [(10 * k, r / lr) for k, r in enumerate(ratios)],
+                             "batch_loss": [(t, math.exp(-t / 50)) for t in range(1, 151)]}
+        rows.append(row)
+    return rows
+
+
+def test_verdicts_on_hand_made_runs():
+    config = STUDY.resolve("tiny", overrides={"seeds": 5, "eos_seeds": 5, "lrs": [0.01, 0.03, 0.1, 0.2, 0.3, 0.5]})
+    claims = {c.id: c for s in STUDY.summarize(_hand_made_rows(config, 2.0), config) for c in s.claims}
+    assert list(claims) == IDS and all(c.n_seeds == 5 for c in claims.values())
+    # the same ranks in every seed: ρ = 1 − 6·Σd²/(n(n² − 1)) = −0.39 with ties across seeds, negative as the
+    # paper's −0.89 but far outside its band [−1, −0.69]: the direction alone
+    rho = claims["lr_eos.sharpness_vs_test_error"]
+    assert rho.measured == pytest.approx(-0.3904, abs=1e-4) and rho.ci[1] < -0.3
+    assert (rho.paper_value, rho.band, rho.direction, rho.magnitude, rho.verdict) == (
+        -0.89, [-1.0, -0.69], "holds", "fails", "direction_only")
+    assert rho.ratio_to_paper == pytest.approx(0.3904 / 0.89, abs=1e-4)
+    falls = claims["lr_eos.sharpness_falls_with_lr"]  # every step −1 in every seed: 10 -> 5 over six η
+    assert falls.measured == pytest.approx(-5.0) and falls.verdict == "reproduced" and falls.paper_value is None
+    assert falls.details["against"][0] == pytest.approx(-1.0)  # the largest rise between neighbours is a fall
+    ratio = claims["lr_eos.eos_ratio"]  # per seed mean 2 + 0.02/13 + 0.01·seed over both η, then over seeds
+    assert ratio.measured == pytest.approx(2.0 + 0.02 / 13 + 0.02) and ratio.verdict == "reproduced"
+    assert ratio.band == [1.8, 2.2] and ratio.magnitude == "holds"
+    loss = claims["lr_eos.eos_loss_decreases"]  # the late phase is steps 30..149: tenths of 12 steps
+    expected = np.mean(np.exp(-np.arange(139, 151) / 50)) / np.mean(np.exp(-np.arange(31, 43) / 50))
+    assert loss.measured == pytest.approx(expected) and loss.ci_method == "log-t" and loss.verdict == "reproduced"
+    high = {c.id: c for s in STUDY.summarize(_hand_made_rows(config, 2.6), config) for c in s.claims}
+    assert (high["lr_eos.eos_ratio"].direction, high["lr_eos.eos_ratio"].verdict) == ("fails", "not_reproduced")
+
+
 def test_presets_resolve_and_quick_grid_validates():
     for preset in ("tiny", "quick", "paper"):
         STUDY.resolve(preset)
     specs = STUDY.grid(STUDY.resolve("quick"))
     kinds = [s.params["kind"] for s in specs]
-    assert kinds.count("lr") == 7 * 3 and kinds.count("eos") == 4 * 2
+    assert kinds.count("lr") == 7 * 5 and kinds.count("eos") == 4 * 5
     assert len({s.key for s in specs}) == len(specs)
     assert STUDY.batch_key(specs[0]) is not None and STUDY.batch_key(specs[-1]) is None
     assert len({STUDY.batch_key(s) for s in specs if s.params["kind"] == "lr"}) == 1
@@ -157,8 +208,8 @@ def test_presets_resolve_and_quick_grid_validates():
 
 @pytest.mark.parametrize("override, match", [
     ("parts=[lr, sgd]", "unknown part 'sgd'"),
-    ("lrs=[0.1]", "lrs needs at least 2"),
-    ("eos_lrs=[-0.5]", "each of eos_lrs must be a positive"),
+    ("lrs=[0.1]", "lrs must be a list of at least 2 different"),
+    ("eos_lrs=[-0.5]", "each of eos_lrs must be a finite number > 0"),
     ("train.lr=0.1", "not train.lr"),
     ("train.optimizer=adam", "train.optimizer must be 'sgd'"),
     ("eos_train.momentum=0.9", "eos_train.momentum must be 0.0"),
@@ -166,8 +217,8 @@ def test_presets_resolve_and_quick_grid_validates():
     ("eos_train.loss=cross_entropy", "eos_train.loss must be 'mse'"),
     ("eos_train.schedule=cosine", "eos_train.schedule must be 'constant'"),
     ("track_every=1000", "eos_train.steps must be set and >= track_every"),
-    ("eos_onset=1.5", r"eos_onset must be a number in \(0, 1\]"),
-    ("eos_ratio_tolerance=0", "eos_ratio_tolerance must be a number in"),
+    ("eos_onset=1.5", r"eos_onset must be a finite number in \(0, 1\]"),
+    ("eos_ratio_tolerance=0", r"eos_ratio_tolerance must be a finite number in \(0, 1\)"),
 ])
 def test_bad_configs(override, match):
     with pytest.raises(ConfigError, match=match):

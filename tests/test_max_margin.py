@@ -10,11 +10,12 @@ import math
 import numpy as np
 import pytest
 
+from overparam.analysis import mean_ci, paired_ratio
 from overparam.errors import ConfigError
 from overparam.references.svm import hard_margin_svm
 from overparam.studies import get_study
-from overparam.studies.max_margin import (STUDY, angles, asymptotic_offset, late_statistics, logistic_gd,
-                                          record_steps, smoothness)
+from overparam.studies.max_margin import (PAPER_CLAIMS, STUDY, angles, asymptotic_offset, claims, late_statistics,
+                                          logistic_gd, record_steps, smoothness)
 from overparam.sweep.execute import run_sweep
 from overparam.sweep.report import build_report
 from overparam.sweep.store import ResultsStore
@@ -144,8 +145,9 @@ def test_summarize_gives_claims_tables_and_figures(tiny_rows):
     assert len(sections) == 1
     section = sections[0]
     assert [c.id for c in section.claims] == IDS
-    assert all(c.verdict in ("reproduced", "not_reproduced", "inconclusive") for c in section.claims)
-    assert section.claims[0].n_seeds == 3
+    for claim in section.claims:  # three seeds: no verdict, whatever the interval says
+        assert (claim.verdict, claim.reason, claim.source) == ("inconclusive", "n < 5", "Soudry et al. 2018")
+    assert section.claims[0].n_seeds == 3 and section.claims[0].direction == "holds"  # angle < 0.1 rad
     assert [name for name, _ in section.figures] == ["max_margin_angle", "max_margin_margin_and_loss",
                                                      "max_margin_norm"]
     assert "| seed | SVs | δ_min |" in section.text
@@ -162,14 +164,14 @@ def test_report_has_the_claims_and_figures(tiny_store):
 
 
 @pytest.mark.parametrize("override, match", [
-    ("lr_scale=2", r"lr_scale must be a number in \(0, 2\)"),
-    ("lr_scale=0", r"lr_scale must be a number in \(0, 2\)"),
-    ("margin=5", r"margin must be a number in \[0, 4\]"),
+    ("lr_scale=2", r"lr_scale \(GD on the logistic loss needs η < 2/β\) must be a finite number in \(0, 2\)"),
+    ("lr_scale=0", r"lr_scale .* must be a finite number in \(0, 2\)"),
+    ("margin=5", r"margin \(the separable source's range\) must be a finite number in \[0, 4\]"),
     ("n_train=1", "n_train must be an integer >= 2"),
     ("steps=5", "steps must be an integer >= 10"),
-    ("angle_threshold=2", r"angle_threshold must be a number in \(0, 1.5708\]"),
-    ("margin_threshold=1", r"margin_threshold must be a number in \(0, 1\)"),
-    ("late_decades=5", r"late_decades must be a number in \(0, 3.30103\]"),
+    ("angle_threshold=2", r"angle_threshold \(radians\) must be a finite number in \(0, 1.5708\]"),
+    ("margin_threshold=1", r"margin_threshold .* must be a finite number in \(0, 1\)"),
+    ("late_decades=5", r"late_decades \(decades of the 2000 steps\) must be a finite number in \(0, 3.30103\]"),
     ("record_points=10", "at least 3 each are needed"),
     ("seeds=0", "seeds must be an integer >= 1"),
     ("stepz=10", r"no config key\(s\) \['stepz'\]"),
@@ -185,3 +187,42 @@ def test_presets_are_valid():
         assert len(STUDY.grid(config)) == config.seeds
     quick = STUDY.resolve("quick")
     assert quick.seeds >= 5 and quick.steps >= 100_000
+
+
+# --- claims on hand-made per-seed values ---------------------------------------------------------
+
+
+class _Analysis:
+    """The per-seed statistics the claims read, as the analysis makes them (mean_ci / paired_ratio)."""
+
+    def __init__(self, seeds, shift=0.0):
+        spread = np.linspace(-0.02, 0.02, seeds)
+        values = {"final_angle": 0.03 + spread, "inverse_angle_curvature": 1.0 + spread,
+                  "theory_rate_ratio": 1.0 + spread, "final_margin_ratio": 0.95 + spread,
+                  "loss_exponent_t": -1.0 + shift + spread, "angle_over_loss_exponent": 0.1 + spread,
+                  "norm_rate": 0.85 + spread}
+        self.cis = {name: mean_ci(v) for name, v in values.items()}
+        self.cis["planted_over_svm_angle"] = paired_ratio(3 * (0.03 + spread), 0.03 + spread)
+
+
+def test_claims_carry_the_theory_values_and_follow_the_rules():
+    config = STUDY.resolve("quick")
+    judged = {c.id.split(".", 1)[1]: c for c in claims(_Analysis(6), config)}
+    assert list(judged) == [i.split(".", 1)[1] for i in IDS] == list(PAPER_CLAIMS)
+    loss = judged["loss_rate"]
+    assert loss.paper_value == -1.0 and loss.band == [pytest.approx(-1.1), pytest.approx(-0.9)]
+    assert loss.ratio_to_paper == pytest.approx(1.0) and loss.ci_method == "t"
+    assert (loss.direction, loss.magnitude, loss.verdict) == ("holds", "holds", "reproduced")
+    assert judged["angle_rate_matches_theory"].band == [0.8, 1.25]  # the study's own band
+    norm = judged["norm_log_rate"]  # 0.85 ± 0.02: below the band [0.9, 1.1]
+    assert (norm.paper_value, norm.direction, norm.magnitude, norm.verdict) == (1.0, "fails", "fails",
+                                                                               "not_reproduced")
+    ratio = judged["svm_not_planted"]
+    assert ratio.ci_method == "log-t" and ratio.measured == pytest.approx(3.0) and ratio.paper_value is None
+    assert (ratio.direction, ratio.magnitude, ratio.verdict) == ("holds", "n/a", "reproduced")
+    assert judged["final_angle"].verdict == judged["angle_slower_than_loss"].verdict == "reproduced"
+    # a loss slope of −2 (twice the theory's exponent) is outside the band on both tests
+    steep = {c.id: c for c in claims(_Analysis(6, shift=-1.0), config)}["max_margin.loss_rate"]
+    assert (steep.direction, steep.magnitude, steep.verdict) == ("fails", "fails", "not_reproduced")
+    few = {c.id: c for c in claims(_Analysis(4), config)}["max_margin.loss_rate"]
+    assert (few.direction, few.verdict, few.reason) == ("holds", "inconclusive", "n < 5")

@@ -8,6 +8,7 @@ import pytest
 
 from overparam.cli import main
 from overparam.errors import ConfigError
+from overparam.report import CLAIM_KEYS
 from overparam.studies import SUITES, get_study
 from overparam.sweep.execute import run_suite
 
@@ -27,7 +28,13 @@ def test_run_paper_writes_one_report_with_every_claim_and_resumes(tmp_path, caps
     first = capsys.readouterr().out
     claims = json.loads((tmp_path / "claims.json").read_text())
     assert {c["id"].split(".")[0] for c in claims} == set(PAPER)
-    assert all(set(c) == {"id", "study", "statement", "paper", "measured", "ci", "n_seeds", "verdict"} for c in claims)
+    assert all(list(c) == list(CLAIM_KEYS) for c in claims)
+    assert all(c["verdict"] == "inconclusive" and c["reason"] == "n < 5" for c in claims)  # tiny: 2-3 seeds
+    assert all(c["direction"] in ("holds", "fails", "undecided") and c["rule"] for c in claims)
+    numbered = [c for c in claims if c["paper_value"] is not None]
+    assert {c["id"] for c in numbered} >= {"batch_size.lambda_max_ratio", "batch_size.small_batch_accuracy_gain",
+                                           "width.movement_ratio", "lottery.reinit_loss_10pct"}
+    assert all(c["band"] and c["tolerance"] and c["magnitude"] in ("holds", "fails", "undecided") for c in numbered)
     report = (tmp_path / "report.md").read_text()
     # the claims table comes first, then one section per study in the suite's order
     assert report.index("## Claims") < min(report.index(f"## {name}") for name in PAPER)

@@ -314,7 +314,8 @@ def test_render_report_from_a_partially_filled_store(tmp_path):
 
     markdown = paths.markdown.read_text()
     row = next(line for line in markdown.splitlines() if line.startswith("| width-monotone |"))
-    assert "Test error decreases as width grows" in row and "monotone decrease (Fig. 2)" in row
+    assert "monotone decrease (Fig. 2)" in row
+    assert "- `width-monotone` (" in markdown and "Test error decreases as width grows" in markdown  # the section's list
     assert f"| {claim.n_seeds} |" in row and claim.verdict.replace("_", " ") in row
     assert f"{claim.measured:.4g}" in row
     assert "1 failed" in markdown and "RuntimeError: CUDA out of memory" in markdown
@@ -362,3 +363,78 @@ def test_loglog_reference_line_passes_through_the_first_point_with_the_given_slo
     assert np.polyfit(np.log(rx), np.log(ry), 1)[0] == pytest.approx(-0.5)
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     assert "n=3" in ax.get_legend().get_texts()[0].get_text()
+
+
+# --- verdicts on direction and magnitude ---------------------------------------------------------
+
+from overparam.report.verdicts import (  # noqa: E402
+    CORRELATION,
+    DIFFERENCE_PP,
+    EXPONENT,
+    RATIO,
+    Direction,
+    Published,
+    Tolerance,
+    above,
+    below,
+    between,
+    judge,
+)
+
+RATIO_CLAIM = Published("11.8x", "paper", above(1.0), 11.8, "x", RATIO)
+
+
+@pytest.mark.parametrize("ci, n, verdict, direction, magnitude", [
+    ((10.0, 7.0, 15.0), 5, "reproduced", "holds", "holds"),
+    ((193.0, 176.0, 226.0), 5, "direction_only", "holds", "fails"),  # the batch_size quick run's 193x
+    ((10.0, 3.0, 15.0), 5, "inconclusive", "holds", "undecided"),
+    ((0.8, 0.6, 0.9), 5, "not_reproduced", "fails", "fails"),
+    ((1.2, 0.9, 1.5), 5, "not_reproduced", "undecided", "fails"),  # no direction, and 11.8x excluded
+    ((3.0, 0.5, 8.0), 5, "inconclusive", "undecided", "undecided"),
+    ((10.0, 7.0, 15.0), 4, "inconclusive", "holds", "holds"),  # n < 5: no verdict
+    ((math.nan, math.nan, math.nan), 5, "inconclusive", "undecided", "undecided"),
+])
+def test_judge_combines_direction_and_magnitude(ci, n, verdict, direction, magnitude):
+    result = judge(ci, RATIO_CLAIM, n)
+    assert (result.verdict, result.direction, result.magnitude) == (verdict, direction, magnitude)
+    assert "within a factor 2 of 11.8x = [5.9, 23.6]" in result.rule
+    assert (result.reason == "n < 5") == (n < 5)
+
+
+def test_tolerance_bands_by_kind():
+    assert RATIO.band(11.8) == (5.9, 23.6)
+    assert DIFFERENCE_PP.band(2.8) == pytest.approx((1.4, 4.2)) and DIFFERENCE_PP.band(1.61) == pytest.approx((0.61, 2.61))
+    assert EXPONENT.band(-0.5) == pytest.approx((-0.6, -0.4))
+    assert CORRELATION.band(-0.89) == pytest.approx((-1.0, -0.69)) and CORRELATION.band(0.1) == pytest.approx((0.0, 0.3))
+    assert Tolerance.range(1.8, 2.2).band(2.0) == (1.8, 2.2)
+    with pytest.raises(ConfigError, match="tolerance"):
+        Published("x", "s", above(0.0), 1.0)  # a number needs a tolerance
+    with pytest.raises(ConfigError, match="Direction"):
+        Direction()
+    assert between(-1.0, 1.0).describe() == "in [-1, 1]"
+
+
+def test_qualitative_claims_and_the_binomial_rule():
+    qualitative = Published("a gain", "paper", above(0.0))
+    assert judge((0.3, 0.1, 0.5), qualitative, 5).verdict == "reproduced"
+    assert judge((0.3, 0.1, 0.5), qualitative, 5).magnitude == "n/a"
+    assert judge((-0.3, -0.5, -0.1), qualitative, 5).verdict == "not_reproduced"
+    # a gain whose interval excludes 0 but lies within 2 binomial SE of it is not a gain
+    near = judge((1.5, 0.5, 2.5), qualitative, 5, binomial_se=1.0)
+    assert near.verdict == "inconclusive" and near.reason == "within 2 binomial SE of the test set"
+    assert judge((3.5, 2.5, 4.5), qualitative, 5, binomial_se=1.0).verdict == "reproduced"
+    bound = Published("within 1.15 pp", "paper", below(1.15))
+    assert judge((0.8, -1.5, 2.0), bound, 5).verdict == "inconclusive"
+    assert judge((-0.5, -1.5, 0.5), bound, 5).verdict == "reproduced"
+
+
+def test_judged_claim_carries_the_paper_value_into_claims_json(tmp_path):
+    claim = Claim.judged("b.ratio", "b", "ratio of λ_max", RATIO_CLAIM, CI(193.0, 176.0, 226.0, n=5, method="log-t"))
+    assert claim.verdict == "direction_only" and claim.paper_value == 11.8 and claim.band == [5.9, 23.6]
+    assert claim.ratio_to_paper == pytest.approx(193.0 / 11.8) and claim.ci_method == "log-t"
+    path = write_claims_json([claim], tmp_path / "claims.json")
+    [data] = json.loads(path.read_text())
+    assert list(data) == list(CLAIM_KEYS)
+    assert data["tolerance"] == "within a factor 2" and data["direction"] == "holds" and data["magnitude"] == "fails"
+    [back] = read_claims_json(path)
+    assert back.to_dict() == claim.to_dict()

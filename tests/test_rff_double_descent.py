@@ -14,6 +14,7 @@ import torch
 from overparam.data.transforms import random_fourier_features
 from overparam.errors import ConfigError
 from overparam.references.rff import median_bandwidth, min_norm_lstsq
+from overparam.report.verdicts import VERDICTS
 from overparam.studies import get_study
 from overparam.studies.rff_double_descent import STUDY, locate
 from overparam.sweep.execute import run_sweep
@@ -128,10 +129,58 @@ def test_locate_on_hand_made_curves():
     found = locate(mean, counts, n=100)
     assert int(found["sweet"]) == 1 and int(found["error_peak"]) == 3  # the 0.9 at N=10 is not the peak
     assert int(found["sq_peak"]) == 4 and int(found["norm_peak"]) == 3
-    assert found["fall"] == pytest.approx(0.3 - 0.8) and found["gain"] == pytest.approx(0.3 - 0.4)
     # batched over resamples: (R, W) curves locate row by row
     batched = {k: np.stack([v, v[::-1]]) for k, v in mean.items()}
     assert locate(batched, counts, n=100)["error_peak"].tolist() == [3, 5]
+
+
+def _rows(error: list[float], norm: list[float], seeds: int = 5, n: int = 100, n_test: int = 1000) -> list[dict]:
+    """Store-like rows at N/n = RATIOS: the given mean test-error and norm curves (squared loss =
+    error · 10) plus ±0.01 seed offsets that average to zero."""
+    from overparam.config import RunConfig
+
+    config = STUDY.resolve("tiny", overrides=[f"data.n_train={n}", f"feature_ratios={RATIOS}"])
+    data = RunConfig.from_dict({"data": config.data}).to_dict()["data"]
+    rows = []
+    for seed in range(seeds):
+        offset = 0.01 * (seed - (seeds - 1) / 2) / ((seeds - 1) / 2)
+        for ratio, e, a in zip(RATIOS, error, norm):
+            metrics = {"test_error": e + offset, "test_sq_loss": 10 * (e + offset), "coef_norm": a * (1 + offset),
+                       "train_error": 0.0, "train_sq_loss": 0.0, "sigma_min_ratio": 1e-3, "n_test": n_test,
+                       "bandwidth": 1.0}
+            rows.append({"status": "done", "seed": seed, "run_key": f"{ratio}-{seed}", "metrics": metrics,
+                         "config": {"params": {"data": data, "num_features": round(ratio * n), "bandwidth": "median"}}})
+    return rows, config
+
+
+RATIOS = [0.2, 0.5, 1.0, 2.0, 10.0]
+
+
+def test_verdicts_follow_the_rules_on_hand_made_curves():
+    # a peak at N = n, a second descent well below the sweet spot (0.2 − 0.4 = −0.2 ≫ 2 binomial SE ≈ 0.04)
+    rows, config = _rows([0.5, 0.4, 0.8, 0.5, 0.2], [1.0, 5.0, 100.0, 10.0, 5.0])
+    [section] = STUDY.summarize(rows, config)
+    claims = {c.id.split(".")[1]: c for c in section.claims}
+    assert all(c.n_seeds == 5 and c.paper_value is None and c.band is None for c in section.claims)
+    assert [claims[k].verdict for k in ("error_peak_at_threshold", "squared_loss_peak_at_threshold",
+                                        "norm_peak_at_threshold")] == ["reproduced"] * 3
+    assert claims["error_peak_at_threshold"].measured == 1.0 and claims["error_peak_at_threshold"].ci == [1.0, 1.0]
+    fall, gain = claims["error_falls_beyond_peak"], claims["overparameterized_beats_classical"]
+    assert fall.measured == pytest.approx(0.2 - 0.8) and gain.measured == pytest.approx(0.2 - 0.4)
+    assert fall.verdict == gain.verdict == "reproduced" and fall.ci_method == "t" and fall.test_examples == 1000
+    assert gain.binomial_se == pytest.approx(math.sqrt((0.2 * 0.8 + 0.4 * 0.6) / 1000))
+    assert "100% of seed resamples pick the same grid point" in section.text
+    # the peak at N = 2n lies outside [n/1.5, 1.5 n]; the largest model worse than the sweet spot;
+    # a gain of −0.01 is within 2 binomial SE (≈ 0.04) of 0, so its direction is never "holds"
+    rows, config = _rows([0.5, 0.3, 0.6, 0.9, 0.4], [1.0, 5.0, 10.0, 100.0, 5.0])
+    claims = {c.id.split(".")[1]: c for c in STUDY.summarize(rows, config)[0].claims}
+    assert claims["error_peak_at_threshold"].verdict == "not_reproduced"
+    assert claims["norm_peak_at_threshold"].measured == 2.0 and claims["norm_peak_at_threshold"].direction == "fails"
+    assert claims["overparameterized_beats_classical"].verdict == "not_reproduced"
+    rows, config = _rows([0.5, 0.3, 0.8, 0.5, 0.29], [1.0, 5.0, 100.0, 10.0, 5.0])
+    gain = STUDY.summarize(rows, config)[0].claims[4]
+    assert gain.measured == pytest.approx(-0.01) and gain.ci[1] < 0  # the whole interval below 0, yet:
+    assert gain.direction == "undecided" and gain.verdict == "inconclusive" and "binomial" in gain.reason
 
 
 # --- the study end to end ------------------------------------------------------------------------
@@ -176,7 +225,9 @@ def test_summarize_gives_claims_table_and_figure(tiny_rows):
     assert len(sections) == 1
     section = sections[0]
     assert [c.id for c in section.claims] == IDS
-    assert all(c.n_seeds == 3 and c.verdict in ("reproduced", "not_reproduced", "inconclusive") for c in section.claims)
+    # three seeds: every verdict is inconclusive by rule, whatever the interval says
+    assert all(c.n_seeds == 3 and c.verdict == "inconclusive" and c.reason == "n < 5" for c in section.claims)
+    assert all(c.direction in ("holds", "fails", "undecided") and c.magnitude == "n/a" for c in section.claims)
     assert [name for name, _ in section.figures] == ["rff_double_descent_curves"]
     assert "| N | N/n | seeds |" in section.text and "error peak" in section.text
     # the norm of the exact solution at N = n dwarfs its neighbours on this data: the norm peak is located there
@@ -189,17 +240,20 @@ def test_summarize_gives_claims_table_and_figure(tiny_rows):
 
 def test_report_has_the_claims_and_figure(tiny_store):
     paths = build_report(tiny_store)
-    assert [c["id"] for c in json.loads(paths.claims.read_text())] == IDS
+    claims = json.loads(paths.claims.read_text())
+    assert [c["id"] for c in claims] == IDS and all(c["verdict"] in VERDICTS for c in claims)
+    assert all(c["source"] == "Belkin et al. 2019" and c["paper_value"] is None for c in claims)
     assert {p.name for p in paths.figures} == {"rff_double_descent_curves.png"}
 
 
 @pytest.mark.parametrize("override, match", [
     ("feature_ratios=[0.5, 2.0, 3.0]", "at least two feature counts below n and two above"),
-    ("feature_ratios=[0.2, 0.5, 1.5, 1.5]", "repeated feature counts"),
-    ("feature_ratios=[0.2, -0.5, 1.5, 2]", "each feature ratio N/n must be a positive number, got -0.5"),
-    ("bandwidth=wide", "bandwidth must be 'median' or a positive number, got 'wide'"),
-    ("bandwidth=0", "bandwidth must be 'median' or a positive number, got 0"),
-    ("peak_factor=1", "peak_factor must be a number > 1"),
+    ("feature_ratios=[0.2, 0.5, 1.5, 1.501]", "repeated feature counts"),
+    ("feature_ratios=[0.2, 0.5, 1.5, 1.5]", r"feature_ratios \(N/n\) must be a list of at least 1 different"),
+    ("feature_ratios=[0.2, -0.5, 1.5, 2]", r"each of feature_ratios \(N/n\) must be a finite number > 0, got -0.5"),
+    ("bandwidth=wide", r"bandwidth \(or 'median'\) must be a finite number > 0, got 'wide'"),
+    ("bandwidth=0", r"bandwidth \(or 'median'\) must be a finite number > 0, got 0"),
+    ("peak_factor=1", "peak_factor must be a finite number > 1, got 1"),
     ("seeds=0", "seeds must be an integer >= 1"),
     ("data.seed=null", "data.n_train and data.seed must be set"),
     ("data.n_trains=5", r"does not take option\(s\) \[.n_trains.\]"),

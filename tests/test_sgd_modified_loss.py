@@ -1,5 +1,5 @@
 """The sgd_modified_loss study end to end on its tiny preset, its spread statistic against a hand
-computation, and its config validation."""
+computation, its claims judged on hand-made runs with known effects, and its config validation."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import math
 import numpy as np
 import pytest
 
+from overparam.analysis import Run
 from overparam.errors import ConfigError
+from overparam.report.verdicts import VERDICTS
 from overparam.studies import get_study
-from overparam.studies.sgd_modified_loss import ratio_groups, spread_ratio
+from overparam.studies.sgd_modified_loss import analyze, claims, ratio_groups, spread_by_seed
 from overparam.sweep.execute import run_sweep
 from overparam.sweep.report import build_report
 from overparam.sweep.store import ResultsStore
@@ -52,24 +54,74 @@ def test_tiny_study_end_to_end(tmp_path):
         "sgd_modified_loss.sharpness_falls_with_ratio", "sgd_modified_loss.variance_falls_with_ratio",
         "sgd_modified_loss.sharpness_groups_by_ratio", "sgd_modified_loss.variance_groups_by_ratio",
         "sgd_modified_loss.explicit_penalty_closes_gap", "sgd_modified_loss.explicit_penalty_recovers_flatness"]
+    # two seeds: every claim judged, none decided; no published numbers, only directions
+    assert all(c["verdict"] == "inconclusive" and c["reason"] == "n < 5" and c["n_seeds"] == 2 for c in claims)
+    assert all(c["verdict"] in VERDICTS and c["paper_value"] is None and c["magnitude"] == "n/a" for c in claims)
+    assert [c["source"] for c in claims] == ["Smith et al. 2021"] * 6
+    assert claims[0]["ci_method"].startswith("jackknife over seeds")
+    assert claims[4]["test_examples"] == 100 and claims[4]["binomial_se"] is None
+    assert "no binomial test-set error" in claims[4]["statement"]
     assert sorted(p.name for p in paths.figures) == ["sgd_modified_loss_explicit.png", "sgd_modified_loss_terms.png"]
 
 
-def test_ratio_groups_and_the_spread_ratio_by_hand():
+def test_ratio_groups_and_the_spread_by_hand():
     groups = ratio_groups((0.05, 0.1), (32, 64))
     assert groups == {0.05 / 64: [(0.05, 64)], 0.05 / 32: [(0.05, 32), (0.1, 64)], 0.1 / 32: [(0.1, 32)]}
-    values = {(0.05, 64): [0.0, 0.0], (0.05, 32): [1.0, 1.0], (0.1, 64): [2.0, 2.0], (0.1, 32): [6.0, 6.0]}
-    # point means 0, 1, 2, 6; group means 0, 1.5, 6; within: sqrt((0.25 + 0.25)/1); across: std(0, 1.5, 6)
-    expected = math.sqrt(0.5) / np.std([0.0, 1.5, 6.0], ddof=1)
-    ci = spread_ratio(values, groups)
-    assert ci[0] == pytest.approx(expected)
-    assert ci[1] == pytest.approx(expected) and ci[2] == pytest.approx(expected)  # no seed noise: no spread
-    assert ci.n == 2
+    points = [(0.05, 32), (0.05, 64), (0.1, 32), (0.1, 64)]
+    values = np.array([[1.0, 0.0, 6.0, 2.0], [1.0, 0.0, 6.0, 2.0], [1.0, 0.0, 6.0, np.nan]])
+    # seeds 0 and 1: groups 0 | 1, 2 | 6, means 0, 1.5, 6; within sqrt((0.25 + 0.25)/1); across std(0, 1.5, 6)
+    within, across = spread_by_seed(values, points, groups)
+    assert within[:2] == pytest.approx([math.sqrt(0.5)] * 2)
+    assert across[:2] == pytest.approx([np.std([0.0, 1.5, 6.0], ddof=1)] * 2)
+    assert np.isnan(within[2]) and np.isnan(across[2])  # seed 2 lacks (0.1, 64): no group of two points left
+
+
+def _runs(config, lam, variance, acc, n_test=10_000):
+    """Runs with known outcomes: grid runs with λ_max = lam["grid"](ε, B) and v = variance(ε, B);
+    the explicit arm's λ_max = lam["large"|"penalty"]; test accuracy acc["small"] at the arm's
+    small-batch grid point, acc["large"|"penalty"] in the arm, 0.6 elsewhere; a small jitter."""
+    runs = []
+    for spec in get_study("sgd_modified_loss").grid(config):
+        settings = {k: v for k, v in spec.params.items() if k != "run"}
+        train = spec.config.train
+        jitter = 1 + 0.01 * np.sin(spec.seed + 10 * train.lr + train.batch_size)
+        arm = settings["arm"]
+        if arm == "grid" and (train.lr, train.batch_size) == (config.explicit_lr, config.small_batch):
+            arm = "small"
+        point = (train.lr, train.batch_size)
+        lam_value = lam[arm] if arm in ("large", "penalty") else lam["grid"](*point)
+        metrics = {"ratio": train.lr / train.batch_size, "lambda_max": lam_value * jitter, "n_test": n_test,
+                   "per_example_variance": variance(*point) * jitter, "term_full": train.lr * jitter,
+                   "test_acc": acc.get(arm, 0.6) + 0.001 * np.sin(3 * spec.seed)}
+        runs.append(Run(spec.key, spec.seed, "done", settings, spec.config, metrics))
+    return runs
+
+
+def test_claims_are_judged_on_hand_made_runs():
+    """λ_max a function of ε/B alone falls with the ratio and groups by it; v a function of B
+    alone spreads within equal-ratio groups more than across them (spread ratio ≈ 1.7: not
+    reproduced). The penalty closing 90% of the accuracy gap and 20% of the λ_max gap."""
+    study = get_study("sgd_modified_loss")
+    config = study.resolve("tiny", overrides=["seeds=5"])
+    lam = {"grid": lambda lr, b: 1e-3 * b / lr, "large": 10.0, "penalty": 9.0}
+    out = {c.id.split(".")[1]: c for c in claims(analyze(_runs(config, lam, lambda lr, b: b, {
+        "small": 0.70, "large": 0.60, "penalty": 0.69}), config), config)}
+    assert out["sharpness_falls_with_ratio"].verdict == "reproduced" and out["sharpness_falls_with_ratio"].n_seeds == 5
+    assert out["sharpness_falls_with_ratio"].measured < -0.95  # runs of one ratio tie in ε/B, not in λ_max
+    assert out["sharpness_groups_by_ratio"].verdict == "reproduced" and out["sharpness_groups_by_ratio"].measured < 0.05
+    spread = out["variance_groups_by_ratio"]  # log v = log B: within d/√2, across std(d, d/2, d/2, 0)
+    assert spread.measured == pytest.approx(math.sqrt(0.5) / np.std([1, 0.5, 0.5, 0], ddof=1), rel=0.05)
+    assert spread.verdict == "not_reproduced" and spread.ci_method == "log-t"
+    gap = out["explicit_penalty_closes_gap"]  # (0.69 − 0.60)/(0.70 − 0.60)
+    assert gap.measured == pytest.approx(0.9, rel=0.05) and gap.verdict == "reproduced" and gap.ci_method == "log-t"
+    flat = out["explicit_penalty_recovers_flatness"]  # (10 − 9)/(10 − 0.32), λ_max(0.1, 32) = 0.32
+    assert flat.measured == pytest.approx(1 / 9.68, rel=0.05) and flat.verdict == "not_reproduced"
 
 
 def test_presets_resolve_and_the_default_penalty_rule():
     study = get_study("sgd_modified_loss")
     quick = study.resolve("quick")
+    assert quick.seeds >= 5 and study.resolve("mnist").seeds >= 5 and study.config_type().seeds >= 5
     assert len(study.grid(quick)) == quick.seeds * (len(quick.lrs) * len(quick.batch_sizes) + 2)
     assert quick.penalty == pytest.approx(0.1 / 4 * (128 / 32 - 1))
     assert study.resolve("paper").penalty == pytest.approx(0.1 / 4 * (512 / 64 - 1))
@@ -77,13 +129,13 @@ def test_presets_resolve_and_the_default_penalty_rule():
 
 
 @pytest.mark.parametrize("override, match", [
-    ("lrs=[0.1, -0.1]", "lrs must be a list of distinct positive finite learning rates"),
-    ("batch_sizes=[32, 32.5]", "batch_sizes must be a list of distinct positive integer batch sizes"),
+    ("lrs=[0.1, -0.1]", "each of lrs must be a finite number > 0"),
+    ("batch_sizes=[32, 32.5]", "each of batch_sizes must be an integer"),
     ("lrs=[0.1]", "at least 3 distinct ratios"),
     ("explicit_lr=0.3", "explicit_lr must be one of lrs"),
     ("large_batch=16", "small_batch and large_batch must be batch_sizes"),
     ("explicit_penalty=-1", "explicit_penalty must be null"),
-    ("epochs=0", "epochs must be a positive number"),
+    ("epochs=0", "epochs must be a finite number > 0"),
     ("loss=hinge", "unknown loss 'hinge'"),
     ("seeds=0", "seeds must be an integer >= 1"),
     ("model.width=0", "width"),

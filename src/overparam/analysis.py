@@ -245,6 +245,15 @@ class SeedTable:
 
         return seed_slope_ci(self.axis if x is None else x, self[metric], log=log)
 
+    def trend(self, metric: str | Callable[[Run], Any], *, rising: bool = False):
+        """Whether the metric falls (``rising``: rises) across the axis without turning: the
+        change from the first to the last point, paired by seed, with the largest step the other
+        way between neighbours (:func:`~overparam.report.stats.trend_ci`). The claim for "falls
+        with width" is ``below(0)``; for "rises", ``above(0)``."""
+        from overparam.report.stats import trend_ci
+
+        return trend_ci(self[metric], rising=rising)
+
     def largest_step(self, metric: str | Callable[[Run], Any]):
         """The largest mean rise of the metric between neighbouring axis points, with a
         simultaneous interval (:func:`largest_step_ci`): < 0 throughout means it falls at every
@@ -278,13 +287,19 @@ class SeedTable:
 
 
 # --- intervals: which method each kind of estimate uses ------------------------------------------
+#
+# Seeds are the independent units. Means and paired differences over seeds: Student-t. Ratios
+# between two arms: the log-scale t-interval of the per-seed ratios (Fieller's interval when a
+# value is not positive). Slopes: per-seed fits, t over seeds. Correlations over runs: Spearman
+# pooled over the runs, seeds as clusters (delete-one-seed jackknife). Statistics of whole curves
+# (thresholds, peaks): seeds resampled with their whole curves. Coverage: tests/test_coverage.py.
 
 
 def mean_ci(values: Sequence[float] | np.ndarray):
-    """The mean over seeds with its 95% interval (NaNs dropped; n = the seeds left)."""
-    from overparam.report.stats import bootstrap_ci
+    """The mean over seeds with its 95% Student-t interval (NaNs dropped; n = the seeds left)."""
+    from overparam.report.stats import t_ci
 
-    return bootstrap_ci(values)
+    return t_ci(values)
 
 
 def _pairs(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -297,24 +312,38 @@ def _pairs(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> 
 
 def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, scale: float = 1.0):
     """The mean of ``(a − b) · scale`` over the seeds both have (entry i of each is seed i), with
-    its 95% interval."""
+    its 95% Student-t interval."""
     a, b = _pairs(a, b)
     return mean_ci(scale * (a - b))
 
 
 def paired_ratio(numerators: Sequence[float] | np.ndarray, denominators: Sequence[float] | np.ndarray):
-    """``mean(numerators) / mean(denominators)`` over the seeds both have, with its 95% interval
-    (seeds resampled as pairs)."""
-    from overparam.report.stats import ratio_ci
+    """The ratio of two arms over the seeds both have: the geometric mean of the per-seed ratios
+    with its log-scale t-interval (positive values), else mean/mean with Fieller's interval
+    (:func:`~overparam.report.stats.paired_ratio_ci`)."""
+    from overparam.report.stats import paired_ratio_ci
 
     a, b = _pairs(numerators, denominators)
-    return ratio_ci(a, b)
+    return paired_ratio_ci(a, b)
+
+
+def correlation(runs: Iterable[Run], x: str | Callable[[Run], float], y: str | Callable[[Run], float]):
+    """Spearman's ρ between two metrics over runs, seeds as clusters: the estimate pools every
+    run with both values finite; the interval leaves one seed out at a time (n = seeds;
+    :func:`~overparam.report.stats.clustered_spearman_ci`)."""
+    from overparam.report.stats import clustered_spearman_ci
+
+    get_x = x if callable(x) else (lambda run: run.metric(x))
+    get_y = y if callable(y) else (lambda run: run.metric(y))
+    points = [(number(get_x(r)), number(get_y(r)), r.seed) for r in runs]
+    points = [p for p in points if math.isfinite(p[0]) and math.isfinite(p[1])]
+    return clustered_spearman_ci([p[0] for p in points], [p[1] for p in points], [p[2] for p in points])
 
 
 def metric_pairs(runs: Iterable[Run], x: str | Callable[[Run], float], y: str | Callable[[Run], float]
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Two metrics of each run (in the order given) over the runs where both are finite: the
-    points of a correlation across runs."""
+    """Two metrics of each run (in the order given) over the runs where both are finite (the
+    points of a scatter plot)."""
     get_x = x if callable(x) else (lambda run: run.metric(x))
     get_y = y if callable(y) else (lambda run: run.metric(y))
     points = [(number(get_x(r)), number(get_y(r))) for r in runs]
@@ -322,10 +351,14 @@ def metric_pairs(runs: Iterable[Run], x: str | Callable[[Run], float], y: str | 
     return np.asarray([p[0] for p in points], dtype=float), np.asarray([p[1] for p in points], dtype=float)
 
 
-def by_seed_pairs(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Two {seed: value} maps as aligned arrays over the seeds both have."""
-    seeds = sorted(set(a) & set(b))
-    return np.asarray([a[s] for s in seeds], dtype=float), np.asarray([b[s] for s in seeds], dtype=float)
+def binomial_se(accuracy_a: float, accuracy_b: float, test_examples: int, scale: float = 100.0) -> float:
+    """The standard error a finite test set adds to a difference of two accuracies measured on
+    it, sqrt((p_a(1 − p_a) + p_b(1 − p_b)) / n_test) · scale (percentage points by default; an
+    upper bound, since both models see the same examples). Every seed is evaluated on the same
+    test set, so no interval over seeds contains this error."""
+    if not test_examples or not (math.isfinite(accuracy_a) and math.isfinite(accuracy_b)):
+        return math.nan
+    return scale * math.sqrt((accuracy_a * (1 - accuracy_a) + accuracy_b * (1 - accuracy_b)) / test_examples)
 
 
 # --- statistics of whole seed curves -------------------------------------------------------------
@@ -383,3 +416,51 @@ def resampled_ci(estimate: float, draws: np.ndarray | None, n: int, **extras: An
     low, high = percentile_interval(draws)
     return CI(float(estimate), low, high, n=n, method="percentile (seeds resampled)",
               resamples=int(np.size(draws)), **extras)
+
+
+@dataclass(frozen=True)
+class Located:
+    """A quantity located on a grid (an interpolation threshold, a peak): not a point with a
+    confidence interval, but the grid point the seed-mean curve picks, the bracket of grid values
+    the true location lies in, and how many seed resamples pick the same grid point.
+
+    ``index``: the picked grid index (-1: none); ``value``: the grid value there (NaN if none);
+    ``low``/``high``: the bracket (for a first crossing, the previous grid value and this one;
+    for an extremum, its two neighbours, clipped to the grid's ends); ``agreement``: the fraction
+    of resamples that pick the same index (NaN without resamples); ``n``: seeds."""
+
+    index: int
+    value: float
+    low: float
+    high: float
+    agreement: float
+    n: int
+
+    def describe(self, unit: str = "", digits: int = 4) -> str:
+        """E.g. '6538 (between 3274 and 6538; 96% of 4000 seed resamples agree)'."""
+        if self.index < 0:
+            return "not located on this grid"
+        text = f"{self.value:.{digits}g}{unit} (between {self.low:.{digits}g} and {self.high:.{digits}g}"
+        if math.isfinite(self.agreement):
+            text += f"; {self.agreement:.0%} of seed resamples pick the same grid point"
+        return text + ")"
+
+
+def locate_on_grid(grid: Sequence[float], estimate: int, resampled: np.ndarray | None, n: int, *,
+                   kind: str = "crossing") -> Located:
+    """A :class:`Located` from the index the seed-mean curve picks (``estimate``; -1 for none)
+    and the indices seed resamples pick (:func:`resample_seeds`). ``kind``: ``"crossing"`` (the
+    first grid point past a level: the true crossing lies after the previous point) or
+    ``"extremum"`` (a peak or a minimum: it lies between the neighbours)."""
+    values = np.asarray(grid, dtype=float)
+    agreement = math.nan if resampled is None else float(np.mean(np.asarray(resampled) == estimate))
+    if estimate < 0:
+        return Located(-1, math.nan, math.nan, math.nan, agreement, n)
+    if kind == "crossing":
+        low, high = values[max(estimate - 1, 0)], values[estimate]
+    elif kind == "extremum":
+        low, high = values[max(estimate - 1, 0)], values[min(estimate + 1, len(values) - 1)]
+    else:
+        raise ConfigError(f"unknown located kind {kind!r}; accepted: 'crossing', 'extremum'")
+    return Located(int(estimate), float(values[estimate]), float(low), float(high), agreement, n)
+

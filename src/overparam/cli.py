@@ -145,7 +145,9 @@ def _print_verdicts(claims_path: Path) -> None:
 
     for claim in read_claims_json(claims_path):
         low, high = claim.ci
-        print(f"  {claim.verdict:<15} {claim.id}: {claim.measured:.4g} [{low:.4g}, {high:.4g}] (paper: {claim.paper})")
+        reason = f"; {claim.reason}" if claim.reason else ""
+        print(f"  {claim.verdict:<15} {claim.id}: {claim.measured:.4g} [{low:.4g}, {high:.4g}], n={claim.n_seeds} "
+              f"(paper: {claim.paper}{reason})")
 
 
 def cmd_studies(args: argparse.Namespace) -> int:

@@ -1,13 +1,23 @@
-"""Claims: a published statement beside our measurement, its 95% CI, n and verdict.
+"""Claims: a published statement beside our measurement, its 95% interval, n and verdict.
 
-``claims.json`` is a JSON list with one object per claim and exactly these keys::
+``claims.json`` is a JSON list with one object per claim and exactly the keys :data:`KEYS`:
 
-    {"id", "study", "statement", "paper", "measured", "ci", "n_seeds", "verdict"}
+- what is claimed: ``id``, ``study``, ``statement`` (what we measure and test), ``paper`` (the
+  source's words or number as shown), ``source`` (where it is stated), ``paper_value`` and
+  ``unit`` (the published number; null for a qualitative claim), ``tolerance`` and ``band`` (how
+  far from the published number a measurement may lie, and the resulting interval);
+- what we measured: ``measured``, ``ci`` (``[low, high]``, 95%), ``ci_method``, ``n_seeds``,
+  ``ratio_to_paper`` (measured / paper_value, where there is a nonzero published number),
+  ``test_examples`` and ``binomial_se`` (for accuracy effects: the test-set size and the binomial
+  standard error it adds, in the claim's units);
+- the judgement (rules in :mod:`overparam.report.verdicts`): ``direction`` and ``magnitude``
+  (holds | fails | undecided; magnitude n/a without a number), ``verdict`` (reproduced |
+  direction_only | not_reproduced | inconclusive), ``reason`` (why, when not plain) and ``rule``
+  (the tests applied, in words).
 
-``ci`` is ``[low, high]``; a number that is undefined (NaN, e.g. the bounds with fewer than two
-seeds) is written as ``null``, since JSON has no NaN. ``details`` (how the number was computed:
-interval method, extra counts, the predicate tested) is kept out of the file unless asked for
-with ``include_details=True``, which adds it under the key ``"details"``.
+A number that is undefined (NaN) is written as ``null``, since JSON has no NaN. ``details`` (extra
+counts, the interval's extras) is kept out of the file unless asked for with
+``include_details=True``.
 """
 
 from __future__ import annotations
@@ -22,10 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from overparam.errors import ConfigError, DataError
-from overparam.report.stats import CI, VERDICTS
+from overparam.report.stats import CI
 from overparam.report.stats import verdict as decide
+from overparam.report.verdicts import VERDICTS, Published, judge
 
-KEYS = ("id", "study", "statement", "paper", "measured", "ci", "n_seeds", "verdict")
+KEYS = ("id", "study", "statement", "paper", "source", "paper_value", "unit", "tolerance", "band", "measured", "ci",
+        "ci_method", "n_seeds", "ratio_to_paper", "test_examples", "binomial_se", "direction", "magnitude", "verdict",
+        "reason", "rule")
+REQUIRED = ("id", "study", "statement", "paper", "measured", "ci", "n_seeds", "verdict")
 
 
 def _float(value: Any) -> float:
@@ -81,6 +95,19 @@ class Claim:
     n_seeds: int
     verdict: str
     details: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    paper_value: float | None = None
+    unit: str = ""
+    tolerance: str = ""
+    band: list[float] | None = None
+    ci_method: str = ""
+    ratio_to_paper: float | None = None
+    test_examples: int | None = None
+    binomial_se: float | None = None
+    direction: str = ""
+    magnitude: str = ""
+    reason: str = ""
+    rule: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -97,6 +124,11 @@ class Claim:
             raise ConfigError(f"claim {self.id!r}: n_seeds must be a non-negative integer, got {self.n_seeds!r}")
         self.n_seeds = int(self.n_seeds)
         self.details = dict(self.details or {})
+        if self.band is not None:
+            self.band = [_float(b) for b in self.band]
+        for name in ("paper_value", "ratio_to_paper", "binomial_se"):
+            if getattr(self, name) is not None:
+                setattr(self, name, _float(getattr(self, name)))
 
     @classmethod
     def from_ci(cls, id: str, study: str, statement: str, paper: str | float, ci: CI, *,
@@ -119,7 +151,36 @@ class Claim:
             n_seeds = ci.n
         result = decide(ci, greater_than=greater_than, less_than=less_than, within=within)
         return cls(id=id, study=study, statement=statement, paper=paper, measured=estimate, ci=[low, high],
-                   n_seeds=n_seeds, verdict=result, details=record)
+                   n_seeds=n_seeds, verdict=result, details=record, ci_method=getattr(ci, "method", ""))
+
+    @classmethod
+    def judged(cls, id: str, study: str, statement: str, published: Published, ci: CI, *, n_seeds: int | None = None,
+               test_examples: int | None = None, binomial_se: float | None = None,
+               details: Mapping[str, Any] | None = None) -> Claim:
+        """A claim judged against its published source on direction and magnitude
+        (:func:`overparam.report.verdicts.judge`). ``n_seeds`` defaults to ``ci.n``;
+        ``binomial_se`` (with ``test_examples``): the test set's standard error of an accuracy
+        effect, in the claim's units."""
+        if n_seeds is None:
+            if not isinstance(ci, CI):
+                raise ConfigError(f"claim {id!r}: pass n_seeds= with a plain (estimate, low, high) tuple")
+            n_seeds = ci.n
+        estimate, low, high = ci
+        result = judge(ci, published, n_seeds, binomial_se=binomial_se)
+        record: dict[str, Any] = {}
+        if isinstance(ci, CI):
+            record.update({k: v for k, v in vars(ci).items() if k not in ("n", "confidence", "method")})
+        record.update(details or {})
+        value = published.value
+        ratio = float(estimate) / value if value not in (None, 0) and estimate is not None else None
+        return cls(id=id, study=study, statement=statement, paper=published.text, measured=estimate, ci=[low, high],
+                   n_seeds=n_seeds, verdict=result.verdict, details=record, source=published.source,
+                   paper_value=value, unit=published.unit.strip(),
+                   tolerance=published.tolerance.describe() if published.tolerance else "",
+                   band=list(published.band) if published.band else None,
+                   ci_method=getattr(ci, "method", ""), ratio_to_paper=ratio, test_examples=test_examples,
+                   binomial_se=binomial_se, direction=result.direction, magnitude=result.magnitude,
+                   reason=result.reason, rule=result.rule)
 
     def to_dict(self, include_details: bool = False) -> dict[str, Any]:
         """The JSON object: exactly :data:`KEYS` (plus ``"details"`` if asked), NaN as None."""
@@ -130,10 +191,10 @@ class Claim:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Claim:
-        missing = [key for key in KEYS if key not in data]
+        missing = [key for key in REQUIRED if key not in data]
         if missing:
             raise DataError(f"claim {data.get('id')!r} lacks keys {missing}; a claim has {list(KEYS)}")
-        return cls(**{key: data[key] for key in KEYS}, details=data.get("details") or {})
+        return cls(**{key: data[key] for key in KEYS if key in data}, details=data.get("details") or {})
 
 
 def check_unique_ids(claims: Iterable[Claim]) -> list[Claim]:

@@ -82,6 +82,14 @@ def errorbar_plot(ax: Axes, x: Sequence[float], estimates: Sequence[float], lows
     return line
 
 
+def errorbar_cis(ax: Axes, x: Sequence[float], cis: Sequence, label: str, n: int | Sequence[int] | None = None,
+                 **kwargs):
+    """:func:`errorbar_plot` of a list of intervals (``(estimate, low, high)`` each, e.g. a
+    :class:`~overparam.report.stats.CI` per axis point); ``n`` defaults to each interval's ``n``."""
+    counts = n if n is not None else [getattr(c, "n", 0) for c in cis]
+    return errorbar_plot(ax, x, [c[0] for c in cis], [c[1] for c in cis], [c[2] for c in cis], label, counts, **kwargs)
+
+
 def log2_axis(ax: Axes, xs: Sequence[float]) -> None:
     """A base-2 log x axis with a tick labelled in plain numbers at each of ``xs`` (batch sizes,
     widths)."""

@@ -39,9 +39,15 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 DPI = 120
-NOTE = ("Measured values are estimates over seeds with 95% bootstrap confidence intervals; n is the number "
-        "of seeds. A verdict is inconclusive when the interval does not decide the claim.")
-VERDICT_TEXT = {"reproduced": "reproduced", "not_reproduced": "not reproduced", "inconclusive": "inconclusive"}
+NOTE = ("Measured values are estimates over seeds with 95% intervals (Student-t for means and paired differences, "
+        "log-scale t for ratios, t over per-seed fits for slopes, a delete-one-seed jackknife for correlations over "
+        "runs; the method is in claims.json); n is the number of seeds. Direction: whether the interval lies on the "
+        "paper's side of the effect; magnitude: whether it lies inside the tolerance band around the paper's number "
+        "(a factor 2 for ratios, ±max(1 pp, 50%) for differences, ±0.1 for exponents, ±0.2 for correlations). "
+        "Verdicts: reproduced (both hold), direction only (the magnitude is outside the band), not reproduced, "
+        "inconclusive (the interval decides neither, or fewer than 5 seeds).")
+VERDICT_TEXT = {"reproduced": "reproduced", "direction_only": "direction only", "not_reproduced": "not reproduced",
+                "inconclusive": "inconclusive"}
 
 
 @dataclass
@@ -123,12 +129,33 @@ def _measured(claim: Claim) -> str:
     return f"{_number(claim.measured)} {interval}"
 
 
+def _paper(claim: Claim) -> str:
+    return f"{_number(claim.paper)} ({claim.source})" if claim.source else _number(claim.paper)
+
+
+def _verdict(claim: Claim) -> str:
+    return VERDICT_TEXT[claim.verdict] + (f" ({claim.reason})" if claim.reason else "")
+
+
 def _cells(claim: Claim) -> list[str]:
-    return [claim.id, claim.statement, _number(claim.paper), _measured(claim), str(claim.n_seeds),
-            VERDICT_TEXT[claim.verdict]]
+    return [claim.id, _paper(claim), _measured(claim), _number(claim.ratio_to_paper), str(claim.n_seeds),
+            claim.direction or "n/a", claim.magnitude or "n/a", _verdict(claim)]
 
 
-HEADER = ["Claim", "Statement", "Paper", "Measured [95% CI]", "n", "Verdict"]
+HEADER = ["Claim", "Paper (source)", "Measured [95% CI]", "Measured / paper", "n", "Direction", "Magnitude", "Verdict"]
+
+
+def claim_lines(claims: Sequence[Claim]) -> list[str]:
+    """A section's claims as a bullet list: what is measured, the test applied and the verdict."""
+    lines = []
+    for claim in claims:
+        extra = ""
+        if claim.test_examples:
+            extra = f" Test set: {claim.test_examples} examples, binomial SE {_number(claim.binomial_se)}."
+        lines.append(f"- `{claim.id}` ({_verdict(claim)}): {claim.statement} Measured {_measured(claim)} "
+                     f"({claim.ci_method or 'interval method n/a'}, n = {claim.n_seeds}).{extra}"
+                     + (f" Rule: {claim.rule}." if claim.rule else ""))
+    return lines
 
 
 def _md_cell(text: str) -> str:
@@ -217,6 +244,7 @@ td.verdict { font-weight: 600; white-space: nowrap; }
 .verdict-reproduced { background: #d9f2de; color: #14532d; }
 .verdict-not_reproduced { background: #fadcdc; color: #7f1d1d; }
 .verdict-inconclusive { background: #fdf1c7; color: #713f12; }
+.verdict-direction_only { background: #e4ecfb; color: #1e3a8a; }
 figure { margin: 1.2rem 0; text-align: center; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.85rem; color: #555; }
@@ -242,8 +270,9 @@ def _claims_html(claims: Sequence[Claim]) -> str:
     for claim in claims:
         cells = [html.escape(c) for c in _cells(claim)]
         rows.append(f"<tr id=\"claim-{html.escape(claim.id)}\"><td><code>{cells[0]}</code></td><td>{cells[1]}</td>"
-                    f"<td>{cells[2]}</td><td class=\"num\">{cells[3]}</td><td class=\"num\">{cells[4]}</td>"
-                    f"<td class=\"verdict verdict-{claim.verdict}\">{cells[5]}</td></tr>")
+                    + "".join(f"<td class=\"num\">{c}</td>" for c in cells[2:5])
+                    + f"<td>{cells[5]}</td><td>{cells[6]}</td>"
+                    f"<td class=\"verdict verdict-{claim.verdict}\">{cells[7]}</td></tr>")
     return f"<table class=\"claims\"><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
@@ -319,7 +348,7 @@ def render_report(directory: str | Path, title: str, sections: Sequence[Section]
         for name in by_section[id(section)]:
             md += [f"![{name}](figures/{name}.png)", ""]
         if section.claims:
-            md += ["Claims: " + ", ".join(f"`{c.id}` ({VERDICT_TEXT[c.verdict]})" for c in section.claims), ""]
+            md += ["Claims:", ""] + claim_lines(section.claims) + [""]
     markdown_path = write_text_atomic(directory / "report.md", "\n".join(md).rstrip() + "\n")
 
     # report.html
@@ -337,8 +366,7 @@ def render_report(directory: str | Path, title: str, sections: Sequence[Section]
             body.append(f"<figure><img src=\"data:image/png;base64,{data}\" alt=\"{html.escape(name)}\">"
                         f"<figcaption>{html.escape(name)}</figcaption></figure>")
         if section.claims:
-            body.append("<p>Claims: " + ", ".join(f"<code>{html.escape(c.id)}</code> ({VERDICT_TEXT[c.verdict]})"
-                                                  for c in section.claims) + "</p>")
+            body.append("<p>Claims:</p>" + text_to_html("\n".join(claim_lines(section.claims))))
         body.append("</section>")
     body.append(f"<footer>Generated by overparam {html.escape(__version__)}.</footer>")
     page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

@@ -26,9 +26,11 @@ itself, with slack); evaluations every step (``evals: null``) or ``evals`` times
 
 Estimates of the critical batch size, per workload:
 
-- the fit S(B) = S_min (1 + B_noise/B) to the mean over seeds of the steps-to-target
-  (:func:`overparam.references.batch.fit_saturation`: least squares on relative residuals);
-  B_crit = E_min/S_min = B_noise. CIs resample seeds (the whole curve of a seed together).
+- the fit S(B) = S_min (1 + B_noise/B) (:func:`overparam.references.batch.fit_saturation`: least
+  squares on relative residuals; B_crit = E_min/S_min = B_noise), once to the mean over seeds of
+  the steps-to-target (the figure, the table and the slope ranges) and once per seed, to the batch
+  sizes that seed reached (at least ``MIN_FIT_POINTS``; the intervals: log-t over the per-seed
+  values, or, when most seeds cannot be fitted, the mean-curve fit over seed resamples).
 - the simple gradient noise scale B_simple = tr(Σ)/|G|² (:func:`overparam.measures.
   gradient_noise_scale`, per-example gradients over the whole training set), measured along one
   extra run per seed (kind ``noise``: B = ``noise_batch_size``, the geometric mean of that B's LR
@@ -37,12 +39,10 @@ Estimates of the critical batch size, per workload:
 - linear only: Ma et al.'s m* = β/λ_1 of the training design (:func:`overparam.references.batch.
   ma_critical_batch`); their bound predicts B_noise = m* − 1.
 
-Claims per workload (ids ``batch_saturation.<workload>.<claim>``): the log-log slope of steps vs
-B over B <= B_noise/``regime_factor`` is ≈ −1 (in [−1.25, −0.75]); over B >= regime_factor·
-B_noise it is > −0.5 (saturation); the fitted B_noise agrees with B_simple (halfway) within an
-order of magnitude (ratio in [0.1, 10], McCandlish et al.'s statement); linear: B_noise is of
-the order of Ma et al.'s m* (ratio within half a decade, [0.316, 3.16]). The B ranges come from
-the full-sample fit of B_noise and are held fixed while seeds are resampled.
+Claims per workload (ids ``batch_saturation.<workload>.<claim>``, sources in :data:`PAPER_CLAIMS`):
+the log-log slope of steps vs B (per-seed fits, t over seeds) over B <= B_noise/``regime_factor``
+is −1 within the study's band [−1.25, −0.75] and over B >= regime_factor·B_noise > −0.5 (ranges from the mean-curve fit); B_noise
+is within [0.1, 10] of B_simple (halfway) and, linear only, within half a decade of m*.
 """
 
 from __future__ import annotations
@@ -54,10 +54,13 @@ from typing import Any
 
 import numpy as np
 
-from overparam.analysis import Missing, Run, SeedTable, finite, group, mean_ci, quiet
-from overparam.errors import ConfigError, check_positive_int, choice_error
+from overparam.analysis import (Missing, Run, SeedTable, group, mean_ci, paired_ratio, quiet, resample_seeds,
+                                resampled_ci)
+from overparam.errors import ConfigError, check_number, check_numbers, check_positive_int, choice_error
 from overparam.references.batch import SaturationFit, fit_saturation, ma_critical_batch
-from overparam.report import CI, Claim, Section, bootstrap_ci, loglog_slope_ci
+from overparam.report import CI, Claim, Section
+from overparam.report.stats import seed_slope_ci
+from overparam.report.verdicts import Published, Tolerance, above, between
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study
 
@@ -65,15 +68,28 @@ NAME = "batch_saturation"
 WORKLOADS = ("linear", "mlp")
 LR_RULES = ("fixed", "ma")
 LOSSES = ("mse", "cross_entropy")
-SMALL_SLOPE_BAND = (-1.25, -0.75)  # "perfect scaling", S ∝ 1/B
-LARGE_SLOPE_ABOVE = -0.5  # "saturation", S ≈ S_min
-NOISE_SCALE_TOLERANCE = 10.0  # McCandlish et al.: B_crit and B_simple agree within an order of magnitude
-MA_TOLERANCE = 10 ** 0.5  # "the same order" as m*: within half a decade either way
 NOISE_LEVELS = ("start", "half", "target")
 # A fitted B_noise of ∞ (S_min = 0: steps still ∝ 1/B at the largest batch) or 0 (steps flat from
-# the smallest batch) only says that B_noise lies beyond the batch sizes tried; CIs over seeds
-# clip it to [min B / B_NOISE_RANGE, max B · B_NOISE_RANGE] so those bounds stay numbers.
+# the smallest batch) only says that B_noise lies beyond the batch sizes tried; the per-seed values
+# are clipped to [min B / B_NOISE_RANGE, max B · B_NOISE_RANGE] so that intervals stay numbers.
 B_NOISE_RANGE = 1e6
+MIN_FIT_POINTS = 3  # batch sizes a seed must have reached for its own fit (two parameters, one to spare)
+MA, MCCANDLISH = "Ma, Bassily & Belkin 2018", "McCandlish et al. 2018"
+# "Perfect scaling" is slope −1 only as B -> 0: over B <= B_noise/regime_factor the model S_min(1 + B_noise/B)
+# itself has local slopes from −1 down to −0.75 (at regime_factor 3), so the study's band is [−1.25, −0.75],
+# stated with the study before its first run; the exponent rule's ±0.1 would fail the model's own curve.
+SMALL_SLOPE_BAND = (-1.25, -0.75)
+PAPER_CLAIMS = {  # fixed before any run
+    "perfect_scaling": Published("S ∝ 1/B below the critical batch size: slope −1 (Ma et al. 2018 'linear scaling'; "
+                                 "McCandlish et al. 2018 'perfect scaling')", f"{MA}; {MCCANDLISH}",
+                                 between(*SMALL_SLOPE_BAND), -1.0, "", Tolerance.range(*SMALL_SLOPE_BAND)),
+    "saturation": Published("S → S_min above the critical batch size: slope → 0 (Ma et al. 2018 'saturation'; "
+                            "McCandlish et al. 2018)", f"{MA}; {MCCANDLISH}", above(-0.5)),
+    "b_noise_vs_b_simple": Published("B_crit ≈ B_noise ≈ B_simple within an order of magnitude (McCandlish et al. "
+                                     "2018)", MCCANDLISH, between(0.1, 10.0)),
+    "b_noise_vs_ma": Published("critical mini-batch size m* = β/λ_1 (Ma, Bassily & Belkin 2018; their bound gives "
+                               "B_noise = m* − 1)", MA, between(10 ** -0.5, 10 ** 0.5)),
+}
 
 WORKLOAD_DEFAULTS: dict[str, dict[str, Any]] = {
     "linear": {
@@ -113,28 +129,15 @@ def _complete(workload: str, settings: Any) -> dict[str, Any]:
     unknown = sorted(set(settings) - set(defaults))
     if unknown:
         raise ConfigError(f"{workload} has no setting(s) {unknown}; accepted: {sorted(defaults)}")
-    w = {**copy.deepcopy(defaults), **copy.deepcopy(settings)}
-    where, sizes = f"{workload}.", w["batch_sizes"]
-    if not isinstance(sizes, (list, tuple)) or len(sizes) < 3:
-        raise ConfigError(f"{where}batch_sizes needs at least three batch sizes (a fit of two parameters), got {sizes!r}")
-    for b in sizes:
-        check_positive_int(f"each of {where}batch_sizes", b)
-    if len(set(sizes)) != len(sizes):
-        raise ConfigError(f"{where}batch_sizes has repeated values: {list(sizes)}")
-    w["batch_sizes"] = sorted(sizes)
-    if not (finite(w["target_loss"]) and w["target_loss"] > 0):
-        raise ConfigError(f"{where}target_loss must be a positive number, got {w['target_loss']!r}")
+    w, where = {**copy.deepcopy(defaults), **copy.deepcopy(settings)}, f"{workload}."
+    w["batch_sizes"] = sorted(check_numbers(f"{where}batch_sizes", w["batch_sizes"], at_least=3, integer=True,
+                                            minimum=1))  # three: a fit of two parameters
+    check_number(f"{where}target_loss", w["target_loss"], minimum=0, open_low=True)
     for key, choices in (("loss", LOSSES), ("lr_rule", LR_RULES)):
         if w[key] not in choices:
             raise choice_error(f"{where}{key}", w[key], choices)
-    grid = w["lr_grid"]
-    if not isinstance(grid, (list, tuple)) or not grid or not all(finite(v) and v > 0 for v in grid):
-        raise ConfigError(f"{where}lr_grid must be a non-empty list of positive numbers, got {grid!r}")
-    if len(set(grid)) != len(grid):
-        raise ConfigError(f"{where}lr_grid has repeated values: {list(grid)}")
-    w["lr_grid"] = sorted(float(v) for v in grid)
-    if not (finite(w["budget_epochs"]) and w["budget_epochs"] >= 0):
-        raise ConfigError(f"{where}budget_epochs must be a number >= 0, got {w['budget_epochs']!r}")
+    w["lr_grid"] = sorted(float(v) for v in check_numbers(f"{where}lr_grid", w["lr_grid"], minimum=0, open_low=True))
+    check_number(f"{where}budget_epochs", w["budget_epochs"], minimum=0)
     check_positive_int(f"{where}budget_steps", w["budget_steps"], minimum=0)
     if w["budget_epochs"] == 0 and w["budget_steps"] == 0:
         raise ConfigError(f"{where}budget_epochs and {where}budget_steps are both 0: no run would take a step")
@@ -144,9 +147,7 @@ def _complete(workload: str, settings: Any) -> dict[str, Any]:
     for part in ("data", "model"):
         if not isinstance(w[part], dict):
             raise ConfigError(f"{where}{part} must be a mapping, got {w[part]!r}")
-    if not isinstance(w["data"].get("seed"), int) or isinstance(w["data"].get("seed"), bool):
-        raise ConfigError(f"{where}data.seed must be set to an integer (one dataset shared by every seed and batch "
-                          f"size), got {w['data'].get('seed')!r}")
+    check_positive_int(f"{where}data.seed (one dataset for every seed and batch size)", w["data"].get("seed"), 0)
     model = w["model"]
     if w["lr_rule"] == "ma" and (model.get("name") != "deep_linear" or model.get("depth") != 1 or w["loss"] != "mse"):
         raise ConfigError(f"{where}lr_rule 'ma' (Ma et al.'s η*(B) for least squares) needs the linear model "
@@ -161,19 +162,16 @@ class BatchSaturationConfig:
     workloads: tuple[str, ...] = WORKLOADS
     linear: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(WORKLOAD_DEFAULTS["linear"]))
     mlp: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(WORKLOAD_DEFAULTS["mlp"]))
-    seeds: int = 3
+    seeds: int = 5
     regime_factor: float = 3.0  # small-B range: B <= B_noise/f; large-B range: B >= f·B_noise
 
     def __post_init__(self) -> None:
         check_positive_int("seeds", self.seeds, minimum=2)
-        if not self.workloads or any(w not in WORKLOADS for w in self.workloads):
-            bad = [w for w in self.workloads if w not in WORKLOADS] or "none"
-            raise ConfigError(f"workloads must be a non-empty list of {list(WORKLOADS)}, got {list(self.workloads)} "
-                              f"(bad: {bad})")
-        if len(set(self.workloads)) != len(self.workloads):
-            raise ConfigError(f"workloads has repeated entries: {list(self.workloads)}")
-        if not (finite(self.regime_factor) and self.regime_factor > 1):
-            raise ConfigError(f"regime_factor must be a number > 1, got {self.regime_factor!r}")
+        if not self.workloads or not set(self.workloads) <= set(WORKLOADS) or len(set(self.workloads)) != len(
+                self.workloads):
+            raise ConfigError(f"workloads must be a non-empty list of distinct entries of {list(WORKLOADS)}, got "
+                              f"{list(self.workloads)}")
+        check_number("regime_factor", self.regime_factor, minimum=1, open_low=True)
         for workload in WORKLOADS:
             object.__setattr__(self, workload, _complete(workload, getattr(self, workload)))
 
@@ -334,15 +332,17 @@ class WorkloadAnalysis:
     best_factor: np.ndarray  # (S, B) its entry of lr_grid (× η*(B) for lr_rule 'ma'); NaN likewise
     ma: dict[str, float] | None  # Ma et al.'s constants of the design (beta, lambda_1, m_star); None: no 'ma' rule
     fit: SaturationFit | None  # S(B) = S_min(1 + B_noise/B) fitted to the mean steps at the used B; None: < 2 used
-    b_noise: CI  # the fitted B_noise = B_crit (examples), seeds resampled
-    s_min: CI  # the fitted S_min (steps), seeds resampled
-    small: np.ndarray  # (B,) bool: used and B <= B_noise/regime_factor (the full-sample fit's B_noise)
+    seed_fits: np.ndarray  # (2, S) per seed: S_min and B_noise (clipped, see B_NOISE_RANGE); NaN: not fitted
+    per_seed: bool  # most seeds have their own fit: intervals from the per-seed values (else seeds resampled)
+    b_noise: CI  # B_noise = B_crit (examples): geometric mean of the per-seed fits, log-t (see per_seed)
+    s_min: CI  # S_min (steps): mean of the per-seed fits, t
+    small: np.ndarray  # (B,) bool: used and B <= B_noise/regime_factor (the mean-curve fit's B_noise)
     large: np.ndarray  # (B,) bool: used and B >= regime_factor·B_noise
-    small_slope: CI  # log-log slope of steps vs B over `small`, seeds resampled as groups
+    small_slope: CI  # log-log slope of steps vs B over `small`, fitted per seed, t over seeds
     large_slope: CI  # the same over `large`
     noise: dict[str, np.ndarray]  # "{b_simple,step,loss}_{level}" -> (S,) per seed; NaN: not measured
     noise_cis: dict[str, CI]  # level -> mean B_simple over seeds (examples)
-    ratio_b_simple: CI  # B_noise / mean B_simple halfway, seeds resampled together
+    ratio_b_simple: CI  # B_noise / B_simple halfway, per seed (see per_seed)
     ratio_ma: CI | None  # B_noise / m* (None without Ma et al.'s constants)
     unfinished: tuple[int, int]  # (training runs of the config's grid without a finished run, runs in that grid)
 
@@ -352,8 +352,9 @@ class WorkloadAnalysis:
 
     @property
     def used(self) -> np.ndarray:
-        """(B,) bool: batch sizes where every seed reached the target: the points of every fit."""
+        """(B,) bool: batch sizes where every seed reached the target: the points of the mean-curve fit."""
         return np.all(np.isfinite(self.steps), axis=0)
+
 
 
 @dataclass
@@ -367,34 +368,43 @@ def _first_to_target(runs: list[Run]) -> Run:
     return min(runs, key=lambda r: (np.nan_to_num(r.metric("steps_to_target"), nan=math.inf), r.config.train.lr))
 
 
-def _resampled_fit(sizes: np.ndarray, steps: np.ndarray, what: str, divide_by: np.ndarray | None = None) -> CI:
-    """A fit quantity ('b_noise' or 's_min') of the mean steps (S, B) over seeds, with a BCa
-    interval resampling seeds (whole curves); optionally divided by the mean over the same
-    resampled seeds of ``divide_by`` (S,) (seeds where it is NaN, e.g. a missing noise run, are
-    left out). Only batch sizes every seed reached enter."""
-    used = np.all(np.isfinite(steps), axis=0)
-    keep = np.ones(len(steps), bool) if divide_by is None else np.isfinite(divide_by)
+def _clip(b_noise: Any, sizes: np.ndarray) -> np.ndarray:
+    return np.clip(b_noise, sizes.min() / B_NOISE_RANGE, sizes.max() * B_NOISE_RANGE)
+
+
+def _seed_fits(sizes: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """(2, S): S_min and B_noise (clipped) of S(B) fitted to each seed's steps at the batch sizes it
+    reached; NaN for a seed that reached fewer than MIN_FIT_POINTS."""
+    out = np.full((2, len(steps)), np.nan)
+    for i, row in enumerate(steps):
+        keep = np.isfinite(row) & (row > 0)
+        if keep.sum() >= MIN_FIT_POINTS:
+            fit = fit_saturation(sizes[keep], row[keep])
+            out[:, i] = fit.s_min, _clip(fit.b_noise, sizes)
+    return out
+
+
+def _b_noise_over(steps: np.ndarray, sizes: np.ndarray, seed_b_noise: np.ndarray, per_seed: bool,
+                  denominators: np.ndarray) -> CI:
+    """B_noise / ``denominators`` (S,): the per-seed ratios with a log-t interval; without per-seed
+    fits for most seeds, the mean-curve fit over the mean denominator, seeds resampled (seeds
+    with a NaN denominator left out)."""
+    if per_seed:
+        return paired_ratio(seed_b_noise, denominators)
+    used, keep = np.all(np.isfinite(steps), axis=0), np.isfinite(denominators)
     if used.sum() < 2 or not keep.any():
         return CI(math.nan, math.nan, math.nan, n=int(keep.sum()))
-    xs, kept = sizes[used], steps[keep][:, used]
-    denominators = None if divide_by is None else divide_by[keep]
-
-    def statistic(sample, axis=-1):
-        index = np.moveaxis(np.asarray(sample), axis, -1).astype(np.intp)
-        value = np.asarray(getattr(fit_saturation(xs, kept[index].mean(axis=-2)), what), dtype=float)
-        if what == "b_noise":  # ∞ (no saturation seen) or 0 (no scaling seen) as finite bounds: see B_NOISE_RANGE
-            value = np.clip(value, xs.min() / B_NOISE_RANGE, xs.max() * B_NOISE_RANGE)
-        return value if denominators is None else value / denominators[index].mean(axis=-1)
-
-    return bootstrap_ci(np.arange(int(keep.sum()), dtype=float), statistic)
+    estimate, draws = resample_seeds(
+        {"steps": steps[keep][:, used], "d": denominators[keep]},
+        lambda mean: _clip(fit_saturation(sizes[used], mean["steps"]).b_noise, sizes) / mean["d"])
+    return resampled_ci(estimate, draws, int(keep.sum()))
 
 
-def _slope(sizes: np.ndarray, steps: np.ndarray, seeds: list[int], mask: np.ndarray) -> CI:
-    """Log-log slope of steps (S, B) vs B over the batch sizes in ``mask``, seeds resampled as groups."""
+def _slope(sizes: np.ndarray, steps: np.ndarray, mask: np.ndarray) -> CI:
+    """Log-log slope of steps (S, B) vs B over the batch sizes in ``mask``: per-seed fits, t over seeds."""
     if mask.sum() < 2:
-        return CI(math.nan, math.nan, math.nan, n=len(seeds))
-    return loglog_slope_ci(np.tile(sizes[mask], len(seeds)), steps[:, mask].reshape(-1),
-                           groups=np.repeat(seeds, int(mask.sum())))
+        return CI(math.nan, math.nan, math.nan, n=len(steps), method="t over per-seed slopes")
+    return seed_slope_ci(sizes[mask], steps[:, mask])
 
 
 def _noise_scales(noise: list[Run], seeds: list[int]) -> dict[str, np.ndarray]:
@@ -415,20 +425,23 @@ def _analyze_workload(workload: str, train: list[Run], noise: list[Run],
     fit = fit_saturation(sizes[used], steps[:, used].mean(axis=0)) if used.sum() >= 2 else None
     b_noise = fit.b_noise if fit is not None else math.nan
     small, large = used & (sizes <= b_noise / f), used & (sizes >= b_noise * f)
-    values, fitted = _noise_scales(noise, seeds), _resampled_fit(sizes, steps, "b_noise")
-    m = ma["m_star"] if ma is not None else math.nan
+    values, seed_fits = _noise_scales(noise, seeds), _seed_fits(sizes, steps)
+    per_seed = np.isfinite(seed_fits[1]).sum() > len(seeds) / 2
+
+    def over(denominators: np.ndarray) -> CI:  # B_noise / denominators, one per seed
+        return _b_noise_over(steps, sizes, seed_fits[1], per_seed, denominators)
+
     grid_points = {(b, g, s) for b in w["batch_sizes"] for g in w["lr_grid"] for s in range(config.seeds)}
     finished = {(r.config.train.batch_size, r.settings["lr_factor"], r.seed) for r in train}
     return WorkloadAnalysis(
         workload=workload, settings=w, table=table, steps=steps,
         best_lr=np.where(reached, table[lambda r: r.config.train.lr], np.nan),
-        best_factor=np.where(reached, table[lambda r: r.settings["lr_factor"]], np.nan),
-        ma=ma, fit=fit, b_noise=fitted, s_min=_resampled_fit(sizes, steps, "s_min"), small=small, large=large,
-        small_slope=_slope(sizes, steps, seeds, small), large_slope=_slope(sizes, steps, seeds, large),
+        best_factor=np.where(reached, table[lambda r: r.settings["lr_factor"]], np.nan), ma=ma, fit=fit,
+        seed_fits=seed_fits, per_seed=per_seed, b_noise=over(np.ones(len(seeds))), s_min=mean_ci(seed_fits[0]),
+        small=small, large=large, small_slope=_slope(sizes, steps, small), large_slope=_slope(sizes, steps, large),
         noise=values, noise_cis={level: mean_ci(values[f"b_simple_{level}"]) for level in NOISE_LEVELS},
-        ratio_b_simple=_resampled_fit(sizes, steps, "b_noise", divide_by=values["b_simple_half"]),
-        ratio_ma=None if ma is None else CI(fitted[0] / m, fitted[1] / m, fitted[2] / m, n=fitted.n,
-                                            method=fitted.method),
+        ratio_b_simple=over(values["b_simple_half"]),
+        ratio_ma=None if ma is None else over(np.full(len(seeds), ma["m_star"])),
         unfinished=(len(grid_points - finished), len(grid_points)))
 
 
@@ -446,43 +459,54 @@ def analyze(runs: list[Run], config: BatchSaturationConfig) -> BatchSaturationAn
 
 
 LABELS = {"linear": "least squares (linear model, noiseless teacher)", "mlp": "MLP on MNIST-1D"}
+SLOPES = "per-seed least-squares slopes of log steps on log B, t-interval over seeds"
 
 
-def _workload_claims(a: WorkloadAnalysis, config: BatchSaturationConfig) -> list[Claim]:
+def _fit_method(a: WorkloadAnalysis) -> str:
+    """How the B_noise intervals were made, in words (for the claims' statements)."""
+    if not a.per_seed:
+        return (f"most seeds reached fewer than {MIN_FIT_POINTS} batch sizes, so: the fit of the seed-mean curve, "
+                "percentile interval over seed resamples")
+    b, sizes = a.seed_fits[1], a.batch_sizes
+    clipped = int(np.sum((b <= sizes.min() / B_NOISE_RANGE) | (b >= sizes.max() * B_NOISE_RANGE)))
+    text = "S(B) fitted per seed to the batch sizes it reached; geometric mean of the per-seed ratios, log-t interval"
+    return text + (f"; {clipped} seed(s) whose fit found B_noise beyond the batch sizes tried (∞ or 0) are carried "
+                   f"at {B_NOISE_RANGE:g} times past that end" if clipped else "")
+
+
+def _workload_claims(a: WorkloadAnalysis, config: BatchSaturationConfig,
+                     paper: dict[str, Published] = PAPER_CLAIMS) -> list[Claim]:
     w, prefix, f = a.settings, f"{NAME}.{a.workload}.", config.regime_factor
     where = (f"{LABELS[a.workload]}, SGD (momentum 0) to train loss <= {w['target_loss']:g}, each B at its best LR "
              f"of a {len(w['lr_grid'])}-point grid")
     ranges = {"small": [int(b) for b in a.batch_sizes[a.small]], "large": [int(b) for b in a.batch_sizes[a.large]]}
+    fixed = "the range fixed by the fit of the seed-mean curve"
     claims = [
-        Claim.from_ci(
+        Claim.judged(
             prefix + "perfect_scaling", NAME,
             f"Perfect scaling below the critical batch size ({where}): the log-log slope of steps-to-target vs B over "
-            f"B <= B_noise/{f:g} (B in {ranges['small']}) lies in [{SMALL_SLOPE_BAND[0]}, {SMALL_SLOPE_BAND[1]}].",
-            "S ∝ 1/B below the critical batch size: slope −1 (Ma et al. 2018 'linear scaling'; McCandlish et al. "
-            "2018 'perfect scaling')", a.small_slope, within=SMALL_SLOPE_BAND,
+            f"B <= B_noise/{f:g} (B in {ranges['small']}, {fixed}) is "
+            f"{paper['perfect_scaling'].direction.describe()} ({SLOPES}).", paper["perfect_scaling"], a.small_slope,
             details={"batch_sizes": ranges["small"]}),
-        Claim.from_ci(
+        Claim.judged(
             prefix + "saturation", NAME,
             f"Saturation above the critical batch size ({where}): the log-log slope of steps-to-target vs B over "
-            f"B >= {f:g}·B_noise (B in {ranges['large']}) is > {LARGE_SLOPE_ABOVE}.",
-            "S → S_min above the critical batch size: slope → 0 (Ma et al. 2018 'saturation'; McCandlish et al. 2018)",
-            a.large_slope, greater_than=LARGE_SLOPE_ABOVE, details={"batch_sizes": ranges["large"]}),
-        Claim.from_ci(
+            f"B >= {f:g}·B_noise (B in {ranges['large']}, {fixed}) is {paper['saturation'].direction.describe()} "
+            f"({SLOPES}).", paper["saturation"], a.large_slope, details={"batch_sizes": ranges["large"]}),
+        Claim.judged(
             prefix + "b_noise_vs_b_simple", NAME,
             f"The fitted B_noise of S = S_min(1 + B_noise/B) ({where}) agrees with the simple gradient noise scale "
-            f"B_simple = tr(Σ)/|G|² measured halfway to the target within an order of magnitude: ratio "
-            f"B_noise/B_simple in [{1 / NOISE_SCALE_TOLERANCE:g}, {NOISE_SCALE_TOLERANCE:g}].",
-            "B_crit ≈ B_noise ≈ B_simple within an order of magnitude (McCandlish et al. 2018)",
-            a.ratio_b_simple, within=(1 / NOISE_SCALE_TOLERANCE, NOISE_SCALE_TOLERANCE)),
+            f"B_simple = tr(Σ)/|G|² measured halfway to the target within an order of magnitude: B_noise/B_simple "
+            f"{paper['b_noise_vs_b_simple'].direction.describe()} ({_fit_method(a)}).", paper["b_noise_vs_b_simple"],
+            a.ratio_b_simple),
     ]
     if a.ratio_ma is not None:
-        claims.append(Claim.from_ci(
+        claims.append(Claim.judged(
             prefix + "b_noise_vs_ma", NAME,
             f"The fitted B_noise ({where}) is of the order of Ma et al.'s critical mini-batch size m* = β/λ_1 = "
-            f"{a.ma['m_star']:.4g} (β = max|x_i|², λ_1 = top eigenvalue of XᵀX/n): ratio B_noise/m* within half "
-            f"a decade, [{1 / MA_TOLERANCE:.3g}, {MA_TOLERANCE:.3g}].",
-            "critical mini-batch size m* = β/λ_1 (Ma, Bassily & Belkin 2018; their bound gives B_noise = m* − 1)",
-            a.ratio_ma, within=(1 / MA_TOLERANCE, MA_TOLERANCE), details={"m_star": a.ma["m_star"]}))
+            f"{a.ma['m_star']:.4g} (β = max|x_i|², λ_1 = top eigenvalue of XᵀX/n): B_noise/m* within half a decade, "
+            f"{paper['b_noise_vs_ma'].direction.describe()} ({_fit_method(a)}).", paper["b_noise_vs_ma"], a.ratio_ma,
+            details={"m_star": a.ma["m_star"]}))
     return claims
 
 
@@ -496,8 +520,9 @@ def claims(analysis: BatchSaturationAnalysis, config: BatchSaturationConfig) -> 
 TITLE = "batch_saturation: steps to a target loss vs batch size (critical batch size)"
 INTRO = ("Per workload and batch size B: SGD with momentum 0 and a constant LR at every LR of the grid, for every "
          "seed; steps to target = the first evaluated step with training loss (whole training set) <= target, "
-         "minimized over the LR grid; mean over the seeds that reached it, with a 95% bootstrap CI. Fits and "
-         "slopes use the batch sizes where every seed reached the target; their CIs resample seeds.")
+         "minimized over the LR grid; mean over the seeds that reached it, with a 95% t-interval. The fit of the "
+         "seed-mean curve (table, figure, slope ranges) and the slopes use the batch sizes where every seed reached "
+         "the target; B_noise and S_min are also fitted per seed, and their intervals are over those per-seed fits.")
 
 
 def render(analysis: BatchSaturationAnalysis, claims: list[Claim], config: BatchSaturationConfig) -> list[Section]:
@@ -542,10 +567,9 @@ def _noise_table(a: WorkloadAnalysis) -> str:
     for level in NOISE_LEVELS:
         steps, losses = a.noise[f"step_{level}"], a.noise[f"loss_{level}"]
         measured = int(np.isfinite(steps).sum())
-        body.append([names[level], f"{measured}/{len(steps)}",
-                     common.fmt(float(np.nanmean(steps)), 4) if measured else "n/a",
-                     common.fmt(float(np.nanmean(losses)), 3) if measured else "n/a",
-                     common.ci_text(a.noise_cis[level], 3) if measured else "n/a"])
+        body.append([names[level], f"{measured}/{len(steps)}"] + ([
+            common.fmt(float(np.nanmean(steps)), 4), common.fmt(float(np.nanmean(losses)), 3),
+            common.ci_text(a.noise_cis[level], 3)] if measured else ["n/a"] * 3))
     return common.table(["where", "measured", "step (mean)", "train loss (mean)", "B_simple [95% CI]"], body)
 
 
@@ -554,38 +578,50 @@ def _reading(a: WorkloadAnalysis, config: BatchSaturationConfig) -> str:
     if a.fit is None:
         return (f"Fewer than two batch sizes had every seed reach the target loss {a.settings['target_loss']:g}, so "
                 f"no curve was fitted (not reached at B = {unreached}).")
-    text = _fit_text(a, config) + _ma_and_grid_text(a)
+    text = _fit_text(a, config) + _noise_text(a) + _ma_and_grid_text(a)
     if unreached:
         text += f" Left out of the fits (some seed never reached the target within the budget): B = {unreached}."
     return text
 
 
 def _fit_text(a: WorkloadAnalysis, config: BatchSaturationConfig) -> str:
-    """The fit, the slopes, B_simple and the caveats of the fit's form."""
-    fit, text = a.fit, ""
+    """The fits (mean curve and per seed) and the slopes, beside the fitted form's own slope."""
+    fit, f, text = a.fit, config.regime_factor, ""
     if not 0 < fit.b_noise < math.inf:
         where = "above the largest" if fit.b_noise == math.inf else "below the smallest"
-        text = (f"The fit finds B_noise {where} batch size tried (the steps "
+        text = (f"The fit of the seed-mean curve finds B_noise {where} batch size tried (the steps "
                 + ("still fall as 1/B at the largest B" if fit.b_noise == math.inf else "do not fall with B")
-                + f"); its CIs carry it as {common.fmt(B_NOISE_RANGE, 2)} times beyond that end. ")
+                + f"); a seed whose fit does so is carried at {common.fmt(B_NOISE_RANGE, 2)} times beyond that end. ")
     text += (
         f"The fit S(B) = S_min(1 + B_noise/B) to the mean steps over {len(a.table.seeds)} seeds at "
-        f"{int(a.used.sum())} batch sizes gives S_min = {common.ci_text(a.s_min, 3)} steps and B_noise = B_crit = "
-        f"{common.ci_text(a.b_noise, 3)} (root-mean-square relative residual {common.fmt(fit.residual, 2)}). Below "
-        f"B_noise/{config.regime_factor:g} the steps fall with slope {common.ci_text(a.small_slope, 3)} (perfect "
-        f"scaling is −1); above {config.regime_factor:g}·B_noise the slope is {common.ci_text(a.large_slope, 3)} (saturation is 0). The "
-        f"simple noise scale B_simple, measured along a run at B = {a.settings['noise_batch_size']}, was "
-        f"{common.ci_text(a.noise_cis['start'], 3)} at step 0, {common.ci_text(a.noise_cis['half'], 3)} halfway and "
-        f"{common.ci_text(a.noise_cis['target'], 3)} at the target; B_noise/B_simple(halfway) = "
-        f"{common.ci_text(a.ratio_b_simple, 3)}.")
-    data = a.settings["data"]
+        f"{int(a.used.sum())} batch sizes gives S_min = {common.fmt(fit.s_min, 3)} steps and B_noise = B_crit = "
+        f"{common.fmt(fit.b_noise, 3)} (root-mean-square relative residual {common.fmt(fit.residual, 2)}); fitted "
+        f"per seed ({int(np.isfinite(a.seed_fits[1]).sum())} seeds), S_min = {common.ci_text(a.s_min, 3)} (t) and "
+        f"B_noise = {common.ci_text(a.b_noise, 3)} ({a.b_noise.method}). Below B_noise/{f:g} the steps fall with "
+        f"slope {common.ci_text(a.small_slope, 3)} (perfect scaling is −1")
+    if a.small.sum() >= 2:
+        xs = np.log(a.batch_sizes[a.small])
+        implied = np.polyfit(xs, np.log(fit.steps(a.batch_sizes[a.small])), 1)[0]
+        text += (f"; the fitted form itself has slope {common.fmt(implied, 3)} over these batch sizes, its local "
+                 f"slope −B_noise/(B + B_noise) being {common.fmt(-f / (f + 1), 2)} at B = B_noise/{f:g}")
+    return text + (f"); above {f:g}·B_noise the slope is {common.ci_text(a.large_slope, 3)} (saturation is 0). Slopes: "
+                   f"{SLOPES}.")
+
+
+def _noise_text(a: WorkloadAnalysis) -> str:
+    """B_simple along training, its comparison with B_noise, and the caveats of the fit's form."""
+    fit, data = a.fit, a.settings["data"]
+    text = (f" The simple noise scale B_simple, measured along a run at B = {a.settings['noise_batch_size']}, was "
+            f"{common.ci_text(a.noise_cis['start'], 3)} at step 0, {common.ci_text(a.noise_cis['half'], 3)} halfway "
+            f"and {common.ci_text(a.noise_cis['target'], 3)} at the target (t-intervals); B_noise/B_simple(halfway) = "
+            f"{common.ci_text(a.ratio_b_simple, 3)} ({a.ratio_b_simple.method}).")
     with quiet():
         start, target = np.nanmean(a.noise["b_simple_start"]), np.nanmean(a.noise["b_simple_target"])
     if math.isfinite(start) and math.isfinite(target) and max(start, target) > 1.5 * min(start, target):
         text += (f" B_simple changed by a factor {common.fmt(target / start, 3)} between step 0 and the target (the "
                  f"noise scale grows as the loss falls, as McCandlish et al. observe), so the comparison depends on "
                  f"where it is measured: B_noise/B_simple is {common.fmt(fit.b_noise / start, 3)} against step 0 and "
-                 f"{common.fmt(fit.b_noise / target, 3)} against the target (point estimates).")
+                 f"{common.fmt(fit.b_noise / target, 3)} against the target (mean-curve fit, point estimates).")
     if data["name"] == "linear_regression" and "p" in data:
         text += (f" For x ~ N(0, I_p) the population B_simple of least squares is p + 1 = {data['p'] + 1} "
                  f"whatever the error e = w − w* (per-example gradient x xᵀe, up to the loss's factor 2: "
@@ -637,16 +673,15 @@ def _steps_figure(analyses: list[WorkloadAnalysis]):
 
 def _steps_panel(ax, a: WorkloadAnalysis) -> None:
     """Steps to target vs B: each seed, the mean with its CI, the fit and the critical batch sizes."""
-    from overparam.report.figures import errorbar_plot, log2_axis
+    from overparam.report.figures import errorbar_cis, log2_axis
 
     fit, used, sizes = a.fit, a.used, a.batch_sizes
     for i, row in enumerate(a.steps):
         ax.plot(sizes, row, linestyle="none", marker=".", color="0.6", markersize=5, zorder=2,
                 label="each seed" if i == 0 else None)
     if used.any():
-        cis = [mean_ci(a.steps[:, j]) for j in np.flatnonzero(used)]
-        errorbar_plot(ax, sizes[used], [c[0] for c in cis], [c[1] for c in cis], [c[2] for c in cis],
-                      "mean steps to target (best LR)", len(a.table.seeds), color="black", legend=False)
+        errorbar_cis(ax, sizes[used], [mean_ci(a.steps[:, j]) for j in np.flatnonzero(used)],
+                     "mean steps to target (best LR)", len(a.table.seeds), color="black", legend=False)
     if fit is not None:
         grid_b = np.geomspace(sizes.min(), sizes.max(), 200)
         ax.plot(grid_b, fit.steps(grid_b), color="tab:blue", linewidth=1.8, zorder=1,
@@ -675,8 +710,11 @@ def _steps_panel(ax, a: WorkloadAnalysis) -> None:
 
 
 def _critical_marks(ax, a: WorkloadAnalysis) -> None:
-    """Vertical lines (and CI bands) at the fitted B_noise, B_simple halfway and Ma et al.'s m*."""
-    marks = [("B_noise (fit)", a.b_noise, "tab:blue"), ("B_simple halfway", a.noise_cis["half"], "tab:green")]
+    """Vertical lines at B_noise of the mean-curve fit, B_simple halfway and Ma et al.'s m*; bands:
+    the 95% intervals of B_noise over the per-seed fits and of the mean B_simple."""
+    b_noise = (a.fit.b_noise if a.fit is not None else math.nan, a.b_noise[1], a.b_noise[2])
+    marks = [("B_noise (fit of the mean curve)", b_noise, "tab:blue"),
+             ("B_simple halfway", a.noise_cis["half"], "tab:green")]
     if a.ma is not None:
         marks.append(("Ma et al. m* = β/λ_1", (a.ma["m_star"], math.nan, math.nan), "tab:red"))
     for label, ci, colour in marks:
@@ -741,7 +779,7 @@ STUDY = Study(
     render=render,
     presets={
         "tiny": {"linear": _TINY_LINEAR, "mlp": _TINY_MLP, "seeds": 3},
-        "quick": {"linear": WORKLOAD_DEFAULTS["linear"], "mlp": WORKLOAD_DEFAULTS["mlp"], "seeds": 3},
+        "quick": {"linear": WORKLOAD_DEFAULTS["linear"], "mlp": WORKLOAD_DEFAULTS["mlp"], "seeds": 5},
         "paper": {"linear": {"data": {"name": "linear_regression", "n_train": 16384, "n_test": 1000, "p": 256,
                                       "seed": 0},
                              "batch_sizes": [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384],

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from overparam.analysis import Missing, Run, SeedTable, mean_ci, metric_pairs
+from overparam.analysis import Missing, Run, SeedTable, binomial_se, correlation, mean_ci
 from overparam.errors import ConfigError, check_positive_int, choice_error
-from overparam.report import CI, Claim, Section, spearman_ci
+from overparam.report import CI, Claim, Section
+from overparam.report.verdicts import DIFFERENCE_PP, RATIO, Published, above
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study, run_key
 from overparam.train.optim import LR_SCALING
@@ -41,7 +42,7 @@ class BatchSizeConfig:
     base_batch_size: int = 128
     flatness: dict[str, Any] = field(default_factory=dict)  # see common.FLATNESS_DEFAULTS
     line_points: int = 13  # α values in [-0.5, 1.5] for the loss along the small-large line
-    seeds: int = 3
+    seeds: int = 5
 
     def __post_init__(self) -> None:
         check_positive_int("seeds", self.seeds)
@@ -125,9 +126,13 @@ def batch_key(spec: RunSpec) -> str | None:
 # --- analysis -------------------------------------------------------------------------------------
 
 
-# What the paper reports for each claim, and how many times sharper the largest batch must be.
-PAPER_CLAIMS = {"lambda_max_ratio": "11.8x", "sharper_by": 2.0,
-                "small_batch_accuracy_gain": "+1.61 pp (abstract); +2.25 pp (results list)"}
+# The paper's claims (arXiv 2604.07603, experiment 1), fixed before any run.
+PAPER_CLAIMS = {
+    "lambda_max_ratio": Published("11.8x", common.PAPER, above(1.0), 11.8, "x", RATIO),
+    "small_batch_accuracy_gain": Published("+1.61 pp (abstract); +2.25 pp (results list)", f"{common.PAPER}, abstract",
+                                           above(0.0), 1.61, " pp", DIFFERENCE_PP),
+    "sharpness_error_correlation": Published("positive correlation", common.PAPER, above(0.0)),
+}
 METRICS = ("test_acc", "train_loss", "lambda_max", "hessian_trace", "keskar_sharpness")
 
 
@@ -139,10 +144,11 @@ class BatchSizeAnalysis:
     cis: dict[str, list[CI]]  # per metric, the mean over seeds at each batch size
     small: int
     large: int
-    ratio: CI  # λ_max(large) / λ_max(small), paired by seed
+    ratio: CI  # λ_max(large) / λ_max(small), geometric mean of the per-seed ratios
     gain: CI  # test accuracy(small) − (large), pp, paired by seed
-    rho: CI  # Spearman(λ_max, test error) over the runs
-    n_points: int  # runs in the correlation
+    gain_se: float  # the binomial standard error of that difference on the test set, pp
+    test_examples: int
+    rho: CI  # Spearman(λ_max, test error) over the runs, seeds as clusters
     measure_examples: int  # training examples the flatness measures use
 
 
@@ -152,30 +158,30 @@ def analyze(runs: list[Run], config: BatchSizeConfig, name: str = NAME) -> Batch
         return Missing(_title(name, config), "No finished runs yet.")
     table = SeedTable(train, lambda r: r.config.train.batch_size)
     small, large = table.axis[0], table.axis[-1]
-    x, y = metric_pairs(train, "lambda_max", lambda r: 1 - r.metric("test_acc"))
+    accuracy = table.mean("test_acc")
+    n_test = int(np.nanmax(table["n_test"]))
     return BatchSizeAnalysis(
         name, table, [r for r in runs if r.settings["kind"] == "line"], {m: table.cis(m) for m in METRICS},
         small, large, table.ratio("lambda_max", large, small), table.difference("test_acc", small, large, scale=100),
-        spearman_ci(x, y), len(x), int(np.nanmax(table["measure_examples"])))
+        binomial_se(accuracy[0], accuracy[-1], n_test), n_test,
+        correlation(train, "lambda_max", lambda r: 1 - r.metric("test_acc")), int(np.nanmax(table["measure_examples"])))
 
 
-def claims(a: BatchSizeAnalysis, config: BatchSizeConfig, paper: dict[str, Any] = PAPER_CLAIMS) -> list[Claim]:
-    sharper_by = paper["sharper_by"]
-    how_much = "larger than" if sharper_by == 1 else f"more than {sharper_by:g} times"
+def claims(a: BatchSizeAnalysis, config: BatchSizeConfig, paper: dict[str, Published] = PAPER_CLAIMS) -> list[Claim]:
     return [
-        Claim.from_ci(
+        Claim.judged(
             f"{a.name}.lambda_max_ratio", a.name,
-            f"The top Hessian eigenvalue at the largest batch (B={a.large}) is {how_much} that at the smallest "
-            f"(B={a.small}): ratio λ_max(B={a.large}) / λ_max(B={a.small}) > {sharper_by:g}, paired by seed.",
-            paper["lambda_max_ratio"], a.ratio, greater_than=sharper_by),
-        Claim.from_ci(
+            f"Larger batches end sharper: λ_max(B={a.large}) / λ_max(B={a.small}), the geometric mean over seeds of "
+            f"the per-seed ratio.", paper["lambda_max_ratio"], a.ratio),
+        Claim.judged(
             f"{a.name}.small_batch_accuracy_gain", a.name,
             f"Smaller batches generalize better: test accuracy at B={a.small} minus at B={a.large}, in percentage "
-            f"points, paired by seed (> 0).", paper["small_batch_accuracy_gain"], a.gain, greater_than=0.0),
-        Claim.from_ci(
+            f"points, paired by seed.", paper["small_batch_accuracy_gain"], a.gain, test_examples=a.test_examples,
+            binomial_se=a.gain_se),
+        Claim.judged(
             f"{a.name}.sharpness_error_correlation", a.name,
-            "Sharpness (λ_max) and test error are positively rank-correlated across all runs (Spearman ρ > 0).",
-            "positive correlation", a.rho, greater_than=0.0, n_seeds=config.seeds, details={"n_runs": a.n_points}),
+            "Sharpness (λ_max) and test error are positively rank-correlated across the runs (Spearman ρ over "
+            f"{a.rho.n_points} runs, seeds as clusters).", paper["sharpness_error_correlation"], a.rho),
     ]
 
 
@@ -187,13 +193,13 @@ def _title(name: str, config: BatchSizeConfig) -> str:
 
 
 def render(a: BatchSizeAnalysis, claims: list[Claim], config: BatchSizeConfig,
-           paper: dict[str, Any] = PAPER_CLAIMS) -> list[Section]:
+           paper: dict[str, Published] = PAPER_CLAIMS) -> list[Section]:
     lrs = a.table.mean("lr")
     table = common.table(
         ["batch size", "lr", "n", "test acc", "train loss", "λ_max", "tr(H)", "Keskar ε-sharpness (%)"],
         [[b, common.fmt(lrs[j]), count] + [common.ci_text(a.cis[m][j]) for m in METRICS]
          for j, (b, count) in enumerate(zip(a.table.axis, a.table.n_runs()))])
-    text = ("Per batch size: mean over seeds with a 95% bootstrap CI; λ_max, tr(H), ε-sharpness and the "
+    text = ("Per batch size: mean over seeds with a 95% t-interval; λ_max, tr(H), ε-sharpness and the "
             f"perturbation curve are measured on {a.measure_examples} training "
             f"examples.\n\n{table}\n\n{_reading(a, config, paper)}")
     figures = [(f"{a.name}_accuracy_sharpness", _accuracy_sharpness_figure(a)),
@@ -203,7 +209,7 @@ def render(a: BatchSizeAnalysis, claims: list[Claim], config: BatchSizeConfig,
     return [Section(_title(a.name, config), text, figures, claims)]
 
 
-def _reading(a: BatchSizeAnalysis, config: BatchSizeConfig, paper: dict[str, Any]) -> str:
+def _reading(a: BatchSizeAnalysis, config: BatchSizeConfig, paper: dict[str, Published]) -> str:
     first, last = 0, len(a.table) - 1
     acc, lam, loss = a.cis["test_acc"], a.cis["lambda_max"], a.cis["train_loss"]
     under_trained = loss[last][0] > max(10 * loss[first][0], 0.05)
@@ -211,8 +217,8 @@ def _reading(a: BatchSizeAnalysis, config: BatchSizeConfig, paper: dict[str, Any
             f"(B={a.small}) reached test accuracy {common.ci_text(acc[first])} and the largest (B={a.large}) "
             f"{common.ci_text(acc[last])}: a difference of {common.fmt(a.gain[0], 3)} pp [{common.fmt(a.gain[1], 3)}, "
             f"{common.fmt(a.gain[2], 3)}]. λ_max went from {common.fmt(lam[first][0], 3)} to "
-            f"{common.fmt(lam[last][0], 3)} ({common.fmt(a.ratio[0], 3)}x; paper: {paper['lambda_max_ratio']}), and "
-            f"the rank correlation between sharpness and test error over {a.n_points} runs is ρ = "
+            f"{common.fmt(lam[last][0], 3)} ({common.fmt(a.ratio[0], 3)}x; paper: {paper['lambda_max_ratio'].text}), and "
+            f"the rank correlation between sharpness and test error over {a.rho.n_points} runs is ρ = "
             f"{common.fmt(a.rho[0], 3)} [{common.fmt(a.rho[1], 3)}, {common.fmt(a.rho[2], 3)}]. Final training loss: "
             f"{common.ci_text(loss[first], 3)} at B={a.small} vs {common.ci_text(loss[last], 3)} at B={a.large}"
             + (" — at equal epochs the large batch takes far fewer steps and did not fit the training set as "
@@ -308,11 +314,11 @@ STUDY = Study(
                  "batch_sizes": [16, 64], "flatness": _TINY_FLATNESS, "line_points": 5, "seeds": 2},
         "quick": {"data": {"name": "mnist1d", "seed": 0}, "model": {"name": "mlp", "width": 256, "depth": 2},
                   "train": {"optimizer": "sgd", "lr": 0.02, "momentum": 0.9, "epochs": 30},
-                  "batch_sizes": [16, 64, 256, 1024, 2048], "seeds": 3},
+                  "batch_sizes": [16, 64, 256, 1024, 2048], "seeds": 5},
         "mnist": {"data": {"name": "mnist", "n_train": 10000, "n_test": 10000, "seed": 0, "standardize": True},
                   "model": {"name": "mlp", "width": 512, "depth": 2},
                   "train": {"optimizer": "sgd", "lr": 0.02, "momentum": 0.9, "epochs": 10},
-                  "batch_sizes": [16, 64, 256, 1024, 2048], "seeds": 3},
+                  "batch_sizes": [16, 64, 256, 1024, 2048], "seeds": 5},
         "paper": {"data": {"name": "mnist", "seed": 0, "standardize": True},
                   "model": {"name": "mlp", "width": 1024, "depth": 2},
                   "train": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "epochs": 20},

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import functools
 
+from overparam.report.verdicts import DIFFERENCE_PP, Published, above
 from overparam.studies import batch_size
 from overparam.studies.base import Study
 
 NAME = "batch_sqrt"
 
-PAPER_CLAIMS = {"lambda_max_ratio": "larger batches sharper", "sharper_by": 1.0,
-                "small_batch_accuracy_gain": "about +3 pp (B=32 vs B=8192)"}
+SOURCE = "the mathematical analysis (arXiv 2604.07603), batch-size experiment with η ∝ sqrt(B)"
+PAPER_CLAIMS = {
+    "lambda_max_ratio": Published("larger batches sharper", SOURCE, above(1.0)),
+    "small_batch_accuracy_gain": Published("about +3 pp (B=32 vs B=8192)", SOURCE, above(0.0), 3.0, " pp",
+                                           DIFFERENCE_PP),
+    "sharpness_error_correlation": Published("positive correlation", SOURCE, above(0.0)),
+}
 
 
 def _sqrt(preset: dict) -> dict:

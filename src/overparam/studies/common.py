@@ -26,6 +26,8 @@ from overparam.config import RunConfig
 from overparam.errors import ConfigError
 from overparam.studies.base import RunOutcome, RunSpec, run_key
 
+PAPER = "arXiv 2604.07603"  # "Implicit Regularization and Generalization in Overparameterized Neural Networks"
+
 Measure = Callable[[RunSpec, Any], tuple[dict[str, Any], dict[str, list[tuple[int, float]]]]]
 
 

@@ -32,13 +32,14 @@ minimum-nuclear-norm matrix consistent with the same observations
 (:mod:`overparam.references.nuclear`, ADMM to a relative duality gap ``reference_tol``), the
 distance ‖W − W_nuc‖_F/‖W_nuc‖_F, and the singular values of W, W_nuc and M*.
 
-Claims (ids ``deep_linear.*``): at the largest depth the effective rank is low (mean over seeds
-< low_rank_fraction · d; paper: 8.2 against ambient 50 at L = 5); depth lowers the effective rank
-(per-seed Spearman ρ between L and final effective rank, mean over seeds < 0, over all depths and
-over L >= 2 alone; and the ratio effective rank(L_min)/effective rank(L_max) > 1, paired by seed);
+Claims (ids ``deep_linear.*``, :data:`PAPER_CLAIMS`): at the largest depth the effective rank is
+low (mean over seeds < low_rank_fraction · d; paper: 8.2 against ambient 50 at L = 5, judged
+within a factor 2); depth lowers the effective rank and the reconstruction error (each falls from
+the smallest to the largest depth, paired by seed, without rising between neighbouring depths:
+Bonferroni t-intervals per step, :func:`~overparam.report.stats.trend_ci`); and
 the depth-2 solution's nuclear norm is that of the minimum-nuclear-norm solution
-(‖W_{L=2}‖_*/‖W_nuc‖_* within 1 ± nuclear_tolerance, Gunasekar et al. 2017's conjecture); and
-the reconstruction error falls with depth (per-seed Spearman ρ(L, error) < 0).
+(‖W_{L=2}‖_*/‖W_nuc‖_*, mean over seeds, within 1 ± nuclear_tolerance; Gunasekar et al. 2017's
+conjecture).
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -55,25 +56,15 @@ import torch
 from torch import Tensor
 
 from overparam.analysis import Missing, Run, SeedTable, mean_ci, quiet
-from overparam.errors import ConfigError, check_positive_int, choice_error
+from overparam.errors import ConfigError, check_number, check_numbers, check_positive_int, choice_error
 from overparam.report import CI, Claim, Section
+from overparam.report.verdicts import RATIO, Published, below, between
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study, run_key
 
 NAME = "deep_linear"
 PROBLEMS = ("completion", "sensing")
 INITS = ("balanced", "orthogonal", "gaussian")
-PAPER_RANK = "8.2 on average at L = 5 (ambient dimension 50)"
-
-
-def _positive_number(name: str, value: Any, upper: float = math.inf, closed_upper: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    if ok and (value > upper or (value == upper and not closed_upper)):
-        ok = False
-    if not ok:
-        bound = "" if upper == math.inf else f" and {'<=' if closed_upper else '<'} {upper:g}"
-        raise ConfigError(f"{name} must be a finite number > 0{bound}, got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -108,11 +99,7 @@ class DeepLinearConfig:
             raise ConfigError(f"n_observed={self.n_observed} exceeds the {self.d * self.d} entries of a {self.d}x{self.d} "
                               f"matrix (and the number of independent measurements); accepted: 1 <= n_observed <= "
                               f"{self.d * self.d}")
-        depths = self.depths if isinstance(self.depths, (list, tuple)) else (self.depths,)
-        for depth in depths:
-            check_positive_int("each of depths", depth)
-        if len(set(depths)) < 2 or len(set(depths)) != len(depths):
-            raise ConfigError(f"depths needs at least two different depths and no repeats, got {self.depths!r}")
+        depths = check_numbers("depths", self.depths, at_least=2, integer=True, minimum=1)
         if self.width is not None:
             check_positive_int("width", self.width)
         if self.init not in INITS:
@@ -120,14 +107,13 @@ class DeepLinearConfig:
         if self.init == "balanced" and self.width is not None and self.width < self.d and max(depths) > 1:
             raise ConfigError(f"the balanced init needs width >= d = {self.d} (it factors a d×d matrix), got "
                               f"width={self.width}; accepted: width >= {self.d} or width: null (= d)")
-        _positive_number("init_scale", self.init_scale)
-        _positive_number("lr", self.lr)
+        for name in ("init_scale", "lr"):
+            check_number(name, getattr(self, name), minimum=0, open_low=True)
         check_positive_int("steps", self.steps)
         check_positive_int("curve_points", self.curve_points, minimum=2)
-        _positive_number("rank_threshold", self.rank_threshold, upper=1.0)
-        _positive_number("low_rank_fraction", self.low_rank_fraction, upper=1.0, closed_upper=True)
-        _positive_number("nuclear_tolerance", self.nuclear_tolerance, upper=1.0)
-        _positive_number("reference_tol", self.reference_tol, upper=1.0)
+        check_number("low_rank_fraction", self.low_rank_fraction, minimum=0, maximum=1, open_low=True)
+        for name in ("rank_threshold", "nuclear_tolerance", "reference_tol"):
+            check_number(name, getattr(self, name), minimum=0, maximum=1, open_low=True, open_high=True)
         check_positive_int("reference_max_iter", self.reference_max_iter)
         check_positive_int("seeds", self.seeds)
 
@@ -201,10 +187,7 @@ def make_problem(problem: str, d: int, rank: int, n_observed: int, seed: int, de
 
 def reference_solution(problem: Problem, tol: float, max_iter: int):
     """The minimum-nuclear-norm matrix consistent with the problem's observations."""
-    from overparam.references.nuclear import (
-        min_nuclear_norm_completion,
-        min_nuclear_norm_sensing,
-    )
+    from overparam.references.nuclear import min_nuclear_norm_completion, min_nuclear_norm_sensing
 
     if problem.kind == "completion":
         return min_nuclear_norm_completion(problem.mask, problem.truth, tol=tol, max_iter=max_iter)
@@ -250,8 +233,6 @@ def train(problem: Problem, model: torch.nn.Module, lr: float, steps: int, recor
 
     Returns {'status': 'done' | 'diverged', 'steps': steps taken, 'curves': {name: [(step,
     value)]}}; diverged when the loss becomes non-finite."""
-    from overparam.measures import effective_rank
-
     params = list(model.parameters())
     weight = problem.loss_weight()
     recorded = set(record)
@@ -262,10 +243,8 @@ def train(problem: Problem, model: torch.nn.Module, lr: float, steps: int, recor
         if not bool(torch.isfinite(loss)):
             return {"status": "diverged", "steps": step, "curves": curves}
         if step in recorded:
-            matrix = w.detach()
-            curves["effective_rank"].append((step, effective_rank(matrix)))
-            curves["numerical_rank"].append((step, effective_rank(matrix, "threshold", threshold=rank_threshold)))
-            curves["train_loss"].append((step, float(loss.detach())))
+            for name, value in zip(curves, (*_ranks(w.detach(), rank_threshold), float(loss.detach()))):
+                curves[name].append((step, value))
         if step == steps:
             break
         grads = torch.autograd.grad(loss, params)
@@ -352,21 +331,18 @@ REFERENCES = ("truth_effective_rank", "truth_numerical_rank", "reference_effecti
               "reference_error", "reference_gap")
 
 
-def spearman_over_axis(table: SeedTable, metric: str, columns: Sequence[bool] | None = None) -> np.ndarray:
-    """Spearman ρ between the axis value and ``metric`` within each seed, shape (S,): over the axis
-    points selected by ``columns`` (default: all) where the seed has a finite value; NaN for a
-    seed with fewer than three such points or a constant metric there."""
-    # LAYER CANDIDATE: the table's correlation over its axis, one value per seed
-    import scipy.stats
-
-    axis = np.asarray(table.axis, dtype=float)
-    keep = np.ones(len(axis), dtype=bool) if columns is None else np.asarray(columns, dtype=bool)
-    rhos = np.full(len(table.seeds), np.nan)
-    for i, row in enumerate(table[metric]):
-        ok = keep & np.isfinite(row)
-        if ok.sum() >= 3 and len(set(row[ok])) > 1:
-            rhos[i] = float(scipy.stats.spearmanr(axis[ok], row[ok]).statistic)
-    return rhos
+# The sources' claims, fixed before any run. The two bounds that the config sets
+# (low_rank_fraction · d, 1 ± nuclear_tolerance) are written here for the default config and
+# replaced by the config's values in claims().
+PAPER_CLAIMS = {
+    "low_rank_at_max_depth": Published("8.2 on average at L = 5 (ambient dimension 50)",
+                                       f"{common.PAPER}, mathematical analysis", below(12.5), 8.2, "", RATIO),
+    "depth_lowers_effective_rank": Published("depth strengthens the low-rank bias", "Arora et al. 2019", below(0.0)),
+    "depth2_min_nuclear_norm": Published("ratio → 1 as the init → 0", "Gunasekar et al. 2017 (conjecture)",
+                                         between(0.98, 1.02)),
+    "depth_lowers_reconstruction_error": Published("deeper factorizations recover the low-rank matrix more accurately",
+                                                   "Arora et al. 2019", below(0.0)),
+}
 
 
 @dataclass
@@ -377,16 +353,11 @@ class DeepLinearAnalysis:
     settings: Mapping[str, Any]  # the settings every run shares (problem, d, rank, init, lr, steps, ...)
     cis: dict[str, list[CI]]  # per TABLE metric: the mean over seeds at each depth (A,)
     references: dict[str, CI]  # per REFERENCES metric: the mean over seeds of M*'s / W_nuc's value
-    # the claims' per-depth means over seeds, seeds in store order (as the baseline claims were made;
-    # the BCa interval at a few seeds depends on the order):
-    low_rank: CI  # effective rank at the largest depth
-    nuclear2: CI | None  # ‖W_2W_1‖_* / ‖W_nuc‖_* at depth 2; None without depth 2
-    rank_ratio: CI  # effective rank at the smallest depth / at the largest, paired by seed
-    # Spearman ρ(depth, metric) within each seed (S,), NaN where undefined, and the interval of its
-    # mean over seeds: 'effective_rank' (all depths), 'effective_rank_beyond_2' (depths >= 2; only
-    # with three or more of them), 'reconstruction_error' (all depths)
-    seed_rhos: dict[str, np.ndarray]
-    rho: dict[str, CI]
+    low_rank: CI  # effective rank at the largest depth, mean over seeds
+    nuclear2: CI | None  # ‖W_2W_1‖_* / ‖W_nuc‖_* at depth 2, mean over seeds; None without depth 2
+    rank_ratio: CI  # effective rank at the smallest depth / at the largest, geometric mean of per-seed ratios
+    steps: dict[str, CI]  # 'effective_rank', 'reconstruction_error': the change from the smallest to the largest depth
+    # (paired), with .against: the largest rise between neighbouring depths (stats.trend_ci)
     converged: int  # runs whose min-nuclear-norm solve met its duality-gap tolerance
 
     def at(self, metric: str, depth: int) -> CI:
@@ -397,69 +368,46 @@ def analyze(runs: list[Run], config: DeepLinearConfig) -> DeepLinearAnalysis | M
     table = SeedTable(runs, lambda r: r.settings["depth"])
     if len(table) < 2:
         return Missing(TITLE, "No two depths have finished runs yet.")
-    depths, beyond_2 = table.axis, [L >= 2 for L in table.axis]
-
-    def in_store_order(metric: str, depth: int) -> CI:
-        return mean_ci([r.metric(metric) for r in runs if r.settings["depth"] == depth])
-
-    rhos = {"effective_rank": spearman_over_axis(table, "effective_rank")}
-    if sum(beyond_2) >= 3:
-        rhos["effective_rank_beyond_2"] = spearman_over_axis(table, "effective_rank", beyond_2)
-    rhos["reconstruction_error"] = spearman_over_axis(table, "reconstruction_error")
+    depths = table.axis
     with quiet():
         references = {m: mean_ci(np.nanmean(table[m], axis=1)) for m in REFERENCES}  # one value per seed
     return DeepLinearAnalysis(
         table, runs[0].settings, {m: table.cis(m) for m, _ in TABLE}, references,
-        in_store_order("effective_rank", depths[-1]), in_store_order("nuclear_ratio", 2) if 2 in depths else None,
-        table.ratio("effective_rank", depths[0], depths[-1]), rhos, {k: mean_ci(v) for k, v in rhos.items()},
+        table.ci("effective_rank", depths[-1]), table.ci("nuclear_ratio", 2) if 2 in depths else None,
+        table.ratio("effective_rank", depths[0], depths[-1]),
+        {m: table.trend(m) for m in ("effective_rank", "reconstruction_error")},
         sum(bool(r.metrics.get("reference_converged")) for r in runs))
 
 
 def claims(a: DeepLinearAnalysis, config: DeepLinearConfig) -> list[Claim]:
     depths, p = a.table.axis, a.settings
-    shallowest, deepest, low = depths[0], depths[-1], config.low_rank_fraction * p["d"]
-    out = [Claim.from_ci(
+    listed, low, tol = ", ".join(map(str, depths)), config.low_rank_fraction * p["d"], config.nuclear_tolerance
+    out = [Claim.judged(
         f"{NAME}.low_rank_at_max_depth", NAME,
-        f"At depth L = {deepest} gradient descent from a small init finds a low-rank solution: the mean effective "
+        f"At depth L = {depths[-1]} gradient descent from a small init finds a low-rank solution: the mean effective "
         f"rank (Roy–Vetterli entropy rank of W_L⋯W_1) over seeds is below {config.low_rank_fraction:g} × the "
-        f"ambient dimension {p['d']} = {low:g} (the ground truth has rank {p['rank']}).",
-        PAPER_RANK, a.low_rank, less_than=low,
-        details={"truth_effective_rank": a.references["truth_effective_rank"][0]}),
-        _rho_claim(a, "effective_rank", "depth_lowers_effective_rank",
-                   f"Depth strengthens the low-rank bias: the Spearman ρ between depth ({', '.join(map(str, depths))}) "
-                   f"and the final effective rank, computed within each seed (same problem and init), has a mean over "
-                   f"seeds < 0.", "depth strengthens the low-rank bias (Arora et al. 2019)")]
-    if "effective_rank_beyond_2" in a.rho:
-        factorized = ", ".join(str(L) for L in depths if L >= 2)
-        out.append(_rho_claim(
-            a, "effective_rank_beyond_2", "depth_lowers_effective_rank_beyond_2",
-            f"Depth beyond 2 strengthens the low-rank bias further (not explained by the nuclear norm): the per-seed "
-            f"Spearman ρ between depth ({factorized}) and final effective rank, mean over seeds < 0.",
-            "deeper factorizations give lower effective rank than depth 2 (Arora et al. 2019)"))
-    out.append(Claim.from_ci(
-        f"{NAME}.effective_rank_ratio", NAME,
-        f"Effective rank at depth {shallowest} / effective rank at depth {deepest}, paired by seed, > 1.",
-        "depth strengthens the low-rank bias (Arora et al. 2019)", a.rank_ratio, greater_than=1.0))
+        f"ambient dimension {p['d']} = {low:g}; the ground truth has rank {p['rank']} (effective rank "
+        f"{common.fmt(a.references['truth_effective_rank'][0], 3)}).",
+        replace(PAPER_CLAIMS["low_rank_at_max_depth"], direction=below(low)), a.low_rank),
+        Claim.judged(
+            f"{NAME}.depth_lowers_effective_rank", NAME,
+            f"Depth strengthens the low-rank bias: the final effective rank falls from depth {depths[0]} to "
+            f"{depths[-1]} ({listed}; same problem and init per seed; the change, paired by seed, < 0) without rising "
+            f"between neighbouring depths.", PAPER_CLAIMS["depth_lowers_effective_rank"], a.steps["effective_rank"])]
     if a.nuclear2 is not None:
-        tol = config.nuclear_tolerance
-        out.append(Claim.from_ci(
+        out.append(Claim.judged(
             f"{NAME}.depth2_min_nuclear_norm", NAME,
             f"The depth-2 factorization trained from a small init converges to (near) the minimum-nuclear-norm "
             f"solution of the same observations: ‖W_2W_1‖_* / min{{‖W‖_* : A(W) = y}}, mean over seeds, within "
-            f"[{1 - tol:g}, {1 + tol:g}].", "ratio → 1 as the init → 0 (Gunasekar et al. 2017 conjecture)",
-            a.nuclear2, within=(1 - tol, 1 + tol)))
-    out.append(_rho_claim(
-        a, "reconstruction_error", "depth_lowers_reconstruction_error",
-        "The reconstruction error of the unobserved part falls with depth: per-seed Spearman ρ between depth and "
-        "reconstruction error, mean over seeds < 0.",
-        "deeper factorizations recover the low-rank matrix more accurately (Arora et al. 2019)"))
+            f"[{1 - tol:g}, {1 + tol:g}].",
+            replace(PAPER_CLAIMS["depth2_min_nuclear_norm"], direction=between(1 - tol, 1 + tol)),
+            a.nuclear2))
+    out.append(Claim.judged(
+        f"{NAME}.depth_lowers_reconstruction_error", NAME,
+        f"The reconstruction error of the unobserved part falls from depth {depths[0]} to {depths[-1]} ({listed}; "
+        f"the change, paired by seed, < 0) without rising between neighbouring depths.", PAPER_CLAIMS["depth_lowers_reconstruction_error"],
+        a.steps["reconstruction_error"]))
     return out
-
-
-def _rho_claim(a: DeepLinearAnalysis, key: str, name: str, statement: str, paper: str) -> Claim:
-    per_seed = [float(rho) for rho in a.seed_rhos[key] if np.isfinite(rho)]
-    return Claim.from_ci(f"{NAME}.{name}", NAME, statement, paper, a.rho[key], less_than=0.0,
-                         details={"per_seed_rho": per_seed})
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -496,12 +444,15 @@ def _setup(a: DeepLinearAnalysis) -> str:
             f"Roy & Vetterli's entropy rank exp(H(σ/Σσ)); numerical rank: #σ_i > {p['rank_threshold']:g}·σ_1. "
             f"Reconstruction error: {error}. W_nuc: the minimum-nuclear-norm matrix consistent with the same "
             f"observations (ADMM, relative duality gap <= {p['reference_tol']:g}; certified in {a.converged} of "
-            f"{sum(a.table.n_runs())} runs). Per depth: mean over seeds with a 95% bootstrap CI.")
+            f"{sum(a.table.n_runs())} runs). Per depth: mean over seeds with a 95% t-interval.")
 
 
-def _rho_text(claim: Claim) -> str:
-    low, high = claim.ci
-    return f"{common.fmt(claim.measured, 3)} [{common.fmt(low, 3)}, {common.fmt(high, 3)}] ({claim.verdict})"
+def _steps_text(step: CI, claim: Claim | None) -> str:
+    """The per-step mean changes, the largest rise with its interval (and the claim's verdict)."""
+    changes = ", ".join(f"{v:+.3g}" for v in step.against.steps)
+    verdict = f"; verdict {claim.verdict.replace('_', ' ')}" if claim is not None else ""
+    return (f"change {common.ci_text(step, 3)}; mean steps {changes}; largest rise {common.ci_text(step.against, 3)}"
+            f"{verdict}")
 
 
 def _reading(a: DeepLinearAnalysis, config: DeepLinearConfig, verdicts: dict[str, Claim]) -> str:
@@ -514,32 +465,29 @@ def _reading(a: DeepLinearAnalysis, config: DeepLinearConfig, verdicts: dict[str
             f"{at(shallow, 'numerical_rank')}); at depth {deep} {at(deep, 'effective_rank')} (numerical rank "
             f"{at(deep, 'numerical_rank')}), against {common.fmt(a.references['truth_effective_rank'][0], 3)} for the "
             f"rank-{p['rank']} ground truth and {common.fmt(a.references['reference_effective_rank'][0], 3)} for the "
-            f"minimum-nuclear-norm solution (the paper reports 8.2 at L = 5 against ambient 50). The within-seed rank "
-            f"correlation of depth and effective rank is {_rho_text(verdicts['depth_lowers_effective_rank'])}.")
+            f"minimum-nuclear-norm solution (the paper reports 8.2 at L = 5 against ambient 50). Effective rank at "
+            f"L = {shallow} / at L = {deep}: {common.ci_text(a.rank_ratio, 3)} (geometric mean of the per-seed ratios, "
+            f"log-t interval). From one depth to the next: "
+            f"{_steps_text(a.steps['effective_rank'], verdicts.get('depth_lowers_effective_rank'))}.")
     if shallow == 1:
         left = ("which leaves the unobserved entries at their initial, near-zero values" if p["problem"] == "completion"
                 else "the minimum-Frobenius-norm fit when the init is near zero")
         text += (f" Depth 1 is plain gradient descent on W: it converges to the interpolant nearest its init, {left} "
                  f"— not a low-rank matrix (reconstruction error {at(1, 'reconstruction_error')}); the step from L = 1 "
-                 "to L = 2 is the contrast between no factorization and a factorization.")
-    if "depth_lowers_effective_rank_beyond_2" in verdicts:
-        first = min(L for L in a.table.axis if L >= 2)
-        text += (f" Among the factorized models alone the effective rank goes from {at(first, 'effective_rank')} "
-                 f"(L = {first}) to {at(deep, 'effective_rank')} (L = {deep}), with a within-seed rank correlation of "
-                 f"{_rho_text(verdicts['depth_lowers_effective_rank_beyond_2'])}; a rank correlation registers the "
-                 f"order, not the size, of these differences, which are to be read against the distance to the "
-                 f"truth's effective rank.")
+                 "to L = 2 is the contrast between no factorization and a factorization, and the later steps are "
+                 "depth beyond 2 (to be read against the distance to the truth's effective rank).")
     if 2 in a.table.axis:
         text += (f" The depth-2 solution's nuclear norm is {common.ci_text(a.at('nuclear_ratio', 2), 4)} times the "
                  f"minimum (tolerance ±{config.nuclear_tolerance:g}).")
-    return text + _error_reading(a)
+    return text + _error_reading(a, verdicts.get("depth_lowers_reconstruction_error"))
 
 
-def _error_reading(a: DeepLinearAnalysis) -> str:
+def _error_reading(a: DeepLinearAnalysis, claim: Claim | None) -> str:
     p, shallow, deep = a.settings, a.table.axis[0], a.table.axis[-1]
     ref_error = a.references["reference_error"][0]
     text = (f" The reconstruction error is {common.fmt(a.at('reconstruction_error', shallow)[0], 3)} at L = {shallow} "
-            f"and {common.fmt(a.at('reconstruction_error', deep)[0], 3)} at L = {deep}; the minimum-nuclear-norm "
+            f"and {common.fmt(a.at('reconstruction_error', deep)[0], 3)} at L = {deep} "
+            f"({_steps_text(a.steps['reconstruction_error'], claim)}); the minimum-nuclear-norm "
             f"solution's is {common.fmt(ref_error, 3)}")
     text += (": with this many observations the convex relaxation already recovers M*, so the regime where depth "
              "beats the nuclear norm (fewer observations, Arora et al.'s Fig. 2) is not probed here."
@@ -554,7 +502,7 @@ def _error_reading(a: DeepLinearAnalysis) -> str:
 
 
 def _band(ax, xs, values: np.ndarray, label: str, color) -> None:
-    """The mean over seeds of ``values`` (seeds, len(xs)) with a 95% bootstrap band per point;
+    """The mean over seeds of ``values`` (seeds, len(xs)) with a 95% t-interval band per point;
     seeds without a finite value are left out."""
     values = values[np.isfinite(values).any(axis=1)]
     if not len(values):
@@ -604,11 +552,9 @@ def _curves_figure(a: DeepLinearAnalysis):
 
 
 def _depth_plot(ax, a: DeepLinearAnalysis, metric: str, label: str, color: str, marker: str = "o") -> None:
-    from overparam.report.figures import errorbar_plot
+    from overparam.report.figures import errorbar_cis
 
-    c = a.cis[metric]
-    errorbar_plot(ax, a.table.axis, [v[0] for v in c], [v[1] for v in c], [v[2] for v in c], label, a.table.n_runs(),
-                  color=color, marker=marker, legend=False)
+    errorbar_cis(ax, a.table.axis, a.cis[metric], label, a.table.n_runs(), color=color, marker=marker, legend=False)
 
 
 def _depth_figure(a: DeepLinearAnalysis, config: DeepLinearConfig):

@@ -13,41 +13,29 @@ many of the noisy training labels the model fits (``noisy_train_acc``: accuracy 
 examples against their *noisy* labels; ``noisy_clean_acc``: against their original labels;
 ``clean_train_acc``: accuracy on the untouched examples).
 
-Definitions (per family and noise level; means over seeds, seeds resampled for the CIs):
+Located on the mean curve over seeds (per family and noise level):
 
 - interpolation threshold: the smallest width whose mean train error is <= ``interpolation_error``
   (default 1%); none when no width gets there.
 - sweet spot: the width of minimal mean test error among the widths up to the threshold (all
   widths when there is no threshold): the best model of the classical, under-parameterized regime.
-- peak: the width of maximal mean test error among the widths from the sweet spot on. (Not the
-  global maximum: a tiny model that underfits can have the largest test error of all, which is
-  the classical regime's first descent, not the peak double descent is about. A test error that
-  only decreases has its sweet spot and its peak at the largest width.)
-- ``log2(peak width / threshold width)``: where the peak lies relative to the threshold, in
-  doublings of width (-inf when no width interpolates; +inf when there is no peak, i.e. test
-  error never rises beyond the sweet spot: peak = sweet spot).
-- fall: mean test error at the largest width minus mean test error at the peak (<= 0; 0 when the
-  largest width is the peak or there is no peak).
+- peak: the width of maximal mean test error among the widths beyond the sweet spot, when it is
+  above the sweet spot's (not the global maximum: a tiny model that underfits can have the
+  largest test error of all, which is the classical regime's first descent); none when test error
+  never rises beyond the sweet spot.
 
-The peak is selected on the same seeds as the differences are measured on, so on a flat, noisy
-curve a small peak and fall can look significant; the per-width table shows the size of each step.
+Each is shown as a grid bracket (:func:`~overparam.analysis.locate_on_grid`; for the threshold:
+the last width that does not interpolate and the first that does) with the fraction of seed
+resamples (each seed keeping its whole width curve) that pick the same width.
 
-CIs: a percentile bootstrap over seeds (``analysis.resample_seeds``). Each resample draws seeds
-with replacement, keeps a drawn seed's whole width curve (so the differences are paired by
-seed), recomputes the means per width and from them the threshold, the peak and the differences. With few seeds the
-bootstrap distribution is coarse (3 seeds: 10 distinct resamples).
+Claims (ids ``double_descent.<family>.noise<pct>.<what>``, noise > 0 only; Nakkiran et al.):
 
-Claims (ids ``double_descent.<family>.noise<pct>.<what>``):
-
-- ``interpolation_threshold`` (every noise level): the threshold lies inside the sweep, i.e. the
-  threshold's parameter count is within [params of the second-smallest width, params of the
-  largest width]: the smallest model does not interpolate and some model does (measured: the
-  threshold's parameter count; inf, written as null in claims.json, when no width interpolates).
-- ``peak_near_threshold`` (noise > 0, where the peak is expected): log2(peak width / threshold
-  width) within [-1, 1], i.e. the peak is within a factor 2 in width of the threshold (+-inf,
-  null in claims.json, when there is no threshold or no peak).
-- ``falls_beyond_peak`` (noise > 0): the fall is < 0, i.e. test error at the largest width is
-  below the peak (not reproduced when there is no peak).
+- ``peak_near_threshold``: log2(peak width / threshold width) in [-1, 1] (-inf: no width
+  interpolates, +inf: no peak); percentile interval over seed resamples, both relocated in each.
+- ``falls_beyond_peak``: test error at the largest width minus at the peak < 0, paired by seed
+  (t-interval; the test set's binomial error counts too), the peak fixed where the seed-mean
+  curve puts it, so selected on the same seeds. Without a peak there is no fall to measure (no
+  interval: inconclusive; ``peak_near_threshold`` is +inf then).
 """
 
 from __future__ import annotations
@@ -59,9 +47,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from overparam.analysis import NUM_RESAMPLES, Missing, Run, SeedTable, group, quiet, resample_seeds, resampled_ci
-from overparam.errors import ConfigError, check_positive_int, choice_error
+from overparam.analysis import (NUM_RESAMPLES, Located, Missing, Run, SeedTable, binomial_se, group,
+                                locate_on_grid, quiet, resample_seeds, resampled_ci)
+from overparam.errors import ConfigError, as_tuple, check_number, check_numbers, check_positive_int, choice_error
 from overparam.report import CI, Claim, Section
+from overparam.report.verdicts import Published, below, between
 from overparam.studies import common
 from overparam.studies.base import RunSpec, Study
 
@@ -69,7 +59,6 @@ NAME = "double_descent"
 FAMILIES = ("mlp", "cnn")
 CNN_MODELS = ("cnn1d", "cnn5", "resnet18")
 NAKKIRAN = "Nakkiran et al. 2019"
-BELKIN = "Belkin et al. 2019"
 
 
 @dataclass(frozen=True)
@@ -87,14 +76,14 @@ class DoubleDescentConfig:
     cnn_train: dict[str, Any] = field(default_factory=dict)  # overrides of ``train`` for the CNN runs
     label_noise: tuple[float, ...] = (0.0, 0.15)
     interpolation_error: float = 0.01  # mean train error at or below which a width "interpolates"
-    seeds: int = 3
+    seeds: int = 5
 
     def __post_init__(self) -> None:
         from overparam.config import RunConfig
 
         check_positive_int("seeds", self.seeds)
         check_positive_int("mlp_depth", self.mlp_depth)
-        models = _as_tuple(self.models)
+        models = as_tuple(self.models)
         if not models or len(set(models)) != len(models):
             raise ConfigError(f"models must be a non-empty list of families without repeats, got {self.models!r}; "
                               f"accepted: {list(FAMILIES)}")
@@ -103,20 +92,11 @@ class DoubleDescentConfig:
                 raise choice_error("model family", family, FAMILIES)
         if self.cnn_model not in CNN_MODELS:
             raise choice_error("cnn_model", self.cnn_model, CNN_MODELS)
-        for name in ("mlp_widths", "cnn_widths"):
-            widths = _as_tuple(getattr(self, name))
-            family = name.split("_")[0]
-            if family not in models:
-                continue
-            for w in widths:
-                check_positive_int(f"each of {name}", w)
-            if len(set(widths)) < 3 or len(set(widths)) != len(widths):
-                raise ConfigError(f"{name} needs at least three different widths and no repeats (a threshold and "
-                                  f"a peak need points on both sides), got {list(widths)!r}")
+        for family in models:  # a threshold and a peak need points on both sides
+            check_numbers(f"{family}_widths", getattr(self, f"{family}_widths"), at_least=3, integer=True, minimum=1)
         common.label_noise_fractions(self.label_noise)
-        e = self.interpolation_error
-        if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0.0 <= e < 1.0:
-            raise ConfigError(f"interpolation_error must be a train error in [0, 1), got {e!r}")
+        check_number("interpolation_error (a train error)", self.interpolation_error, minimum=0.0, maximum=1.0,
+                     open_high=True)
         for name in ("data", "train", "cnn_data", "cnn_train"):
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"{name} must be a mapping, got {getattr(self, name)!r}")
@@ -130,12 +110,8 @@ class DoubleDescentConfig:
             RunConfig.from_dict({"data": {**self.data, **self.cnn_data}, "train": {**self.train, **self.cnn_train}})
 
 
-def _as_tuple(value: Any) -> tuple:
-    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
-
-
 def _widths(config: DoubleDescentConfig, family: str) -> list[int]:
-    return sorted(_as_tuple(config.mlp_widths if family == "mlp" else config.cnn_widths))
+    return sorted(as_tuple(config.mlp_widths if family == "mlp" else config.cnn_widths))
 
 
 def _run_config(config: DoubleDescentConfig, family: str, width: int, noise: float, seed: int):
@@ -153,7 +129,7 @@ def grid(config: DoubleDescentConfig) -> list[RunSpec]:
     device first, so a bad width or dataset fails before any run starts."""
     specs = [common.spec(NAME, _run_config(config, family, w, p, seed), family=family, width=w,
                          label_noise=float(p))
-             for family in _as_tuple(config.models) for p in _as_tuple(config.label_noise)
+             for family in as_tuple(config.models) for p in as_tuple(config.label_noise)
              for w in _widths(config, family) for seed in range(config.seeds)]
     common.validate_specs(specs)
     return specs
@@ -162,38 +138,24 @@ def grid(config: DoubleDescentConfig) -> list[RunSpec]:
 # --- one run -------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 4096) -> float:
-    was_training = model.training
-    model.eval()
-    try:
-        correct = sum(int((model(x[i:i + batch]).argmax(dim=1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
-    finally:
-        model.train(was_training)
-    return correct / len(x)
-
-
 def _measure(spec: RunSpec, record: Any) -> tuple[dict[str, Any], dict[str, list[tuple[int, float]]]]:
     """Errors, and with label noise the fit to the noisy and the clean training examples (one
     forward pass over the training set)."""
-    metrics = record.metrics
-    out: dict[str, Any] = {}
-    if "train_acc" in metrics:
-        out["train_error"] = 1.0 - metrics["train_acc"]
-    if "test_acc" in metrics:
-        out["test_error"] = 1.0 - metrics["test_acc"]
-    dataset = record.dataset
+    from overparam.train.loop import evaluate
+
+    metrics, dataset, loss = record.metrics, record.dataset, common.loss_fn(record)
+    out: dict[str, Any] = {f"{split}_error": 1.0 - metrics[f"{split}_acc"] for split in ("train", "test")
+                           if f"{split}_acc" in metrics}
     noisy = dataset.noisy_indices
     if len(noisy) and dataset.clean_y_train is not None:
         mask = torch.ones(dataset.n_train, dtype=torch.bool, device=noisy.device)
         mask[noisy] = False
         x = dataset.x_train
-        out["noisy_train_acc"] = _accuracy(record.model, x[noisy], dataset.y_train[noisy])
-        out["noisy_clean_acc"] = _accuracy(record.model, x[noisy], dataset.clean_y_train[noisy])
+        out["noisy_train_acc"] = evaluate(record.model, x[noisy], dataset.y_train[noisy], loss)["acc"]
+        out["noisy_clean_acc"] = evaluate(record.model, x[noisy], dataset.clean_y_train[noisy], loss)["acc"]
         if bool(mask.any()):
-            out["clean_train_acc"] = _accuracy(record.model, x[mask], dataset.y_train[mask])
+            out["clean_train_acc"] = evaluate(record.model, x[mask], dataset.y_train[mask], loss)["acc"]
     return out, {}
-
 
 
 # --- the locator ---------------------------------------------------------------------------------
@@ -224,57 +186,49 @@ def peak_index(test_error: np.ndarray, start: np.ndarray | int = 0) -> np.ndarra
     return np.where(columns >= np.asarray(start)[..., None], test, -np.inf).argmax(axis=-1)
 
 
-def _statistics(widths: np.ndarray, params: np.ndarray, train: np.ndarray, test: np.ndarray,
-                tolerance: float) -> dict[str, np.ndarray]:
-    """The located quantities from mean errors (..., W) (vectorized over the leading axes)."""
+def _statistics(widths: np.ndarray, train: np.ndarray, test: np.ndarray, tolerance: float) -> dict[str, np.ndarray]:
+    """Threshold, sweet spot and peak indices (peak -1: test error never rises beyond the sweet
+    spot) and log2(peak width / threshold width) from mean errors (..., W), vectorized over the
+    leading axes."""
     t = threshold_index(train, tolerance)
     sweet = sweet_spot_index(test, t)
     p = peak_index(test, sweet)
-    has = t >= 0
-    safe = np.where(has, t, 0)
+    rises = p != sweet
     log_widths = np.log2(widths.astype(float))
-    threshold_params = np.where(has, params[safe].astype(float), np.inf)
-    rises = p != sweet  # test error goes up somewhere beyond the sweet spot: there is a peak
-    ratio = np.where(has, np.where(rises, log_widths[p] - log_widths[safe], np.inf), -np.inf)
-    peak_error = np.take_along_axis(test, np.asarray(p)[..., None], axis=-1)[..., 0]
-    fall = np.where(rises, test[..., -1] - peak_error, 0.0)
-    return {"threshold_index": t, "threshold_params": threshold_params, "sweet_index": sweet, "peak_index": p,
-            "peak_params": params[p].astype(float), "log2_peak_over_threshold": ratio, "fall": fall}
+    ratio = np.where(t >= 0, np.where(rises, log_widths[p] - log_widths[np.maximum(t, 0)], np.inf), -np.inf)
+    return {"threshold": t, "sweet": sweet, "peak": np.where(rises, p, -1), "log2_peak_over_threshold": ratio}
 
 
 @dataclass
 class Location:
-    """Where one curve's threshold, sweet spot and peak lie (indices into its widths, located on
-    the means over all seeds; ``threshold_index`` -1: no width interpolates), and the located
-    quantities, each the estimate from all seeds with its seed-resampled 95% percentile CI
-    (``n`` = seeds; NaN bounds with fewer than two seeds)."""
+    """Where one curve's threshold, sweet spot and peak lie on its widths: picked on the mean
+    curve over all seeds (index -1: none), with the bracket of widths and the fraction of seed
+    resamples that pick the same width; and log2(peak width / threshold width) with its 95%
+    percentile interval over those resamples (n = seeds; NaN bounds with fewer than two)."""
 
-    threshold_index: int
-    sweet_index: int
-    peak_index: int
-    threshold_params: CI  # parameters of the threshold width (inf: none); extra: fraction_without_threshold
-    peak_params: CI  # parameters of the peak width
-    log2_peak_over_threshold: CI  # doublings of width from the threshold to the peak (-inf: no threshold, +inf: no peak)
-    fall: CI  # mean test error at the largest width minus at the peak (<= 0; 0 without a peak)
+    threshold: Located  # between the last width that does not interpolate and the first that does
+    sweet: Located
+    peak: Located  # index -1: no peak
+    log2_peak_over_threshold: CI  # -inf: no width interpolates; +inf: no peak
 
 
-def locate(train_error: np.ndarray, test_error: np.ndarray, widths: np.ndarray, params: np.ndarray,
-           tolerance: float = 0.01, num_resamples: int = NUM_RESAMPLES, seed: int = 0) -> Location:
-    """Threshold, sweet spot, peak, their log2 width ratio and the fall beyond the peak, from
-    per-seed errors ``(S, W)`` (NaN where missing) at ``widths`` with ``params`` parameters
-    (W,): seeds resampled with their whole width curves (:func:`~overparam.analysis.resample_seeds`)."""
-    widths, params = np.asarray(widths), np.asarray(params)
+def locate(train_error: np.ndarray, test_error: np.ndarray, widths: np.ndarray, tolerance: float = 0.01,
+           num_resamples: int = NUM_RESAMPLES, seed: int = 0) -> Location:
+    """Threshold, sweet spot, peak and their log2 width ratio from per-seed errors ``(S, W)``
+    (NaN where missing) at ``widths`` (W,), located again on every seed resample
+    (:func:`~overparam.analysis.resample_seeds`: each seed keeps its whole width curve)."""
+    widths = np.asarray(widths)
     estimate, draws = resample_seeds(
         {"train": np.asarray(train_error, dtype=float), "test": np.asarray(test_error, dtype=float)},
-        lambda means: _statistics(widths, params, means["train"], means["test"], tolerance), num_resamples, seed)
+        lambda means: _statistics(widths, means["train"], means["test"], tolerance), num_resamples, seed)
     n = len(train_error)
 
-    def ci(key: str, **extras: Any) -> CI:
-        return resampled_ci(estimate[key], None if draws is None else draws[key], n, **extras)
+    def where(key: str, kind: str) -> Located:
+        return locate_on_grid(widths, int(estimate[key]), None if draws is None else draws[key], n, kind=kind)
 
-    missing = {} if draws is None else {"fraction_without_threshold": float(np.mean(draws["threshold_index"] < 0))}
-    return Location(int(estimate["threshold_index"]), int(estimate["sweet_index"]), int(estimate["peak_index"]),
-                    ci("threshold_params", **missing), ci("peak_params"), ci("log2_peak_over_threshold"), ci("fall"))
+    ratio = resampled_ci(estimate["log2_peak_over_threshold"],
+                         None if draws is None else draws["log2_peak_over_threshold"], n)
+    return Location(where("threshold", "crossing"), where("sweet", "extremum"), where("peak", "extremum"), ratio)
 
 
 # --- analysis ------------------------------------------------------------------------------------
@@ -294,10 +248,13 @@ class CurveAnalysis:
     params: np.ndarray  # (W,) int, parameters of each width
     train_mean: np.ndarray  # (W,) mean train error over seeds (a fraction)
     test_mean: np.ndarray  # (W,) mean test error over seeds
-    # per width, the mean over seeds with its 95% CI (fractions): "train_error", "test_error", and where the
-    # noisy labels' fit was measured "noisy_train_acc" and "clean_train_acc"
+    # per width, the mean over seeds with its 95% t-interval (fractions): "train_error", "test_error", and where
+    # the noisy labels' fit was measured "noisy_train_acc" and "clean_train_acc"
     cis: dict[str, list[CI]]
     located: Location
+    fall: CI  # test error at the largest width minus at the peak, paired by seed (NaN bounds without a peak)
+    fall_se: float  # the test set's binomial standard error of that difference (NaN: unknown)
+    n_test: int | None  # test examples
 
 
 @dataclass
@@ -320,15 +277,31 @@ def _curve(key: tuple[str, float], table: SeedTable, tolerance: float) -> CurveA
     widths = np.asarray(table.axis)
     with quiet():
         params = np.nan_to_num(np.nanmax(table["num_parameters"], axis=0)).astype(np.int64)
+        n_test = np.nanmax(table["n_test"])
+    n_test = int(n_test) if math.isfinite(n_test) else None
     cis = {"train_error": table.cis("train_error"), "test_error": table.cis("test_error")}
     if np.isfinite(table["noisy_train_acc"]).any():
         cis.update({name: table.cis(name) for name in NOISY_METRICS})
-    located = locate(table["train_error"], table["test_error"], widths, params, tolerance)
-    return CurveAnalysis(key[0], key[1], table, widths, params, table.mean("train_error"), table.mean("test_error"),
-                         cis, located)
+    located, test = locate(table["train_error"], table["test_error"], widths, tolerance), table.mean("test_error")
+    p = located.peak.index
+    if p < 0:
+        fall, se = CI(0.0, math.nan, math.nan, n=len(table.seeds), method="none: no peak"), math.nan
+    else:
+        fall = table.difference("test_error", table.axis[-1], table.axis[p])
+        se = binomial_se(test[-1], test[p], n_test, scale=1.0)
+    return CurveAnalysis(key[0], key[1], table, widths, params, table.mean("train_error"), test, cis, located,
+                         fall, se, n_test)
 
 
 # --- claims --------------------------------------------------------------------------------------
+
+# Nakkiran et al. 2019 (label noise), fixed before any run.
+PAPER_CLAIMS = {
+    "peak_near_threshold": Published("the peak in test error occurs around the interpolation threshold, where models "
+                                     "are just barely able to fit the train set", NAKKIRAN, between(-1.0, 1.0)),
+    "falls_beyond_peak": Published("\"as we increase model size, performance first gets worse and then gets better\"",
+                                   NAKKIRAN, below(0.0)),
+}
 
 
 def _noise_text(noise: float) -> str:
@@ -349,39 +322,31 @@ def _family_label(config: DoubleDescentConfig, family: str) -> str:
     return config.cnn_model.upper()
 
 
-def claims(a: DoubleDescentAnalysis, config: DoubleDescentConfig) -> list[Claim]:
-    return [claim for curve in a.curves.values() for claim in _curve_claims(curve, config)]
+def claims(a: DoubleDescentAnalysis, config: DoubleDescentConfig,
+           paper: dict[str, Published] = PAPER_CLAIMS) -> list[Claim]:
+    return [claim for curve in a.curves.values() if curve.noise > 0 and len(curve.widths) >= 3
+            for claim in _curve_claims(curve, config, paper)]
 
 
-def _curve_claims(curve: CurveAnalysis, config: DoubleDescentConfig) -> list[Claim]:
+def _curve_claims(curve: CurveAnalysis, config: DoubleDescentConfig, paper: dict[str, Published]) -> list[Claim]:
     base, found, widths = _claim_base(curve), curve.located, curve.widths
     where = f"{_family_label(config, curve.family)}, {_noise_text(curve.noise)}"
-    threshold_width = int(widths[found.threshold_index]) if found.threshold_index >= 0 else None
-    out = [Claim.from_ci(
-        f"{base}.interpolation_threshold", NAME,
-        f"{where}: the interpolation threshold (smallest width with mean train error <= {config.interpolation_error:.0%}) "
-        f"lies inside the sweep: the smallest width ({widths[0]}) does not fit the training set and a larger one "
-        f"does; measured: the threshold's number of parameters (inf: no width interpolates)",
-        f"{BELKIN}: beyond \"the point of interpolation\" (zero training error) models fit the training "
-        "data exactly", found.threshold_params, within=(float(curve.params[1]), float(curve.params[-1])),
-        details={"widths": widths.tolist(), "params": curve.params.tolist(), "threshold_width": threshold_width})]
-    if curve.noise > 0 and len(widths) >= 3:
-        out.append(Claim.from_ci(
+    peak = f"width {widths[found.peak.index]}" if found.peak.index >= 0 else "none"
+    return [
+        Claim.judged(
             f"{base}.peak_near_threshold", NAME,
             f"{where}: test error peaks near the interpolation threshold: log2(peak width / threshold width) is "
-            "within [-1, 1] (a factor 2 in width); the peak is the width of maximal test error beyond the best "
-            "under-parameterized width; -inf: no width interpolates; +inf: no peak (test error never rises "
-            "beyond that width)",
-            f"{NAKKIRAN}: the peak in test error occurs around the interpolation threshold, where models are just "
-            "barely able to fit the train set", found.log2_peak_over_threshold, within=(-1.0, 1.0),
-            details={"peak_params": list(found.peak_params)}))
-        out.append(Claim.from_ci(
+            f"within [-1, 1] (a factor 2 in width). Threshold: the smallest width with mean train error <= "
+            f"{config.interpolation_error:.0%}; peak: the width of maximal test error beyond the best "
+            "under-parameterized width; both relocated on every seed resample (percentile interval); -inf: no "
+            "width interpolates; +inf: no peak.", paper["peak_near_threshold"], found.log2_peak_over_threshold),
+        Claim.judged(
             f"{base}.falls_beyond_peak", NAME,
-            f"{where}: test error falls again beyond the peak: mean test error at the largest width "
-            f"({widths[-1]}) minus at the peak width is < 0 (0 when there is no peak)",
-            f"{NAKKIRAN}: \"as we increase model size, performance first gets worse and then gets better\"",
-            found.fall, less_than=0.0))
-    return out
+            f"{where}: test error falls again beyond the peak: test error at the largest width ({widths[-1]}) minus "
+            f"at the peak ({peak}), paired by seed, is < 0 (no interval without a peak). The peak is selected on the "
+            "mean over the same seeds the difference is measured on.", paper["falls_beyond_peak"], curve.fall,
+            test_examples=curve.n_test, binomial_se=curve.fall_se),
+    ]
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -398,15 +363,23 @@ def render(a: DoubleDescentAnalysis, claims: list[Claim], config: DoubleDescentC
     for family in dict.fromkeys(f for f, _ in a.curves):
         keys = [k for k in a.curves if k[0] == family]
         parts = [part for k in keys for part in (
-            f"**{_noise_text(k[1])}** (mean over seeds, 95% CI; the last column marks the located widths)",
-            _table(a.curves[k]))]
+            f"**{_noise_text(k[1])}** (mean over seeds, 95% t-interval; the last column marks the located widths)",
+            _table(a.curves[k]), _located_text(a.curves[k].located))]
         sections.append(Section(f"double_descent: {_family_label(config, family)}", "\n\n".join(parts), [],
                                 [c for k in keys for c in placed[k]]))
     return sections
 
 
-def _count(value: float) -> str:
-    return f"{int(value):,}" if math.isfinite(value) else "no threshold"
+def _at(found: Located, none: str) -> str:
+    if found.index >= 0:
+        return f"width {found.describe()}"
+    return f"{none} ({found.agreement:.0%} of seed resamples agree)" if math.isfinite(found.agreement) else none
+
+
+def _located_text(found: Location) -> str:
+    """Where the threshold, sweet spot and peak lie: grid brackets with the resamples' agreement."""
+    return (f"Located on the mean over seeds: interpolation threshold: {_at(found.threshold, 'none')}; sweet spot: "
+            f"{_at(found.sweet, 'none')}; peak: {_at(found.peak, 'none, test error never rises past the sweet spot')}.")
 
 
 def _table(curve: CurveAnalysis) -> str:
@@ -415,9 +388,8 @@ def _table(curve: CurveAnalysis) -> str:
     counts = curve.table.counts("test_error")
     rows = []
     for j, w in enumerate(curve.widths):
-        marks = [name for name, hit in (("threshold", j == found.threshold_index),
-                                        ("sweet spot", j == found.sweet_index != found.peak_index),
-                                        ("peak", j == found.peak_index)) if hit]
+        marks = [name for name, located in (("threshold", found.threshold), ("sweet spot", found.sweet),
+                                            ("peak", found.peak)) if j == located.index]
         row = [str(w), f"{int(curve.params[j]):,}", str(counts[j]), common.ci_text(cis["train_error"][j], 3),
                common.ci_text(cis["test_error"][j], 3)]
         if has_noisy:
@@ -430,19 +402,17 @@ def _table(curve: CurveAnalysis) -> str:
 def _reading(curve: CurveAnalysis, config: DoubleDescentConfig, claims: list[Claim]) -> str:
     """A plain-language paragraph from the located numbers and the claims' verdicts."""
     found, widths, test = curve.located, curve.widths, curve.test_mean
-    sweet, p, last = found.sweet_index, found.peak_index, len(widths) - 1
+    sweet, p, last = found.sweet.index, found.peak.index, len(widths) - 1
     text = _threshold_text(curve, config) + f" Test error is {common.fmt(float(test[0]), 3)} at the smallest width"
-    if sweet == p == last:
-        return text + (f" and lowest, {common.fmt(float(test[p]), 3)}, at the largest width ({widths[p]}): it does "
-                       "not rise again anywhere in this sweep (no peak).") + _verdicts(claims)
-    if sweet == p:
-        return text + (f" and lowest up to the threshold at width {widths[p]} ({common.fmt(float(test[p]), 3)}); it "
-                       f"does not rise above that at larger widths (no peak beyond the classical regime): at the "
-                       f"largest width ({widths[-1]}) it is {common.fmt(float(test[-1]), 3)}.") + _verdicts(claims)
-    text += (f", lowest up to the threshold at width {widths[sweet]} ({common.fmt(float(test[sweet]), 3)}), then "
-             f"rises to a peak at width {widths[p]} ({common.fmt(float(test[p]), 3)})")
+    lowest = (f", lowest{' up to the threshold' if found.threshold.index >= 0 else ''} at width {widths[sweet]} "
+              f"({common.fmt(float(test[sweet]), 3)})")
+    if p < 0:
+        return text + lowest + ("; it does not rise above that at larger widths (no peak)" + (
+            "." if sweet == last else f": at the largest width ({widths[-1]}) it is {common.fmt(float(test[-1]), 3)}.")
+            + _verdicts(claims))
+    text += f"{lowest}, then rises to a peak at width {found.peak.describe()}, test error {common.fmt(test[p], 3)}"
     steps = float(found.log2_peak_over_threshold[0])
-    if found.threshold_index >= 0:
+    if found.threshold.index >= 0:
         text += (", at the threshold" if steps == 0 else
                  f", {abs(steps):g} doubling{'s' if abs(steps) != 1 else ''} of width "
                  f"{'below' if steps < 0 else 'above'} the threshold")
@@ -450,40 +420,33 @@ def _reading(curve: CurveAnalysis, config: DoubleDescentConfig, claims: list[Cla
         text += "; the peak is the largest width, so test error does not come down again within this sweep."
     else:
         text += (f"; at the largest width ({widths[-1]}) it is {common.fmt(float(test[-1]), 3)}, a change of "
-                 f"{common.ci_text(found.fall, 4)} from the peak.")
+                 f"{common.ci_text(curve.fall, 3)} from the peak (paired by seed).")
     return text + _verdicts(claims)
 
 
 def _threshold_text(curve: CurveAnalysis, config: DoubleDescentConfig) -> str:
     """The reading's first sentences: where train error first reaches the tolerance."""
-    tolerance, widths = config.interpolation_error, curve.widths
+    tolerance, widths, found = config.interpolation_error, curve.widths, curve.located.threshold
     head = f"**{_family_label(config, curve.family)}, {_noise_text(curve.noise)}.**"
-    t, thr = curve.located.threshold_index, curve.located.threshold_params
-    if t < 0:
+    if found.index < 0:
         j = int(np.nanargmin(curve.train_mean))
         return (f"{head} No width reaches mean train error <= {tolerance:.0%} (the lowest is "
                 f"{common.fmt(float(curve.train_mean[j]), 3)} at width {widths[j]}), so this sweep has no interpolation "
                 "threshold and cannot show the peak at it: train longer or add wider models.")
-    frac = getattr(thr, "fraction_without_threshold", 0.0)
-    text = (f"{head} Train error first reaches <= {tolerance:.0%} at width {widths[t]} "
-            f"({_count(thr[0])} parameters; 95% CI {_count(thr[1])} to {_count(thr[2])} over seed resamples"
-            + (f", {frac:.0%} of which have no threshold" if frac > 0 else "") + ").")
-    if t == 0:
+    text = (f"{head} Mean train error first reaches <= {tolerance:.0%} at width {found.describe()}, "
+            f"{int(curve.params[found.index]):,} parameters.")
+    if found.index == 0:
         text += " The smallest width already fits the training set, so the sweep does not show the threshold."
     return text
 
 
 def _verdicts(claims: list[Claim]) -> str:
     """One sentence with the verdicts of one curve's claims."""
-    if not claims:
-        return ""
-    words = {"interpolation_threshold": "threshold inside the sweep", "peak_near_threshold": "peak near the threshold",
-             "falls_beyond_peak": "fall beyond the peak"}
-    verdicts = {c.id.rsplit(".", 1)[-1]: c.verdict for c in claims}
-    sentence = " Verdicts: " + "; ".join(f"{words.get(k, k)}: {v.replace('_', ' ')}" for k, v in verdicts.items()) + "."
-    if len(verdicts) == 3 and all(v == "reproduced" for v in verdicts.values()):
-        sentence += " Together: a double descent in model size."
-    return sentence
+    words = {"peak_near_threshold": "peak near the threshold", "falls_beyond_peak": "fall beyond the peak"}
+    verdicts = [f"{words[c.id.rsplit('.', 1)[-1]]}: {c.verdict.replace('_', ' ')}" for c in claims]
+    both = len(claims) == 2 and all(c.verdict == "reproduced" for c in claims)
+    return (" Verdicts: " + "; ".join(verdicts) + "." + (" Together: a double descent in model size." if both else "")
+            if claims else "")
 
 
 def _settings_text(config: DoubleDescentConfig, a: DoubleDescentAnalysis) -> str:
@@ -496,30 +459,21 @@ def _settings_text(config: DoubleDescentConfig, a: DoubleDescentAnalysis) -> str
             f"{train.get('schedule', 'constant')} schedule, {budget}, "
             + (f"weight decay {train['weight_decay']}" if train.get("weight_decay") else "no weight decay")
             + ", no early stopping: the final model is measured)")
-    if "cnn" in _as_tuple(config.models) and (config.cnn_data or config.cnn_train):
+    if "cnn" in as_tuple(config.models) and (config.cnn_data or config.cnn_train):
         text += f"; the {config.cnn_model} runs with data overrides {config.cnn_data} and train overrides {config.cnn_train}"
     return text + (
-        f". {len(next(iter(a.curves.values())).table.seeds)} seeds per point (initialization and data order). Label noise replaces a fraction "
-        "of the training labels by a random wrong class. Interpolation threshold: the smallest width whose mean "
-        f"train error is <= {config.interpolation_error:.0%}; sweet spot: the width of minimal mean test error "
-        "up to the threshold (the classical regime's best model); peak: the width of maximal mean test error from "
-        "the sweet spot on (a tiny model that underfits is not the peak; when test error never rises beyond "
-        "the sweet spot there is no peak). CIs: "
-        "per width, a 95% BCa bootstrap of the mean over seeds; for the threshold, the peak and the differences, "
-        "a 95% percentile bootstrap that resamples seeds (each with its whole width curve) and recomputes them. "
-        "The peak is selected on the same seeds, so on a flat, noisy curve a small peak and fall can look "
-        "significant: read the claims with the per-width tables.")
+        f". {len(next(iter(a.curves.values())).table.seeds)} seeds per point (initialization and data order). Label "
+        "noise replaces a fraction of the training labels by a random wrong class. Interpolation threshold: the "
+        f"smallest width whose mean train error is <= {config.interpolation_error:.0%}; sweet spot: the width of "
+        "minimal mean test error up to the threshold (the classical regime's best model); peak: the width of maximal "
+        "mean test error beyond the sweet spot, when above the sweet spot's (a tiny model that underfits is not the "
+        "peak). Per width: the mean over seeds with a 95% t-interval. Located widths: the bracket they lie in and "
+        "the share of seed resamples (each seed with its whole width curve) that pick the same width. The peak is "
+        "selected on the same seeds, so on a flat, noisy curve a small peak and fall can look significant: read the "
+        "claims with the per-width tables.")
 
 
 # --- figures -------------------------------------------------------------------------------------
-
-
-def _plot_cis(ax, x: np.ndarray, cis: list[CI], label: str, n: list[int], **style: Any) -> None:  # LAYER CANDIDATE
-    """errorbar_plot of one CI per point (report.figures)."""
-    from overparam.report.figures import errorbar_plot
-
-    errorbar_plot(ax, x, [c[0] for c in cis], [c[1] for c in cis], [c[2] for c in cis], label, n, legend=False,
-                  **style)
 
 
 def _params_axis(ax) -> None:
@@ -549,43 +503,58 @@ def _width_axis(ax, curve: CurveAnalysis) -> None:
     top.tick_params(labelsize=8)
 
 
-def _collect_handles(ax, handles: dict[str, Any]) -> None:
-    for handle, text in zip(*ax.get_legend_handles_labels()):
-        handles.setdefault(text, handle)
-
-
 def _errors_panel(ax, curve: CurveAnalysis, colour: str, mark_peak: bool) -> None:
-    """One curve's train and test error, its threshold (dotted line, CI band) and its peak (star)."""
+    """One curve's train and test error, its threshold (dotted line; band: from the width before
+    it) and its peak (star)."""
+    from overparam.report.figures import errorbar_cis
+
     x, noise, found = curve.params.astype(float), _noise_text(curve.noise), curve.located
     n = curve.table.counts("test_error")
     for name, style, marker in (("test", "-", "o"), ("train", "--", "s")):
-        _plot_cis(ax, x, curve.cis[f"{name}_error"], f"{name}, {noise}", n, color=colour, linestyle=style,
-                  marker=marker)
-    thr = found.threshold_params
-    if math.isfinite(thr[0]):
-        ax.axvline(thr[0], color=colour, linestyle=":", linewidth=1.6, label=f"interpolation threshold, {noise}")
-        if math.isfinite(thr[1]) and math.isfinite(thr[2]) and thr[2] > thr[1]:
-            ax.axvspan(thr[1], thr[2], color=colour, alpha=0.08, linewidth=0)
-    if mark_peak and found.peak_index != found.sweet_index:
-        p = found.peak_index
+        errorbar_cis(ax, x, curve.cis[f"{name}_error"], f"{name}, {noise}", n, color=colour, linestyle=style,
+                     marker=marker, legend=False)
+    t = found.threshold.index
+    if t >= 0:
+        ax.axvline(x[t], color=colour, linestyle=":", linewidth=1.6, label=f"interpolation threshold, {noise}")
+        if t > 0:
+            ax.axvspan(x[t - 1], x[t], color=colour, alpha=0.08, linewidth=0)
+    if mark_peak and found.peak.index >= 0:
+        p = found.peak.index
         ax.plot([x[p]], [curve.test_mean[p]], marker="*", markersize=15, color=colour, markeredgecolor="black",
                 linestyle="none", zorder=4, label=f"peak, {noise}")
 
 
+def _legend(fig, handles: list[Any], labels: list[str], columns: tuple[int, ...]) -> None:
+    """A legend below the panels with the first number of ``columns`` whose legend fits inside the
+    figure's width (the last is used when none does)."""
+    for ncol in columns:
+        legend = fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
+        if ncol == columns[-1] or legend.get_window_extent().width <= 0.98 * fig.bbox.width:
+            return
+        legend.remove()
+
+
 def _noise_legend(fig, handles: dict[str, Any], noises: list[float]) -> None:
-    """One legend row per noise level (matplotlib fills a legend column by column)."""
+    """One legend row per noise level where the figure is wide enough (matplotlib fills a legend
+    column by column), else one column for test and train and one for threshold and peak."""
     from matplotlib.patches import Patch
 
     kinds = ("test", "train", "interpolation threshold", "peak")  # errorbar labels end in " (n=..., 95% CI)"
     labels = [next((t for t in handles if t.split(" (")[0] == f"{kind}, {_noise_text(noise)}"), "")
               for kind in kinds for noise in noises]
-    fig.legend([handles.get(t) or Patch(alpha=0) for t in labels], labels, loc="outside lower center",
-               ncol=len(kinds), fontsize=8, frameon=False)
+    _legend(fig, [handles.get(t) or Patch(alpha=0) for t in labels], labels, (len(kinds), 2, 1))
+
+
+def _title(text: str, fig) -> None:
+    """A suptitle wrapped to the figure's width (about 13 characters per inch at 10 pt)."""
+    import textwrap
+
+    fig.suptitle("\n".join(textwrap.wrap(text, int(13 * fig.get_figwidth()))), fontsize=10)
 
 
 def _errors_figure(a: DoubleDescentAnalysis, config: DoubleDescentConfig):
     """Train and test error vs parameters, one panel per family, one colour per noise level;
-    dotted line and band: the interpolation threshold and its CI."""
+    dotted line: the interpolation threshold; shaded: from the width before it to it."""
     from overparam.report.figures import new_figure
 
     families = list(dict.fromkeys(f for f, _ in a.curves))
@@ -602,16 +571,16 @@ def _errors_figure(a: DoubleDescentAnalysis, config: DoubleDescentConfig):
         ax.set_ylabel("error (1 − accuracy)")
         ax.set_title(_family_label(config, family))
         _width_axis(ax, curves[0])
-        _collect_handles(ax, handles)
+        handles.update({t: h for h, t in zip(*ax.get_legend_handles_labels()) if t not in handles})
     _noise_legend(fig, handles, noises)
-    fig.suptitle("train (dashed) and test (solid) error vs model size; dotted: interpolation threshold "
-                 f"(train error ≤ {config.interpolation_error:.0%}), band: its 95% CI", fontsize=10)
+    _title(f"test (solid) and train (dashed) error vs model size; dotted: interpolation threshold (train error ≤ "
+           f"{config.interpolation_error:.0%}), shaded: the width step that crosses it", fig)
     return fig
 
 
 def _noisy_figure(a: DoubleDescentAnalysis, config: DoubleDescentConfig):
     """Fraction of the noisy training labels each model fits, vs parameters."""
-    from overparam.report.figures import new_figure
+    from overparam.report.figures import errorbar_cis, new_figure
 
     keys = [k for k, curve in a.curves.items() if k[1] > 0 and "noisy_train_acc" in curve.cis]
     if not keys:
@@ -622,21 +591,20 @@ def _noisy_figure(a: DoubleDescentAnalysis, config: DoubleDescentConfig):
     handles: dict[str, Any] = {}
     for ax, family in zip(axes[0], families):
         for i, key in enumerate(k for k in keys if k[0] == family):
-            curve = a.curves[key]
+            curve, x = a.curves[key], a.curves[key].params.astype(float)
             for j, (metric, name, style) in enumerate((("noisy_train_acc", "noisy labels fitted", "-"),
                                                         ("clean_train_acc", "clean labels fitted", "--"))):
-                _plot_cis(ax, curve.params.astype(float), curve.cis[metric], f"{name}, {_noise_text(key[1])}",
-                          curve.table.counts(metric), color=f"C{2 * i + j}", linestyle=style)
-            if math.isfinite(curve.located.threshold_params[0]):
-                ax.axvline(curve.located.threshold_params[0], color="0.4", linestyle=":", linewidth=1.4,
+                errorbar_cis(ax, x, curve.cis[metric], f"{name}, {_noise_text(key[1])}", curve.table.counts(metric),
+                             color=f"C{2 * i + j}", linestyle=style, legend=False)
+            if curve.located.threshold.index >= 0:
+                ax.axvline(x[curve.located.threshold.index], color="0.4", linestyle=":", linewidth=1.4,
                            label="interpolation threshold")
         _params_axis(ax)
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("fraction of training labels fitted")
         ax.set_title(f"{_family_label(config, family)}: memorizing the noisy labels")
-        _collect_handles(ax, handles)
-    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(3, len(handles)),
-               fontsize=8, frameon=False)
+        handles.update({t: h for h, t in zip(*ax.get_legend_handles_labels()) if t not in handles})
+    _legend(fig, list(handles.values()), list(handles), (3, 2, 1))
     return fig
 
 
@@ -677,6 +645,6 @@ STUDY = Study(
                   "cnn_model": "cnn5", "cnn_widths": [1, 2, 4, 6, 8, 10, 12, 16, 24, 32, 48, 64],
                   "cnn_data": {"name": "cifar10", "n_train": None, "standardize": "feature"},
                   "cnn_train": {"optimizer": "adam", "lr": 0.0001, "batch_size": 128, "epochs": 1000},
-                  "label_noise": [0.0, 0.15], "seeds": 3},
+                  "label_noise": [0.0, 0.15], "seeds": 5},
     },
 )

@@ -49,19 +49,15 @@ inflating the reported accuracy); the noisy gradient share averaged over the rec
 first one after step 0 up to the early-stopping step (the early-learning phase) and over the
 records after it (the memorization phase), and its value at initialization.
 
-Claims, at the highest noise level p_max (the table reports every level):
-
-- ``noisy_fitted_late``: steps to ``fit_threshold`` on N / steps to it on C > 1 (ratio of means
-  over seeds, paired by seed). A run that never reaches the threshold on N counts with its last
-  step, so the ratio is then a lower bound.
-- ``early_stopping_helps``: held-out test accuracy at the early-stopping step minus at the end
-  > 0 (mean over seeds).
-- ``early_stopping_gain_grows`` (when p = 0 is in the grid): that gain at p_max minus the gain
-  without noise > 0 (paired by seed: the same initialization and data order).
-- ``noisy_weight_small_early``: mean noisy gradient share over the early-learning phase minus the
-  noisy fraction < 0.
-- ``noisy_weight_grows``: mean noisy gradient share in the memorization phase minus in the
-  early-learning phase > 0 (paired by seed).
+Claims at the highest noise level p_max (the table reports every level), all qualitative (the
+sources give no number); per seed, then a t-interval over seeds (log-t for the ratio):
+``noisy_fitted_late``, steps to ``fit_threshold`` on N / on C > 1 (a run that never fits N counts
+with its last step: a lower bound); ``early_stopping_helps``, held-out accuracy at the
+early-stopping step minus at the end > 0, and ``early_stopping_gain_grows`` (with p = 0 in the
+grid), that gain at p_max minus at p = 0 > 0 (accuracy effects: they must also clear 2 binomial
+standard errors of the held-out part); ``noisy_weight_small_early``, the early-phase noisy
+gradient share minus the noisy fraction < 0; ``noisy_weight_grows``, the late-phase share minus
+the early-phase share > 0.
 """
 
 from __future__ import annotations
@@ -77,9 +73,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from overparam.analysis import Missing, Run, SeedTable, paired_ratio, quiet, resample_seeds
-from overparam.errors import ConfigError, check_positive_int
+from overparam.analysis import Missing, Run, SeedTable, binomial_se, mean_ci, paired_ratio, quiet
+from overparam.errors import ConfigError, as_tuple, check_number, check_positive_int
 from overparam.report import CI, Claim, Section
+from overparam.report.verdicts import Published, above, below
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study
 
@@ -89,7 +86,6 @@ QUICK_DATA = {"name": "mnist1d", "num_samples": 8000, "train_split": 0.5}  # 400
 # 125 divides 4000: no partial last batch, whose noisier step at this LR knocks the training accuracy down
 QUICK_TRAIN = {"optimizer": "sgd", "lr": 0.2, "momentum": 0.0, "batch_size": 125, "epochs": 60}
 LOOP_EVAL_EVERY = 10**9  # steps between the training loop's own evaluations: beyond any run's length
-BOOTSTRAP_RESAMPLES = 2000  # for the figures' CI bands (the claims use overparam.report's CIs)
 
 
 @dataclass(frozen=True)
@@ -103,7 +99,7 @@ class LabelNoiseConfig:
     fit_threshold: float = 0.9  # accuracy at which a set of examples counts as fitted
     validation_fraction: float = 0.5  # part of the test split that picks the early-stopping step
     grad_examples: int | None = 1000  # training examples the gradients are measured on (None: all)
-    seeds: int = 3
+    seeds: int = 5
 
     def __post_init__(self) -> None:
         from overparam.config import RunConfig
@@ -114,13 +110,9 @@ class LabelNoiseConfig:
         if max(noise) <= 0:
             raise ConfigError(f"label_noise needs at least one fraction > 0 (the study compares noisy with clean "
                               f"examples), got {list(noise)!r}")
-        t = self.fit_threshold
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < t <= 1.0:
-            raise ConfigError(f"fit_threshold must be an accuracy in (0, 1], got {t!r}")
-        v = self.validation_fraction
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v < 1.0:
-            raise ConfigError(f"validation_fraction must be a fraction in (0, 1) (the rest of the test split is "
-                              f"held out), got {v!r}")
+        check_number("fit_threshold", self.fit_threshold, minimum=0.0, maximum=1.0, open_low=True)
+        check_number("validation_fraction (the rest of the test split is held out)", self.validation_fraction,
+                     minimum=0.0, maximum=1.0, open_low=True, open_high=True)
         if self.grad_examples is not None:
             check_positive_int("grad_examples (or null for all training examples)", self.grad_examples, minimum=2)
         for name in ("data", "model", "train"):
@@ -134,8 +126,13 @@ class LabelNoiseConfig:
 
 
 def _levels(config: LabelNoiseConfig) -> list[float]:
-    noise = config.label_noise if isinstance(config.label_noise, (list, tuple)) else (config.label_noise,)
-    return sorted(float(p) for p in noise)
+    return sorted(float(p) for p in as_tuple(config.label_noise))
+
+
+def validation_size(n_test: int, fraction: float) -> int:
+    """Test examples in the validation part (the rest is the held-out part): at least 1, at most
+    n_test − 1."""
+    return min(n_test - 1, max(1, round(fraction * n_test)))
 
 
 def grid(config: LabelNoiseConfig) -> list[RunSpec]:
@@ -277,7 +274,7 @@ class Tracker:
         index = _subset(data.n_train, self.grad_examples, self.split_seed)
         index = torch.arange(data.n_train) if index is None else index
         order = torch.randperm(data.n_test, generator=torch.Generator().manual_seed(self.split_seed + 1))
-        n_val = min(data.n_test - 1, max(1, round(self.validation_fraction * data.n_test)))
+        n_val = validation_size(data.n_test, self.validation_fraction)
         validation = torch.zeros(data.n_test, dtype=torch.bool)
         validation[order[:n_val]] = True
         clean_y = data.y_train if data.clean_y_train is None else data.clean_y_train
@@ -407,18 +404,11 @@ METRICS = ("early_stopping_step", "early_stopping_acc", "final_heldout_acc", "ea
            "noisy_grad_share_late", "noisy_grad_share_growth", "noisy_loss_share_early", "grad_noisy_fraction")
 
 
-def curve_band(values: np.ndarray, num_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # LAYER CANDIDATE
-    """Mean over seeds of curves ``values`` (S, T) and a 95% band per column: seeds resampled
-    with replacement, whole curves kept (:func:`~overparam.analysis.resample_seeds`), and the
-    2.5/97.5 percentiles (interpolated) of the resampled mean curves per column. NaN band with one
-    seed."""
-    mean, resampled = resample_seeds({"curve": values}, lambda means: means["curve"], num_resamples, seed)
-    if resampled is None:
-        return mean, np.full_like(mean, np.nan), np.full_like(mean, np.nan)
-    with quiet():
-        low, high = np.nanpercentile(resampled, [2.5, 97.5], axis=0)
-    return mean, low, high
+def curve_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over seeds of curves ``values`` (S, T) and the 95% t-interval of that mean at every
+    column (:func:`~overparam.analysis.mean_ci`; NaN band with one seed)."""
+    cis = [mean_ci(values[:, k]) for k in range(values.shape[1])]
+    return tuple(np.array([c[i] for c in cis]) for i in range(3))
 
 
 def _fit_step(which: str, censor: bool) -> Callable[[Run], Any]:
@@ -429,9 +419,14 @@ def _fit_step(which: str, censor: bool) -> Callable[[Run], Any]:
     return lambda run: run.metrics.get("last_step") if censor and run.metrics.get(key) is None else run.metrics.get(key)
 
 
-def _count(table: SeedTable, condition: Callable[[Run], bool]) -> list[int]:  # LAYER CANDIDATE
+def _count(table: SeedTable, condition: Callable[[Run], bool]) -> list[int]:
     """Runs per axis point for which ``condition`` holds."""
     return table.counts(lambda run: 1.0 if condition(run) else None)
+
+
+def _heldout_size(run: Run) -> float:
+    n_test = run.metric("n_test")  # NaN when not recorded
+    return n_test - validation_size(int(n_test), run.settings["validation_fraction"]) if n_test >= 2 else math.nan
 
 
 @dataclass
@@ -446,8 +441,17 @@ class LabelNoiseAnalysis:
     cis: dict[str, list[CI]]
     never: dict[str, list[int]]  # "clean" / "noisy": runs whose examples never reached the fit threshold
     noisy: list[bool]  # whether the runs at p have flipped labels (else their noisy-example entries mean nothing)
-    fit_ratio: list[CI]  # noisy_fit / clean_fit, a ratio of means paired by seed
+    fit_ratio: list[CI]  # noisy_fit / clean_fit: geometric mean of the per-seed ratios (log-t)
     gain_growth: CI | None  # early-stopping gain at p_max minus at p = 0, paired by seed; None without p = 0
+    heldout: int | None  # test examples in the held-out part (None when the runs do not record n_test)
+    gain_se: float  # binomial standard error (a fraction) the held-out part adds to the gain at p_max
+    growth_se: float | None  # ... and to gain_growth
+
+
+def _gain_se(table: SeedTable, p: float, heldout: int | None) -> float:
+    """The binomial SE of the early-stopping gain at p: of the difference of the two held-out accuracies."""
+    acc = [float(np.nanmean(table.at(m, p))) for m in ("early_stopping_acc", "final_heldout_acc")]
+    return binomial_se(acc[0], acc[1], heldout or 0, scale=1.0)
 
 
 def analyze(runs: list[Run], config: LabelNoiseConfig) -> LabelNoiseAnalysis | Missing:
@@ -464,12 +468,35 @@ def analyze(runs: list[Run], config: LabelNoiseConfig) -> LabelNoiseAnalysis | M
     never = {w: _count(table, lambda run, w=w: run.metrics.get(f"{w}_fit_step") is None) for w in ("clean", "noisy")}
     ratios = [paired_ratio(table[noisy][:, j], table[clean][:, j]) for j in range(len(table))]
     top = table.axis[-1]
-    growth = table.difference("early_stopping_gain", top, 0.0) if 0.0 in table.axis and top > 0 else None
+    sizes = table.at(_heldout_size, top)
+    heldout = int(np.nanmax(sizes)) if np.isfinite(sizes).any() else None
+    gain_se = _gain_se(table, top, heldout)
+    growth = growth_se = None
+    if 0.0 in table.axis and top > 0:
+        growth = table.difference("early_stopping_gain", top, 0.0)
+        growth_se = math.hypot(gain_se, _gain_se(table, 0.0, heldout))  # four accuracies on the same part
     noisy_labels = [c > 0 for c in _count(table, lambda run: "noisy_fit_step" in run.metrics)]
-    return LabelNoiseAnalysis(table, cis, never, noisy_labels, ratios, growth)
+    return LabelNoiseAnalysis(table, cis, never, noisy_labels, ratios, growth, heldout, gain_se, growth_se)
 
 
 # --- claims --------------------------------------------------------------------------------------
+
+
+PAPER_CLAIMS = {  # all qualitative: the sources state directions, not numbers
+    "noisy_fitted_late": Published("networks fit the clean examples first and memorize noisy labels later (and, "
+                                   "Zhang et al. 2017, eventually fit them all)", "Arpit et al. 2017", above(1.0)),
+    "early_stopping_helps": Published(
+        "test accuracy peaks before the noisy labels are memorized, so early stopping is robust to label noise",
+        "Li, Soltanolkotabi & Oymak 2020; Arpit et al. 2017", above(0.0)),
+    "early_stopping_gain_grows": Published(
+        "early stopping matters because of the noise: without noise, late training costs little",
+        "Li, Soltanolkotabi & Oymak 2020", above(0.0)),
+    "noisy_weight_small_early": Published(
+        "in the early-learning phase the gradient is dominated by the clean examples", "Liu et al. 2020 (ELR)",
+        below(0.0)),
+    "noisy_weight_grows": Published(
+        "later, the noisy examples' gradient dominates, and they are memorized", "Liu et al. 2020 (ELR)", above(0.0)),
+}
 
 
 def claims(a: LabelNoiseAnalysis, config: LabelNoiseConfig) -> list[Claim]:
@@ -477,46 +504,41 @@ def claims(a: LabelNoiseAnalysis, config: LabelNoiseConfig) -> list[Claim]:
     if not a.noisy[-1]:
         return []
     top, cis = a.table.axis[-1], {name: values[-1] for name, values in a.cis.items()}
-    where = f"at label noise p = {top:g} ({config.seeds} seeds planned, n = {a.table.n_runs()[-1]} finished)"
+    where = f"at p = {top:g}"
+    accuracy = {"test_examples": a.heldout, "binomial_se": a.gain_se}
     out = [
-        Claim.from_ci(
+        Claim.judged(
             "label_noise.noisy_fitted_late", NAME,
             f"Noisy labels are fitted late {where}: steps until the training accuracy on the flipped examples "
             f"(against their noisy labels) reaches {config.fit_threshold:.0%} / steps until the clean examples reach "
-            f"it > 1 (ratio of means over seeds, paired by seed; a run that never gets there counts with its last "
-            f"step, a lower bound).",
-            "Arpit et al. 2017: networks fit the clean examples first and memorize noisy labels later (and, Zhang "
-            "et al. 2017, eventually fit them all)",
-            a.fit_ratio[-1], greater_than=1.0,
+            f"it > 1 (geometric mean of the per-seed ratios; a run that never gets there counts with its last step, "
+            f"a lower bound).", PAPER_CLAIMS["noisy_fitted_late"], a.fit_ratio[-1],
             details={"noisy_never_fitted": a.never["noisy"][-1], "clean_never_fitted": a.never["clean"][-1]}),
-        Claim.from_ci(
+        Claim.judged(
             "label_noise.early_stopping_helps", NAME,
-            f"Early stopping helps under label noise {where}: held-out test accuracy at the early-stopping step "
-            f"(maximal accuracy on a separate validation part of the test split) minus at the end of training > 0.",
-            "Li, Soltanolkotabi & Oymak 2020; Arpit et al. 2017: test accuracy peaks before the noisy labels are "
-            "memorized, so early stopping is robust to label noise", cis["early_stopping_gain"], greater_than=0.0),
+            f"Early stopping helps under label noise {where}: held-out test accuracy (fraction) at the early-stopping "
+            f"step (maximal accuracy on a separate validation part of the test split) minus at the end of training "
+            f"> 0.", PAPER_CLAIMS["early_stopping_helps"], cis["early_stopping_gain"], **accuracy),
     ]
     if a.gain_growth is not None:
-        out.append(Claim.from_ci(
+        out.append(Claim.judged(
             "label_noise.early_stopping_gain_grows", NAME,
             f"The gain from early stopping is larger with label noise p = {top:g} than without: gain(p = {top:g}) "
-            f"- gain(p = 0) > 0 (paired by seed: same initialization and data order).",
-            "early stopping matters because of the noise: without noise, late training costs little",
-            a.gain_growth, greater_than=0.0))
+            f"- gain(p = 0) > 0 (fractions; paired by seed: same initialization and data order).",
+            PAPER_CLAIMS["early_stopping_gain_grows"], a.gain_growth, test_examples=a.heldout,
+            binomial_se=a.growth_se))
     return out + [
-        Claim.from_ci(
+        Claim.judged(
             "label_noise.noisy_weight_small_early", NAME,
             f"During early learning the noisy examples carry less than their share of the gradient {where}: "
             f"<G_N, G>/||G||² (G_N the summed loss gradient of the noisy examples, G of all) averaged over the "
             f"records up to the early-stopping step, minus the noisy fraction of the examples it is measured on, < 0.",
-            "Liu et al. 2020 (ELR): in the early-learning phase the gradient is dominated by the clean examples",
-            cis["share_excess_early"], less_than=0.0),
-        Claim.from_ci(
+            PAPER_CLAIMS["noisy_weight_small_early"], cis["share_excess_early"]),
+        Claim.judged(
             "label_noise.noisy_weight_grows", NAME,
             f"The noisy examples' share of the gradient grows once early learning is over {where}: mean "
             f"<G_N, G>/||G||² after the early-stopping step minus up to it > 0.",
-            "Liu et al. 2020 (ELR): later, the noisy examples' gradient dominates, and they are memorized",
-            cis["noisy_grad_share_growth"], greater_than=0.0),
+            PAPER_CLAIMS["noisy_weight_grows"], cis["noisy_grad_share_growth"]),
     ]
 
 
@@ -529,8 +551,8 @@ def render(a: LabelNoiseAnalysis, claims: list[Claim], config: LabelNoiseConfig)
              f"(lr {train.get('lr')}, momentum {train.get('momentum', 0.9)}, batch {train.get('batch_size')}, "
              f"{train.get('epochs', train.get('steps'))} {'epochs' if 'epochs' in train else 'steps'}), measured every "
              f"{config.record_every} steps; fit threshold {config.fit_threshold:.0%}. Means over seeds with 95% "
-             f"bootstrap CIs.")
-    text = f"{setup}\n\n{_table(a)}\n\n{_reading(a, config)}"
+             f"t-intervals (the noisy/clean ratio: geometric mean of the per-seed ratios, log-t).")
+    text = f"{setup}\n\n{_table(a)}\n\n{_reading(a, config, {c.id: c for c in claims})}"
     figures = [("label_noise_fitting", _figure_fitting(a, config))]
     if any(a.noisy):
         figures.append(("label_noise_weighting", _figure_weighting(a)))
@@ -562,26 +584,30 @@ def _table(a: LabelNoiseAnalysis) -> str:
     return common.table(header, body)
 
 
-def _reading(a: LabelNoiseAnalysis, config: LabelNoiseConfig) -> str:
+def _verdict(claims: dict[str, Claim], name: str) -> str:
+    claim = claims.get(f"{NAME}.{name}")
+    return "" if claim is None else f" (verdict: {claim.verdict.replace('_', ' ')})"
+
+
+def _reading(a: LabelNoiseAnalysis, config: LabelNoiseConfig, claims: dict[str, Claim]) -> str:
     if not a.noisy[-1]:
         return "No finished run with label noise yet."
     c = {name: values[-1] for name, values in a.cis.items()}
     clean = {name: values[0] for name, values in a.cis.items()} if a.table.axis[0] == 0.0 else None
-    ratio, gain = a.fit_ratio[-1], c["early_stopping_gain"]
-    late = ("later" if ratio.decided and ratio.low > 1 else
-            "not clearly later" if not (ratio.decided and ratio.high < 1) else "earlier")
-    helps = ("higher" if gain.decided and gain.low > 0 else
-             "lower" if gain.decided and gain.high < 0 else "not decidedly different")
     text = (f"At p = {a.table.axis[-1]:g} the flipped examples reached {config.fit_threshold:.0%} training accuracy "
-            f"(on their noisy labels) {late} than the clean ones: after {common.ci_text(c['noisy_fit'], 4)} vs "
-            f"{common.ci_text(c['clean_fit'], 4)} steps, a ratio of {common.ci_text(ratio, 3)}. Held-out test "
-            f"accuracy at the early-stopping step was {helps} than at the end "
-            f"({common.ci_text(c['early_stopping_acc'], 3)} vs {common.ci_text(c['final_heldout_acc'], 3)}; gain "
-            f"{common.ci_text(gain, 3)}).")
+            f"(on their noisy labels) after {common.ci_text(c['noisy_fit'], 4)} steps and the clean ones after "
+            f"{common.ci_text(c['clean_fit'], 4)}, a ratio of {common.ci_text(a.fit_ratio[-1], 3)}"
+            f"{_verdict(claims, 'noisy_fitted_late')}. Held-out test accuracy was "
+            f"{common.ci_text(c['early_stopping_acc'], 3)} at the early-stopping step and "
+            f"{common.ci_text(c['final_heldout_acc'], 3)} at the end: a gain of "
+            f"{common.ci_text(c['early_stopping_gain'], 3)}, against a binomial standard error of "
+            f"{common.fmt(a.gain_se, 3)} on the {a.heldout} held-out examples"
+            f"{_verdict(claims, 'early_stopping_helps')}.")
     if clean is not None:
         text += (f" Without noise the same gain was {common.ci_text(clean['early_stopping_gain'], 3)} (a gain "
-                 f"there would be ordinary overfitting, not the noise).")
-    text += _reading_weighting(c)
+                 f"there would be ordinary overfitting, not the noise); the difference, paired by seed, is "
+                 f"{common.ci_text(a.gain_growth, 3)}{_verdict(claims, 'early_stopping_gain_grows')}.")
+    text += _reading_weighting(c, claims)
     if clean is not None:
         text += (f" The held-out accuracy without noise, {common.ci_text(clean['final_heldout_acc'], 3)}, bounds "
                  f"what early stopping can recover under noise.")
@@ -595,23 +621,25 @@ def _reading(a: LabelNoiseAnalysis, config: LabelNoiseConfig) -> str:
           "the claims use phase averages.")
 
 
-def _reading_weighting(c: dict[str, CI]) -> str:
-    """The gradient-share sentences of the reading, from the intervals ``c`` at p_max."""
-    fraction = c["grad_noisy_fraction"][0]
+def _reading_weighting(c: dict[str, CI], claims: dict[str, Claim]) -> str:
+    """The gradient-share sentences of the reading, from the intervals ``c`` at p_max and the
+    claims' verdicts."""
+    fraction, init = c["grad_noisy_fraction"][0], c["noisy_grad_share_init"]
     text = (f" The noisy examples' share of the full-batch gradient, <G_N, G>/||G||², was "
-            f"{common.ci_text(c['noisy_grad_share_init'], 3)} at initialization, averaged "
+            f"{common.ci_text(init, 3)} at initialization, averaged "
             f"{common.ci_text(c['noisy_grad_share_early'], 3)} over the records after it up to the early-stopping "
             f"step and {common.ci_text(c['noisy_grad_share_late'], 3)} after it, against a noisy fraction of "
             f"{common.fmt(fraction, 3)} among the examples it is measured on; their share of the summed loss "
             f"averaged {common.ci_text(c['noisy_loss_share_early'], 3)} early.")
-    excess, init, growth = c["share_excess_early"], c["noisy_grad_share_init"], c["noisy_grad_share_growth"]
-    if excess.decided and excess.low > 0:
-        at_init = init.decided and init.high < fraction
-        text += (" So " + ("a noisy example weighs less than a clean one only at initialization; " if at_init else "")
+    small = claims.get(f"{NAME}.noisy_weight_small_early")
+    if small is not None and small.verdict == "not_reproduced":
+        grows = claims.get(f"{NAME}.noisy_weight_grows")
+        text += (" So " + ("a noisy example weighs less than a clean one only at initialization; "
+                           if init.decided and init.high < fraction else "")
                  + "the noisy examples, whose losses are larger, carry more than their share of the gradient already "
                  "during early learning" + (", and their share grows further as they are memorized."
-                                            if growth.decided and growth.low > 0 else "."))
-    elif excess.decided and excess.high < 0:
+                                            if grows is not None and grows.verdict == "reproduced" else "."))
+    elif small is not None and small.verdict == "reproduced":
         text += " So during early learning a noisy example weighs less in the gradient than a clean one."
     return text
 
@@ -715,11 +743,11 @@ STUDY = Study(
                  "label_noise": [0.0, 0.4], "record_every": 4, "grad_examples": 100, "seeds": 2},
         "quick": {"data": dict(QUICK_DATA), "model": {"name": "mlp", "width": 256, "depth": 2},
                   "train": dict(QUICK_TRAIN), "label_noise": [0.0, 0.2, 0.4], "record_every": 50,
-                  "grad_examples": 1000, "seeds": 3},
+                  "grad_examples": 1000, "seeds": 5},
         # CIFAR-10 with up to 80% noise, as in Zhang et al. 2017 and Arpit et al. 2017; one record per epoch
         "paper": {"data": {"name": "cifar10", "standardize": "feature"}, "model": {"name": "resnet18", "width": 64},
                   "train": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "batch_size": 128, "epochs": 200,
                             "eval_batch_size": 500},
-                  "label_noise": [0.0, 0.2, 0.4, 0.6, 0.8], "record_every": 391, "grad_examples": 5000, "seeds": 3},
+                  "label_noise": [0.0, 0.2, 0.4, 0.6, 0.8], "record_every": 391, "grad_examples": 5000, "seeds": 5},
     },
 )

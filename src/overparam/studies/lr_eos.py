@@ -9,13 +9,15 @@ At the end: λ_max, the top eigenvalue of the Hessian of the mean training loss 
 subset of ``sharpness_examples`` training examples (cold-start Lanczos, 'residual' criterion,
 tol 1e-3, at most 32 HVPs), and the test error 1 − test accuracy. Claims:
 
-- ``lr_eos.sharpness_vs_test_error``: Spearman ρ(λ_max, test error) over all runs. Sign
-  convention: ρ < 0 means the *sharper* final minima have the *lower* test error, which is the
-  sign of the paper's reported ρ = −0.89; flat-minima arguments (Hochreiter & Schmidhuber 1997;
-  Keskar et al. 2017) predict ρ > 0. The predicate follows the paper: ρ < 0.
-- ``lr_eos.sharpness_falls_with_lr``: Spearman ρ(η, λ_max) < 0. A step of size η on a quadratic
-  is stable only while η·λ_max < 2, so a larger η can only settle where λ_max < 2/η
-  (Cohen et al. 2021; Jastrzębski et al. 2020 for SGD).
+- ``lr_eos.sharpness_vs_test_error``: Spearman ρ(λ_max, test error) over all runs, seeds as
+  clusters (jackknife over seeds, n = seeds). Sign convention: ρ < 0 means the *sharper* final
+  minima have the *lower* test error, the sign of the paper's reported ρ = −0.89 (the magnitude
+  is checked against it); flat-minima arguments (Hochreiter & Schmidhuber 1997; Keskar et al.
+  2017) predict ρ > 0.
+- ``lr_eos.sharpness_falls_with_lr``: λ_max falls from the smallest to the largest η (the change,
+  paired by seed, < 0) without rising between neighbouring η. A step of size η on a quadratic is stable
+  only while η·λ_max < 2, so a larger η can only settle where λ_max < 2/η (Cohen et al. 2021;
+  Jastrzębski et al. 2020 for SGD).
 
 (b) Edge of stability (``kind: "eos"``; Cohen, Kaur, Li, Kolter & Talwalkar 2021). Full-batch
 gradient descent (``optimizer: gd``, no momentum, constant η) with the MSE loss on a small
@@ -37,12 +39,14 @@ From them (:func:`edge_statistics`):
   first tenth (< 1: the loss still decreases), and the share of late steps whose loss rose
   (> 0: it decreases non-monotonically, as Cohen et al. describe).
 
-Claims: ``lr_eos.eos_ratio``: the mean late-phase η·λ_max over the runs that reached the edge
-lies within 2(1 ± ``eos_ratio_tolerance``) (default [1.8, 2.2]). Cohen et al. report that the
-sharpness "hovers right at, or just above" 2/η; the late-phase mean also contains the approach
-from the onset at 0.9·2/η, so ±10% allows that approach and a small overshoot, while a sharpness
-that is merely bounded (well below 2/η) or one that keeps rising past it fails.
-``lr_eos.eos_loss_decreases``: the late-phase loss ratio < 1.
+Claims, over the runs that reached the edge with the seed as the unit (a seed's runs share its
+initialization and the data: per seed the mean over its η, then over seeds, n = seeds).
+``lr_eos.eos_ratio``: the late-phase η·λ_max lies within 2(1 ± ``eos_ratio_tolerance``)
+(default [1.8, 2.2]; t-interval). Cohen et al. report that the sharpness "hovers right at, or
+just above" 2/η; the late-phase mean also contains the approach from the onset at 0.9·2/η, so
+±10% allows that approach and a small overshoot, while a sharpness that is merely bounded or one
+that keeps rising past it fails. ``lr_eos.eos_loss_decreases``: the late-phase loss ratio < 1
+(geometric means; log-t interval).
 
 Cost: (a) the training of len(lrs)·seeds runs in one batched model plus ~10-32 HVPs per run on
 ``sharpness_examples`` examples; (b) per run, ``steps`` full-batch gradients plus
@@ -59,9 +63,10 @@ from typing import Any
 
 import numpy as np
 
-from overparam.analysis import Missing, Run, SeedTable, group, mean_ci, metric_pairs
-from overparam.errors import ConfigError, check_positive_int, choice_error
-from overparam.report import CI, Claim, Section, spearman_ci
+from overparam.analysis import Missing, Run, SeedTable, correlation, group, mean_ci, paired_ratio, quiet
+from overparam.errors import ConfigError, as_tuple, check_number, check_numbers, check_positive_int, choice_error
+from overparam.report import CI, Claim, Section
+from overparam.report.verdicts import CORRELATION, Published, Tolerance, below, between
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study
 
@@ -69,22 +74,6 @@ NAME = "lr_eos"
 PARTS = ("lr", "eos")
 # The final λ_max of part (a): a cold Lanczos start, the rigorous 'residual' criterion.
 FINAL_TOL, FINAL_MAX_HVPS = 1e-3, 32
-
-
-def _check_open_fraction(name: str, value: Any, *, closed_upper: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not (ok and 0 < value and (value <= 1 if closed_upper else value < 1)):
-        raise ConfigError(f"{name} must be a number in (0, 1{']' if closed_upper else ')'}, got {value!r}")
-
-
-def _learning_rates(name: str, values: Any, minimum: int) -> tuple[float, ...]:
-    rates = tuple(values) if isinstance(values, (list, tuple)) else (values,)
-    for rate in rates:
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (math.isfinite(rate) and rate > 0):
-            raise ConfigError(f"each of {name} must be a positive finite number, got {rate!r}")
-    if len(set(rates)) < minimum or len(set(rates)) != len(rates):
-        raise ConfigError(f"{name} needs at least {minimum} different learning rate(s) and no repeats, got {values!r}")
-    return rates
 
 
 @dataclass(frozen=True)
@@ -96,7 +85,7 @@ class LrEosConfig:
     train: dict[str, Any] = field(default_factory=lambda: {"optimizer": "sgd", "momentum": 0.0, "batch_size": 64,
                                                            "epochs": 20})
     lrs: tuple[float, ...] = (0.001, 0.01, 0.1, 0.5)
-    seeds: int = 3
+    seeds: int = 5
     sharpness_examples: int = 1000  # training examples the final λ_max is measured on
     # (b) edge of stability: full-batch GD with MSE
     eos_data: dict[str, Any] = field(default_factory=lambda: {"name": "mnist1d", "n_train": 1000, "seed": 0})
@@ -105,7 +94,7 @@ class LrEosConfig:
     eos_train: dict[str, Any] = field(default_factory=lambda: {"optimizer": "gd", "loss": "mse", "momentum": 0.0,
                                                                "steps": 4000, "eval_every": 500})
     eos_lrs: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7)
-    eos_seeds: int = 2
+    eos_seeds: int = 5
     track_every: int = 40  # steps between λ_max measurements
     track_tol: float = 3e-3  # Lanczos 'residual' tolerance of each measurement
     track_max_hvps: int = 20
@@ -117,26 +106,23 @@ class LrEosConfig:
     def __post_init__(self) -> None:
         from overparam.config import RunConfig
 
-        parts = tuple(self.parts) if isinstance(self.parts, (list, tuple)) else (self.parts,)
+        parts = as_tuple(self.parts)  # a single value from --set (parts=lr, eos_lrs=0.5): a one-element tuple
         if not parts or len(set(parts)) != len(parts):
             raise ConfigError(f"parts must be a non-empty list without repeats of {list(PARTS)}, got {self.parts!r}")
         for part in parts:
             if part not in PARTS:
                 raise choice_error("part", part, PARTS)
-        # a single value from --set (parts=lr, eos_lrs=0.5) becomes a one-element tuple
         object.__setattr__(self, "parts", parts)
-        object.__setattr__(self, "lrs", _learning_rates("lrs", self.lrs, 2))
-        object.__setattr__(self, "eos_lrs", _learning_rates("eos_lrs", self.eos_lrs, 1))
+        object.__setattr__(self, "lrs", check_numbers("lrs", self.lrs, at_least=2, minimum=0.0, open_low=True))
+        object.__setattr__(self, "eos_lrs", check_numbers("eos_lrs", self.eos_lrs, minimum=0.0, open_low=True))
         check_positive_int("seeds", self.seeds)
         check_positive_int("eos_seeds", self.eos_seeds)
         check_positive_int("sharpness_examples", self.sharpness_examples, minimum=2)
         check_positive_int("track_every", self.track_every)
         check_positive_int("track_max_hvps", self.track_max_hvps, minimum=2)
-        _check_open_fraction("track_tol", self.track_tol)
-        _check_open_fraction("eos_onset", self.eos_onset, closed_upper=True)
-        _check_open_fraction("eos_band", self.eos_band)
-        _check_open_fraction("eos_min_late_fraction", self.eos_min_late_fraction)
-        _check_open_fraction("eos_ratio_tolerance", self.eos_ratio_tolerance)
+        for name in ("track_tol", "eos_onset", "eos_band", "eos_min_late_fraction", "eos_ratio_tolerance"):
+            check_number(name, getattr(self, name), minimum=0.0, maximum=1.0, open_low=True,
+                         open_high=name != "eos_onset")
         for name in ("train", "eos_train"):
             section = getattr(self, name)
             if not isinstance(section, dict) or "lr" in section:
@@ -365,8 +351,8 @@ class SweepAnalysis:
     # per SWEEP_METRICS name, the mean over seeds at each η: test error (1 − accuracy), λ_max (top eigenvalue
     # of the training-loss Hessian), η·λ_max (dimensionless, 2 is GD's stability bound), final train loss
     cis: dict[str, list[CI]]
-    rho: CI  # Spearman ρ(λ_max, test error) over all runs (in store order)
-    falls: CI  # Spearman ρ(η, λ_max) over all runs
+    rho: CI  # Spearman ρ(λ_max, test error) over all runs, seeds as clusters (n = seeds; rho.n_points runs)
+    falls: CI  # λ_max at the largest η − at the smallest (paired), .against: its largest rise between neighbours
     unconverged: int  # final λ_max values that missed the Lanczos tolerance
 
 
@@ -376,9 +362,9 @@ class EdgeAnalysis:
 
     table: SeedTable  # seed x η
     stats: dict[str, EdgeStatistics]  # run key -> the statistics of its trajectories (edge_statistics)
-    reached: list[Run]  # the runs that reached the edge, in store order
-    late: CI  # late-phase mean of η·λ_max (dimensionless, 2 at the edge), mean over the reached runs
-    trend: CI  # late-phase loss ratio (mean over the last tenth / over the first tenth), mean over the reached runs
+    reached: list[Run]  # the runs that reached the edge
+    late: CI  # late-phase η·λ_max (2 at the edge): per seed the mean over its runs at the edge, then over seeds
+    trend: CI  # late-phase loss ratio (last tenth / first tenth): likewise with geometric means (log-t)
     # per-η means over seeds of "initial_ratio" (η·λ_max at step 0), "onset_step" (SGD steps), the LATE fields and
     # "final_ratio" (η·λ_max at the last measurement); onset and LATE over the seeds that reached the edge (n=0: none)
     columns: dict[str, list[CI]]
@@ -408,18 +394,23 @@ def _analyze_sweep(done: list[Run]) -> SweepAnalysis | None:
     if not done:
         return None
     table = SeedTable(done, _lr)
-    lam, err = metric_pairs(done, "lambda_max", "test_error")
-    lrs, lam_by_lr = metric_pairs(done, "lr", "lambda_max")
     unconverged = sum(not r.metrics.get("lambda_max_converged", True) for r in done)
-    return SweepAnalysis(table, {m: table.cis(m) for m in SWEEP_METRICS}, spearman_ci(lam, err),
-                         spearman_ci(lrs, lam_by_lr), unconverged)
+    return SweepAnalysis(table, {m: table.cis(m) for m in SWEEP_METRICS}, correlation(done, "lambda_max", "test_error"),
+                         table.trend("lambda_max"), unconverged)
+
+
+def _per_seed(table: SeedTable, get, *, geometric: bool = False) -> np.ndarray:
+    """One value per seed: the mean (geometric with ``geometric``) of ``get(run)`` over the seed's
+    runs where it is finite (the runs at the edge); NaN for a seed without any."""
+    values = table[get]
+    with quiet():
+        return np.exp(np.nanmean(np.log(values), axis=1)) if geometric else np.nanmean(values, axis=1)
 
 
 def _analyze_edge(done: list[Run], config: LrEosConfig) -> EdgeAnalysis | None:
     if not done:
         return None
     stats = {r.key: _edge(r, config) for r in done}
-    reached = [r for r in done if stats[r.key].reached]
     table = SeedTable(done, _lr)
 
     def column(get):
@@ -432,12 +423,33 @@ def _analyze_edge(done: list[Run], config: LrEosConfig) -> EdgeAnalysis | None:
     cost = {m: float(np.nansum([r.metric(m) for r in done]))
             for m in ("tracking_s", "tracking_measurements", "tracking_unconverged")}
     cost["wall_time_s"] = float(np.nansum([r.wall_time_s for r in done]))
-    return EdgeAnalysis(table, stats, reached, mean_ci([stats[r.key].late_ratio for r in reached]),
-                        mean_ci([stats[r.key].loss_ratio for r in reached]), columns,
-                        table.counts(lambda r: 1.0 if stats[r.key].reached else None), cost)
+    late = mean_ci(_per_seed(table, lambda r: stats[r.key].late_ratio))
+    loss = _per_seed(table, lambda r: stats[r.key].loss_ratio, geometric=True)
+    return EdgeAnalysis(table, stats, [r for r in done if stats[r.key].reached], late,
+                        paired_ratio(loss, np.ones_like(loss)),  # against 1: the log-t interval of the seeds' ratios
+                        columns, table.counts(lambda r: 1.0 if stats[r.key].reached else None), cost)
 
 
 # --- claims --------------------------------------------------------------------------------------
+
+
+def eos_ratio_published(tolerance: float) -> Published:
+    """Cohen et al.'s edge, 2/η, as the study's band 2(1 ± ``tolerance``) (the config's
+    ``eos_ratio_tolerance``, fixed before any run): direction and magnitude coincide."""
+    low, high = 2 * (1 - tolerance), 2 * (1 + tolerance)
+    return Published("sharpness rises to 2/η and hovers at, or just above, it", "Cohen et al. 2021",
+                     between(low, high), 2.0, "", Tolerance.range(low, high))
+
+
+PAPER_CLAIMS = {
+    "sharpness_vs_test_error": Published("ρ = −0.89 between sharpness and test error (as reported)", common.PAPER,
+                                         below(0.0), -0.89, "", CORRELATION),
+    "sharpness_falls_with_lr": Published("λ_max ≲ 2/η: larger steps end in flatter regions",
+                                         "Cohen et al. 2021; Jastrzębski et al. 2020", below(0.0)),
+    "eos_ratio": eos_ratio_published(LrEosConfig.eos_ratio_tolerance),  # the config's tolerance replaces it
+    "eos_loss_decreases": Published("the loss continues to decrease over long timescales, non-monotonically",
+                                    "Cohen et al. 2021", below(1.0)),
+}
 
 
 def claims(a: LrEosAnalysis, config: LrEosConfig) -> list[Claim]:
@@ -446,21 +458,18 @@ def claims(a: LrEosAnalysis, config: LrEosConfig) -> list[Claim]:
 
 
 def _sweep_claims(s: SweepAnalysis) -> list[Claim]:
-    n_runs = sum(s.table.n_runs())
     return [
-        Claim.from_ci(
+        Claim.judged(
             "lr_eos.sharpness_vs_test_error", NAME,
-            "Across the LR sweep (SGD, fixed batch and epochs), sharper final minima have LOWER test error: Spearman "
-            "ρ(λ_max, test error) < 0 over all runs, the sign the paper reports. (ρ > 0 would be the flat-minima "
-            "picture: flatter minima generalize better.)",
-            "ρ = −0.89 between sharpness and test error (as reported)", s.rho, less_than=0.0,
-            details={"n_runs": n_runs, "sign_convention": "rho<0: sharper minima generalize better"}),
-        Claim.from_ci(
+            f"Across the LR sweep (SGD, fixed batch and epochs), sharper final minima have LOWER test error: Spearman "
+            f"ρ(λ_max, test error) over the {s.rho.n_points} runs (seeds as clusters) is negative, the sign the paper "
+            f"reports. (ρ > 0 would be the flat-minima picture: flatter minima generalize better.)",
+            PAPER_CLAIMS["sharpness_vs_test_error"], s.rho),
+        Claim.judged(
             "lr_eos.sharpness_falls_with_lr", NAME,
-            "λ_max at the end of training falls as the learning rate rises: Spearman ρ(η, λ_max) < 0 over all runs "
-            "(stability of a step of size η requires λ_max ≲ 2/η).",
-            "λ_max ≲ 2/η: larger steps end in flatter regions (Cohen et al. 2021; Jastrzębski et al. 2020)", s.falls,
-            less_than=0.0, details={"n_runs": n_runs}),
+            "λ_max at the end of training falls from the smallest to the largest learning rate (the change, paired "
+            "by seed, < 0) without rising between neighbouring η (stability of a step of size η requires "
+            "λ_max ≲ 2/η).", PAPER_CLAIMS["sharpness_falls_with_lr"], s.falls),
     ]
 
 
@@ -471,22 +480,19 @@ def _basis(e: EdgeAnalysis) -> str:
 
 
 def _edge_claims(e: EdgeAnalysis, config: LrEosConfig) -> list[Claim]:
-    tol = config.eos_ratio_tolerance
-    band = (2 * (1 - tol), 2 * (1 + tol))
-    counts = {"n_runs": len(e.stats), "n_reached": len(e.reached)}
+    published = eos_ratio_published(config.eos_ratio_tolerance)
+    low, high = published.band
+    units = "per seed the mean over its runs at the edge, then the mean over seeds (n = seeds)"
     return [
-        Claim.from_ci(
+        Claim.judged(
             "lr_eos.eos_ratio", NAME,
             f"Full-batch GD (MSE) sharpens until λ_max reaches 2/η and then hovers there: the late-phase mean of "
-            f"η·λ_max lies within [{band[0]:g}, {band[1]:g}] (mean over runs), {_basis(e)}.",
-            "sharpness rises to 2/η and hovers at, or just above, it (Cohen et al. 2021)", e.late, within=band,
-            details={**counts, "lrs_reached": e.reached_lrs}),
-        Claim.from_ci(
+            f"η·λ_max lies within [{low:g}, {high:g}], {_basis(e)}; {units}.", published, e.late),
+        Claim.judged(
             "lr_eos.eos_loss_decreases", NAME,
             f"At the edge the training loss keeps decreasing: mean loss over the last tenth of the late phase / over "
-            f"its first tenth < 1 (mean over runs), {_basis(e)}.",
-            "the loss continues to decrease over long timescales, non-monotonically (Cohen et al. 2021)", e.trend,
-            less_than=1.0, details=counts),
+            f"its first tenth < 1, {_basis(e)}; {units.replace('the mean', 'the geometric mean')}.",
+            PAPER_CLAIMS["eos_loss_decreases"], e.trend),
     ]
 
 
@@ -510,7 +516,7 @@ def _sweep_section(s: SweepAnalysis, claims: list[Claim], config: LrEosConfig) -
     text = (f"Plain SGD (momentum {train.get('momentum', 0.0)}), batch {train.get('batch_size')}, "
             f"{train.get('epochs', train.get('steps'))} {'epochs' if 'epochs' in train else 'steps'} at every η; "
             f"λ_max of the training loss on {config.sharpness_examples} training examples at the end; mean over seeds "
-            f"with a 95% bootstrap CI.\n\n{table}\n\n{_sweep_reading(s)}")
+            f"with a 95% t-interval.\n\n{table}\n\n{_sweep_reading(s)}")
     return Section(SWEEP_TITLE, text, [("lr_eos_lr_sweep", _sweep_figure(s))], claims)
 
 
@@ -520,9 +526,11 @@ def _sweep_reading(s: SweepAnalysis) -> str:
     peak, best = lrs[int(np.argmax(lam))], lrs[int(np.argmin(err))]
     above = [lr for lr, r in zip(lrs, ratio) if r > 2]
     return (
-        f"Spearman ρ(λ_max, test error) = {common.ci_text(s.rho, 3)} over {n_runs} runs "
-        f"({'negative, the paper' + chr(39) + 's sign' if s.rho[0] < 0 else 'not negative'}); ρ(η, λ_max) = "
-        f"{common.ci_text(s.falls, 3)}. The sharpest mean λ_max is at η = {_eta(peak)}, the lowest test error at "
+        f"Spearman ρ(λ_max, test error) = {common.ci_text(s.rho, 3)} over {n_runs} runs (interval: jackknife over "
+        f"the {s.rho.n} seeds; the paper reports −0.89). From the smallest to the largest η, λ_max changes by "
+        f"{common.ci_text(s.falls, 3)}; its largest rise between neighbouring η is "
+        f"{common.ci_text(s.falls.against, 3)} (t per step, Bonferroni over the {len(lrs) - 1} steps; above 0: "
+        f"λ_max turns). The sharpest mean λ_max is at η = {_eta(peak)}, the lowest test error at "
         f"η = {_eta(best)}. "
         + (f"λ_max is not monotone in η: it rises with η up to {_eta(peak)} (in a fixed budget a small step gets less "
            f"far along progressive sharpening) and falls beyond it, where the 2/η ceiling and the shrinking "
@@ -542,23 +550,19 @@ def _sweep_figure(s: SweepAnalysis):
     from matplotlib import colormaps
     from matplotlib.colors import LogNorm
 
-    from overparam.report.figures import errorbar_plot, new_figure
+    from overparam.report.figures import errorbar_cis, new_figure
 
     fig, axes = new_figure(1, 3, width=16, height=4.6)
-    lrs, counts = np.asarray(s.table.axis, dtype=float), s.table.n_runs()
-
-    def series(metric):
-        return [[c[i] for c in s.cis[metric]] for i in range(3)]
-
+    lrs = np.asarray(s.table.axis, dtype=float)
     ax = axes[0]
-    errorbar_plot(ax, lrs, *series("lambda_max"), label="λ_max at the end", n=counts, legend=False)
+    errorbar_cis(ax, lrs, s.cis["lambda_max"], "λ_max at the end", legend=False)
     grid = np.geomspace(lrs.min(), lrs.max(), 50)
     ax.plot(grid, 2 / grid, linestyle="--", color="0.4", label="2/η (GD stability bound)")
     ax.set(xscale="log", yscale="log", xlabel="learning rate η", ylabel="λ_max (top Hessian eigenvalue)",
            title="final sharpness vs learning rate")
     ax.legend(fontsize=9, frameon=False)
     ax = axes[1]
-    errorbar_plot(ax, lrs, *series("test_error"), label="test error", n=counts, color="tab:red")
+    errorbar_cis(ax, lrs, s.cis["test_error"], "test error", color="tab:red")
     ax.set(xscale="log", xlabel="learning rate η", ylabel="test error (1 − accuracy)",
            title="test error vs learning rate")
     ax = axes[2]
@@ -570,7 +574,7 @@ def _sweep_figure(s: SweepAnalysis):
     fig.colorbar(points, ax=ax, label="learning rate η")
     ax.set(xscale="log", xlabel="λ_max at the end", ylabel="test error",
            title=f"λ_max vs test error: Spearman ρ = {s.rho[0]:.2f} [{s.rho[1]:.2f}, {s.rho[2]:.2f}]\n"
-                 f"(n={s.rho.n} runs, 95% CI)")
+                 f"({s.rho.n_points} runs, n={s.rho.n} seeds; 95% CI, jackknife over seeds)")
     return fig
 
 
@@ -592,8 +596,8 @@ def _edge_section(e: EdgeAnalysis, claims: list[Claim], config: LrEosConfig) -> 
             f"{config.eos_data.get('name')} (n_train={config.eos_data.get('n_train')}), model {config.eos_model}; "
             f"λ_max of the full training loss every {config.track_every} steps. Onset s*: the first measurement at "
             f"which η·λ_max crosses {2 * config.eos_onset:g} from below; the edge counts as reached when the late "
-            f"phase spans at least {config.eos_min_late_fraction:.0%} of the steps. Per η, mean with a 95% bootstrap "
-            f"CI: the onset and late-phase columns over the seeds that reached the edge, the others over all seeds."
+            f"phase spans at least {config.eos_min_late_fraction:.0%} of the steps. Per η, mean with a 95% t-interval: "
+            f"the onset and late-phase columns over the seeds that reached the edge, the others over all seeds."
             f"\n\n{table}\n\n{_edge_reading(e, config)}")
     return Section(EDGE_TITLE, text, [("lr_eos_sharpness", _edge_figure(e, config.eos_onset))], claims)
 
@@ -603,8 +607,8 @@ def _edge_reading(e: EdgeAnalysis, config: LrEosConfig) -> str:
     rises = [e.stats[r.key].loss_increase_fraction for r in e.reached]
     started_high = [s.initial_ratio for s in e.stats.values() if s.initial_ratio >= 2 * config.eos_onset]
     return (
-        f"Late-phase η·λ_max = {common.ci_text(e.late, 3)} {_basis(e)}; late loss ratio = "
-        f"{common.ci_text(e.trend, 3)}. "
+        f"Late-phase η·λ_max = {common.ci_text(e.late, 3)} and late loss ratio = {common.ci_text(e.trend, 3)} "
+        f"(t- and log-t intervals over n = {e.late.n} seeds) {_basis(e)}. "
         + (f"In those runs λ_max was above (2/η)(1 − {config.eos_band:g}) at {np.mean(hover):.0%} of the late "
            f"measurements on average, and the loss rose at {np.nanmean(rises):.0%} of the late steps (it falls "
            f"overall only if the loss ratio is < 1). " if e.reached else "")
@@ -672,7 +676,7 @@ STUDY = Study(
                  "eos_lrs": [0.5, 1.0], "eos_seeds": 1, "track_every": 10},
         # (a) the paper's four LRs plus their midpoints; (b) η·λ_max starts near 1.1-1.9 at
         # step 0 (λ_0 ≈ 2.7) and progressive sharpening reaches 2/η within 4000 steps for η >= 0.5
-        "quick": {"lrs": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 0.5], "seeds": 3, "eos_seeds": 2},
+        "quick": {"lrs": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 0.5], "seeds": 5, "eos_seeds": 5},
         "paper": {"data": {"name": "mnist", "seed": 0, "standardize": True},
                   "model": {"name": "mlp", "width": 512, "depth": 2},
                   "train": {"optimizer": "sgd", "momentum": 0.0, "batch_size": 64, "epochs": 20},
@@ -683,6 +687,6 @@ STUDY = Study(
                   "eos_model": {"name": "mlp", "width": 200, "depth": 3, "activation": "tanh"},
                   "eos_train": {"optimizer": "gd", "loss": "mse", "momentum": 0.0, "steps": 10000,
                                 "eval_every": 500},
-                  "eos_lrs": [0.02, 0.04, 0.06, 0.08], "eos_seeds": 3, "track_every": 50},
+                  "eos_lrs": [0.02, 0.04, 0.06, 0.08], "eos_seeds": 5, "track_every": 50},
     },
 )

@@ -39,22 +39,15 @@ bounded, so
 shifts log t), so the rate is tested in the shift-free form "1/angle is affine in log t": the
 slope of 1/angle against log t over the second half of the late phase divided by that over its
 first half is 1 for angle = c/(log t + t_0) (over the two decades before T = 10⁵, a power law
-t^(−0.1) gives ≈ 1.26, (log t)^(−2) ≈ 1.3 and (log t)^(−1/2) ≈ 0.88). The late phase is the last ``late_decades`` decades
-of steps.
+t^(−0.1) gives ≈ 1.26, (log t)^(−2) ≈ 1.3 and (log t)^(−1/2) ≈ 0.88). The late phase is the last
+``late_decades`` decades of steps.
 
-Claims (means over seeds = datasets, 95% bootstrap CIs):
-
-- ``final_angle``: angle(w_T, ŵ) < ``angle_threshold`` (radians);
-- ``svm_not_planted``: angle(w_T, w_p) / angle(w_T, ŵ) > 1: GD picks the max-margin separator,
-  not the planted one that generated the data;
-- ``angle_inverse_log``: the late-phase slope ratio of 1/angle vs log t within [0.9, 1.1];
-- ``angle_rate_matches_theory``: the late-phase slope of 1/angle on log t over the slope of the
-  asymptote's 1/angle within [0.8, 1.25] (the rate coefficient of the 1/log t law; the level
-  angle(w_T)/angle(ŵ log T + w̃) also depends on the time shift and is reported in the table);
-- ``margin_approaches_svm``: γ_T/γ* within [``margin_threshold``, 1];
-- ``loss_rate``: the late-phase log-log slope of L(w_t) vs t within [−1.1, −0.9];
-- ``angle_slower_than_loss``: (log-log slope of the angle vs t) / (that of the loss) < 0.5;
-- ``norm_log_rate``: (slope of ‖w_t‖ vs log t) / ‖ŵ‖ within [0.9, 1.1].
+Claims (:func:`paper_claims`; the tests in :func:`_statements`): the final angle to ŵ is small,
+and smaller than to the planted separator; 1/angle is affine in log t and rises at the
+asymptote's rate; the normalized margin nears γ*; the loss falls like 1/t, much faster than the
+angle; ‖w_t‖ grows like ‖ŵ‖ log t. The bands around the theory's values are the constants below,
+fixed before the first run. Statistics are per seed (= dataset): means over seeds with Student-t
+intervals, the planted/SVM angle ratio as the geometric mean of per-seed ratios (log-t).
 """
 
 from __future__ import annotations
@@ -69,8 +62,9 @@ import numpy as np
 
 from overparam.analysis import Missing, Run, SeedTable, mean_ci, paired_ratio
 from overparam.data.synthetic import MAX_MARGIN
-from overparam.errors import ConfigError, check_positive_int
+from overparam.errors import ConfigError, check_number, check_positive_int
 from overparam.report import CI, Claim, Section
+from overparam.report.verdicts import EXPONENT, Published, Tolerance, above, below, between
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study, run_key
 
@@ -111,14 +105,15 @@ class MaxMarginConfig:
     def __post_init__(self) -> None:
         for name, minimum in (("n_train", 2), ("dim", 2), ("steps", 10), ("record_points", 10), ("seeds", 1)):
             check_positive_int(name, getattr(self, name), minimum=minimum)
-        _check_number("margin", self.margin, 0.0, MAX_MARGIN, "the separable source's range")
-        _check_number("lr_scale", self.lr_scale, 0.0, 2.0, "GD on the logistic loss needs η < 2/β", open_low=True,
-                      open_high=True)
-        _check_number("angle_threshold", self.angle_threshold, 0.0, math.pi / 2, "radians", open_low=True)
-        _check_number("margin_threshold", self.margin_threshold, 0.0, 1.0, "a fraction of the SVM margin",
-                      open_low=True, open_high=True)
-        _check_number("late_decades", self.late_decades, 0.0, math.log10(self.steps),
-                      f"decades of the {self.steps} steps", open_low=True)
+        check_number("margin (the separable source's range)", self.margin, minimum=0.0, maximum=MAX_MARGIN)
+        check_number("lr_scale (GD on the logistic loss needs η < 2/β)", self.lr_scale, minimum=0.0, maximum=2.0,
+                     open_low=True, open_high=True)
+        check_number("angle_threshold (radians)", self.angle_threshold, minimum=0.0, maximum=math.pi / 2,
+                     open_low=True)
+        check_number("margin_threshold (a fraction of the SVM margin)", self.margin_threshold, minimum=0.0,
+                     maximum=1.0, open_low=True, open_high=True)
+        check_number(f"late_decades (decades of the {self.steps} steps)", self.late_decades, minimum=0.0,
+                     maximum=math.log10(self.steps), open_low=True)
         recorded = np.asarray(record_steps(self.steps, self.record_points))
         start, middle = _late_split(self.steps, self.late_decades)
         first, second = ((recorded >= start) & (recorded <= middle)).sum(), (recorded >= middle).sum()
@@ -126,15 +121,6 @@ class MaxMarginConfig:
             raise ConfigError(f"late_decades={self.late_decades} with steps={self.steps} and record_points="
                               f"{self.record_points} leaves {first} and {second} recorded steps in the two halves of "
                               "the late phase; at least 3 each are needed: raise record_points or late_decades")
-
-
-def _check_number(name: str, value: object, low: float, high: float, why: str, *, open_low: bool = False,
-                  open_high: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
-    if not ok:
-        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
-        raise ConfigError(f"{name} must be a number in {interval} ({why}), got {value!r}")
 
 
 def _run_params(config: MaxMarginConfig) -> dict[str, Any]:
@@ -322,13 +308,13 @@ QUANTITIES = (  # statistic, label, theory
 @dataclass
 class MaxMarginAnalysis:
     """The runs of one configuration, one per seed (= dataset), in seed order; CIs are means over
-    seeds with 95% bootstrap intervals."""
+    seeds with 95% Student-t intervals."""
 
     table: SeedTable  # the runs: seed x one column
     steps: np.ndarray  # (K,) the recorded GD steps t
     curves: dict[str, np.ndarray]  # CURVES name -> (S, K); a NaN row where a seed has no such curve
     per_seed: dict[str, np.ndarray]  # STORED metrics and late_statistics -> (S,) one value per seed
-    cis: dict[str, CI]  # QUANTITIES statistic -> mean over seeds; planted_over_svm_angle: paired ratio of means
+    cis: dict[str, CI]  # QUANTITIES statistic -> mean over seeds; planted_over_svm_angle: paired ratio (log-t)
 
     def present(self, name: str) -> np.ndarray:
         """The seeds' curves of ``name`` that were stored, (S', K) (the asymptote's only where the
@@ -360,69 +346,74 @@ def analyze(runs: list[Run], config: MaxMarginConfig) -> MaxMarginAnalysis | Mis
 # --- claims --------------------------------------------------------------------------------------
 
 
-def _where(config: MaxMarginConfig) -> str:
-    return (f"(GD from 0 with η = {config.lr_scale:g}/β on the mean logistic loss of {config.n_train} separable "
-            f"examples in d = {config.dim}, T = {config.steps} steps; late phase: the last {config.late_decades:g} "
-            "decades of steps)")
+def paper_claims(config: MaxMarginConfig) -> dict[str, Published]:
+    """The published side of each claim: Soudry et al.'s asymptotic forms with the study's own
+    bands (module docstring), fixed before its first run; the angle and margin thresholds are the
+    config's."""
+    return {
+        "final_angle": Published("w_t/‖w_t‖ → ŵ/‖ŵ‖", SOUDRY, below(config.angle_threshold)),
+        "svm_not_planted": Published("the limit direction is the L2 max-margin one among all separators", SOUDRY,
+                                     above(1.0)),
+        "angle_inverse_log": Published("‖w_t/‖w_t‖ − ŵ/‖ŵ‖‖ = O(1/log t)", SOUDRY, between(*CURVATURE_BAND), 1.0, "",
+                                       Tolerance.range(*CURVATURE_BAND)),
+        "angle_rate_matches_theory": Published("w_t − ŵ log t → w̃, the solution of the support-vector equations",
+                                               SOUDRY, between(*THEORY_BAND), 1.0, "", Tolerance.range(*THEORY_BAND)),
+        "margin_approaches_svm": Published("γ_t → γ* with a gap O(1/log t)", SOUDRY,
+                                           between(config.margin_threshold, 1.0)),
+        "loss_rate": Published("L(w_t) = O(1/t)", SOUDRY, between(*LOSS_SLOPE_BAND), -1.0, "", EXPONENT),
+        "angle_slower_than_loss": Published("the loss falls like 1/t while the direction converges like 1/log t",
+                                            SOUDRY, below(SLOWER_THAN_LOSS)),
+        "norm_log_rate": Published("w_t = ŵ log t + O(1)", SOUDRY, between(*NORM_RATE_BAND), 1.0, "",
+                                   Tolerance.range(*NORM_RATE_BAND)),
+    }
+
+
+PAPER_CLAIMS = paper_claims(MaxMarginConfig())  # with the default thresholds
 
 
 def claims(a: MaxMarginAnalysis, config: MaxMarginConfig) -> list[Claim]:
-    return _direction_claims(a.cis, config) + _rate_claims(a.cis, config)
+    where = (f"(GD from 0 with η = {config.lr_scale:g}/β on the mean logistic loss of {config.n_train} separable "
+             f"examples in d = {config.dim}, T = {config.steps} steps; late phase: the last {config.late_decades:g} "
+             "decades of steps)")
+    paper = paper_claims(config)
+    return [Claim.judged(f"{NAME}.{name}", NAME, f"{first} {where}: {test}", paper[name], a.cis[statistic])
+            for name, (first, test, statistic) in _statements(config).items()]
 
 
-def _direction_claims(c: dict[str, CI], config: MaxMarginConfig) -> list[Claim]:
-    where = _where(config)
-    return [
-        Claim.from_ci(f"{NAME}.final_angle", NAME,
-                      f"The GD iterate's direction converges to the hard-margin SVM direction {where}: "
-                      f"angle(w_T, ŵ) < {config.angle_threshold:g} rad.",
-                      f"{SOUDRY}: w_t/‖w_t‖ → ŵ/‖ŵ‖", c["final_angle"], less_than=config.angle_threshold),
-        Claim.from_ci(f"{NAME}.svm_not_planted", NAME,
-                      f"GD selects the max-margin separator, not the planted separator that generated the data "
-                      f"{where}: angle(w_T, w_p) / angle(w_T, ŵ) > 1 (paired by seed).",
-                      f"{SOUDRY}: the limit direction is the L2 max-margin one among all separators",
-                      c["planted_over_svm_angle"], greater_than=1.0),
-        Claim.from_ci(f"{NAME}.angle_inverse_log", NAME,
-                      f"The angle to ŵ falls like 1/log t {where}: 1/angle is affine in log t, i.e. the slope of "
-                      f"1/angle on log t over the second half of the late phase divided by the slope over the first "
-                      f"half lies in [{CURVATURE_BAND[0]:g}, {CURVATURE_BAND[1]:g}] (1 for c/(log t + t_0); "
-                      "over the two decades before T = 10⁵, t^(−0.1) gives ≈ 1.26 and (log t)^(−2) ≈ 1.3).",
-                      f"{SOUDRY}: ‖w_t/‖w_t‖ − ŵ/‖ŵ‖‖ = O(1/log t)", c["inverse_angle_curvature"],
-                      within=CURVATURE_BAND),
-        Claim.from_ci(f"{NAME}.angle_rate_matches_theory", NAME,
-                      f"The angle falls at the rate of the theory's parameter-free asymptote ŵ log t + w̃ (z_iᵀw̃ = "
-                      f"log(η/(n α_i)) on the support vectors) {where}: the late-phase slope of 1/angle on log t "
-                      f"divided by the asymptote's lies in [{THEORY_BAND[0]:g}, {THEORY_BAND[1]:g}] (the slope is "
-                      "the coefficient of the 1/log t law, free of the time shift; seeds whose support vectors do "
-                      "not span R^d have no prediction and are left out).",
-                      f"{SOUDRY}: w_t − ŵ log t → w̃, the solution of the support-vector equations", c["theory_rate_ratio"],
-                      within=THEORY_BAND),
-    ]
-
-
-def _rate_claims(c: dict[str, CI], config: MaxMarginConfig) -> list[Claim]:
-    where = _where(config)
-    return [
-        Claim.from_ci(f"{NAME}.margin_approaches_svm", NAME,
-                      f"The normalized margin approaches the SVM margin {where}: γ_T/γ* = min_i y_i w_Tᵀx_i / "
-                      f"(‖w_T‖ γ*) lies in [{config.margin_threshold:g}, 1].",
-                      f"{SOUDRY}: γ_t → γ* with a gap O(1/log t)", c["final_margin_ratio"],
-                      within=(config.margin_threshold, 1.0)),
-        Claim.from_ci(f"{NAME}.loss_rate", NAME,
-                      f"The training loss falls like 1/t {where}: the late-phase log-log slope of L(w_t) vs t lies in "
-                      f"[{LOSS_SLOPE_BAND[0]:g}, {LOSS_SLOPE_BAND[1]:g}].",
-                      f"{SOUDRY}: L(w_t) = O(1/t)", c["loss_exponent_t"], within=LOSS_SLOPE_BAND),
-        Claim.from_ci(f"{NAME}.angle_slower_than_loss", NAME,
-                      f"The direction converges far more slowly than the loss {where}: the late-phase log-log slope "
-                      f"of the angle vs t divided by that of the loss is < {SLOWER_THAN_LOSS:g} (theory: it tends to "
-                      "0, as 1/log t against 1/t).",
-                      f"{SOUDRY}: the loss falls like 1/t while the direction converges like 1/log t",
-                      c["angle_over_loss_exponent"], less_than=SLOWER_THAN_LOSS),
-        Claim.from_ci(f"{NAME}.norm_log_rate", NAME,
-                      f"‖w_t‖ grows like ‖ŵ‖ log t {where}: the late-phase slope of ‖w_t‖ on log t divided by ‖ŵ‖ "
-                      f"lies in [{NORM_RATE_BAND[0]:g}, {NORM_RATE_BAND[1]:g}].",
-                      f"{SOUDRY}: w_t = ŵ log t + O(1)", c["norm_rate"], within=NORM_RATE_BAND),
-    ]
+def _statements(config: MaxMarginConfig) -> dict[str, tuple[str, str, str]]:
+    """Per claim: what is claimed, the test, and the statistic (a key of ``MaxMarginAnalysis.cis``)."""
+    return {
+        "final_angle": ("The GD iterate's direction converges to the hard-margin SVM direction",
+                        f"angle(w_T, ŵ) < {config.angle_threshold:g} rad.", "final_angle"),
+        "svm_not_planted": (
+            "GD selects the max-margin separator, not the planted separator that generated the data",
+            "angle(w_T, w_p) / angle(w_T, ŵ) > 1 (geometric mean of the per-seed ratios).", "planted_over_svm_angle"),
+        "angle_inverse_log": (
+            "The angle to ŵ falls like 1/log t",
+            f"1/angle is affine in log t, i.e. the slope of 1/angle on log t over the second half of the late phase "
+            f"divided by the slope over the first half lies in [{CURVATURE_BAND[0]:g}, {CURVATURE_BAND[1]:g}] (1 for "
+            "c/(log t + t_0); over the two decades before T = 10⁵, t^(−0.1) gives ≈ 1.26 and (log t)^(−2) ≈ 1.3).",
+            "inverse_angle_curvature"),
+        "angle_rate_matches_theory": (
+            "The angle falls at the rate of the theory's parameter-free asymptote ŵ log t + w̃ (z_iᵀw̃ = "
+            "log(η/(n α_i)) on the support vectors)",
+            f"the late-phase slope of 1/angle on log t divided by the asymptote's lies in [{THEORY_BAND[0]:g}, "
+            f"{THEORY_BAND[1]:g}] (the slope is the coefficient of the 1/log t law, free of the time shift; seeds "
+            "whose support vectors do not span R^d have no prediction and are left out).", "theory_rate_ratio"),
+        "margin_approaches_svm": (
+            "The normalized margin approaches the SVM margin",
+            f"γ_T/γ* = min_i y_i w_Tᵀx_i / (‖w_T‖ γ*) lies in [{config.margin_threshold:g}, 1].", "final_margin_ratio"),
+        "loss_rate": ("The training loss falls like 1/t",
+                      f"the late-phase log-log slope of L(w_t) vs t lies in [{LOSS_SLOPE_BAND[0]:g}, "
+                      f"{LOSS_SLOPE_BAND[1]:g}].", "loss_exponent_t"),
+        "angle_slower_than_loss": (
+            "The direction converges far more slowly than the loss",
+            f"the late-phase log-log slope of the angle vs t divided by that of the loss is < {SLOWER_THAN_LOSS:g} "
+            "(theory: it tends to 0, as 1/log t against 1/t).", "angle_over_loss_exponent"),
+        "norm_log_rate": ("‖w_t‖ grows like ‖ŵ‖ log t",
+                          f"the late-phase slope of ‖w_t‖ on log t divided by ‖ŵ‖ lies in [{NORM_RATE_BAND[0]:g}, "
+                          f"{NORM_RATE_BAND[1]:g}].", "norm_rate"),
+    }
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -438,8 +429,8 @@ def render(a: MaxMarginAnalysis, claims: list[Claim], config: MaxMarginConfig) -
              f"{len(a.steps)} log-spaced steps. ŵ is the homogeneous hard-margin SVM (exact, KKT-checked), γ* = 1/‖ŵ‖ "
              "its margin, w_p the planted separator. The theory's asymptote w_t ≈ ŵ log t + w̃ (z_iᵀw̃ = log(η/(n α_i)) "
              "on the support vectors) is defined when the support vectors span R^d. Late-phase rates are "
-             f"least-squares fits over t in [T·10^−{config.late_decades:g}, T]; CIs are 95% bootstrap intervals of "
-             "the mean over seeds.")
+             f"least-squares fits over t in [T·10^−{config.late_decades:g}, T], one per seed; CIs are 95% Student-t "
+             "intervals of the mean over seeds (the angle ratio: log-t interval of the per-seed ratios).")
     parts = [intro, _table(a), "Per seed:", _seed_table(a), "**Reading.** " + _reading(a, claims, config)]
     figures = [("max_margin_angle", _angle_figure(a, config)),
                ("max_margin_margin_and_loss", _margin_loss_figure(a, config)),
@@ -449,7 +440,7 @@ def render(a: MaxMarginAnalysis, claims: list[Claim], config: MaxMarginConfig) -
 
 def _table(a: MaxMarginAnalysis) -> str:
     body = [[label, theory, common.ci_text(a.cis[name], 3), a.cis[name].n] for name, label, theory in QUANTITIES]
-    return common.table(["quantity", "theory (t → ∞)", "mean over seeds [95% CI]", "n"], body)
+    return common.table(["quantity", "theory (t → ∞)", "mean over seeds [95% t-interval]", "n"], body)
 
 
 def _seed_table(a: MaxMarginAnalysis) -> str:
@@ -485,7 +476,8 @@ def _reading(a: MaxMarginAnalysis, claims: list[Claim], config: MaxMarginConfig)
            "reproduced" else "). ") +
         f"The normalized margin reached {text('final_margin_ratio', 4)} of the SVM margin "
         f"({_verdict_text(c['margin_approaches_svm'])}). Over the late phase the loss fell with a log-log slope "
-        f"vs t of {text('loss_exponent_t')} ({_verdict_text(c['loss_rate'])} against [−1.1, −0.9]), the angle "
+        f"vs t of {text('loss_exponent_t')} ({_verdict_text(c['loss_rate'])} against {list(LOSS_SLOPE_BAND)}), the "
+        f"angle "
         f"with {text('angle_exponent_t')}, a ratio of {text('angle_over_loss_exponent')} "
         f"({_verdict_text(c['angle_slower_than_loss'])} against < {SLOWER_THAN_LOSS:g}). Against log t the "
         f"angle's local exponent is {text('angle_exponent_logt')} "
@@ -508,10 +500,8 @@ def _reading(a: MaxMarginAnalysis, claims: list[Claim], config: MaxMarginConfig)
     )
 
 
-
-
 def _band(ax, steps: np.ndarray, curves: np.ndarray, label: str, color: str, *, lines: bool = False) -> np.ndarray:
-    """Mean over seeds of ``curves`` (S, K) with a 95% bootstrap band (per step); thin per-seed
+    """Mean over seeds of ``curves`` (S, K) with a 95% t-interval band (per step); thin per-seed
     lines if ``lines``. Returns the mean curve (K,)."""
     cis = np.asarray([mean_ci(curves[:, j]) for j in range(curves.shape[1])])
     if lines:

@@ -29,18 +29,15 @@ Located quantities, from the mean over seeds of each curve (N sorted): the sweet
 smallest mean test error among N < n (the best under-parameterized model); the error peak the N of
 largest mean test error from the sweet spot on (a tiny N that underfits is the classical first
 descent, not the peak); the squared-loss peak likewise; the norm peak the global argmax of the
-mean ‖A‖_F. CIs: a percentile bootstrap over seeds (whole curves resampled, everything
-relocated per resample; ``n`` = seeds).
+mean ‖A‖_F. Each is shown as its grid bracket with the share of seed resamples (whole curves,
+relocated in each) that pick the same N (:func:`~overparam.analysis.locate_on_grid`).
 
-Claims (ids ``rff_double_descent.<what>``):
-
-- ``error_peak_at_threshold``: N_peak/n of the zero-one test error within
-  [1/peak_factor, peak_factor];
-- ``squared_loss_peak_at_threshold``: the same for the squared test loss;
-- ``norm_peak_at_threshold``: the same for ‖A‖_F;
-- ``error_falls_beyond_peak``: test error at the largest N minus at the peak < 0;
-- ``overparameterized_beats_classical``: test error at the largest N minus at the sweet spot < 0
-  (Belkin et al.: the best test error is reached in the over-parameterized regime).
+Claims (ids ``rff_double_descent.<what>``; qualitative, Belkin et al. 2019, :func:`paper_claims`):
+each peak (``error_peak_at_threshold``, ``squared_loss_peak_at_threshold``,
+``norm_peak_at_threshold``) has N_peak/n in [1/peak_factor, peak_factor] (percentile interval over
+the seed resamples); test error at the largest N minus at the error peak
+(``error_falls_beyond_peak``) and minus at the sweet spot (``overparameterized_beats_classical``)
+is < 0 (paired by seed, t; the reference N is located on the mean curve of the same seeds).
 """
 
 from __future__ import annotations
@@ -52,9 +49,11 @@ from typing import Any
 
 import numpy as np
 
-from overparam.analysis import NUM_RESAMPLES, Missing, Run, SeedTable, resample_seeds, resampled_ci
-from overparam.errors import ConfigError, check_positive_int
+from overparam.analysis import (NUM_RESAMPLES, Located, Missing, Run, SeedTable, binomial_se, locate_on_grid,
+                                resample_seeds, resampled_ci)
+from overparam.errors import ConfigError, check_number, check_numbers, check_positive_int
 from overparam.report import CI, Claim, Section
+from overparam.report.verdicts import Published, below, between
 from overparam.studies import common
 from overparam.studies.base import RunOutcome, RunSpec, Study, run_key
 
@@ -62,6 +61,7 @@ NAME = "rff_double_descent"
 BELKIN = "Belkin et al. 2019"
 NUMERICAL_ZERO = 1e-12  # a squared training loss below this is an exact fit up to rounding
 METRICS = ("test_error", "test_sq_loss", "coef_norm", "train_error", "train_sq_loss", "sigma_min_ratio")
+PEAKS = ("error_peak", "sq_peak", "norm_peak")
 
 
 @dataclass(frozen=True)
@@ -84,10 +84,7 @@ class RFFDoubleDescentConfig:
         if data.n_train is None or data.seed is None:
             raise ConfigError("data.n_train and data.seed must be set (integers): n is the training-set size the "
                               f"feature counts are measured against, and every run shares one data draw; got {self.data!r}")
-        ratios = self.feature_ratios if isinstance(self.feature_ratios, (list, tuple)) else (self.feature_ratios,)
-        for r in ratios:
-            if isinstance(r, bool) or not isinstance(r, (int, float)) or not (math.isfinite(r) and r > 0):
-                raise ConfigError(f"each feature ratio N/n must be a positive number, got {r!r}")
+        ratios = check_numbers("feature_ratios (N/n)", self.feature_ratios, minimum=0, open_low=True)
         counts = [feature_count(r, data.n_train) for r in ratios]
         if len(set(counts)) != len(counts):
             raise ConfigError(f"feature_ratios {list(ratios)} give repeated feature counts {counts} for n = "
@@ -97,15 +94,9 @@ class RFFDoubleDescentConfig:
             raise ConfigError(f"feature_ratios must put at least two feature counts below n and two above n (a sweet "
                               f"spot, a peak and a fall need both sides), got counts {sorted(counts)} for n = "
                               f"{data.n_train}")
-        if isinstance(self.bandwidth, str):
-            if self.bandwidth != "median":
-                raise ConfigError(f"bandwidth must be 'median' or a positive number, got {self.bandwidth!r}")
-        elif isinstance(self.bandwidth, bool) or not isinstance(self.bandwidth, (int, float)) or not (
-                math.isfinite(self.bandwidth) and self.bandwidth > 0):
-            raise ConfigError(f"bandwidth must be 'median' or a positive number, got {self.bandwidth!r}")
-        p = self.peak_factor
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not (math.isfinite(p) and p > 1):
-            raise ConfigError(f"peak_factor must be a number > 1, got {p!r}")
+        if self.bandwidth != "median":
+            check_number("bandwidth (or 'median')", self.bandwidth, minimum=0, open_low=True)
+        check_number("peak_factor", self.peak_factor, minimum=1, open_low=True)
 
 
 def feature_count(ratio: float, n: int) -> int:
@@ -175,11 +166,10 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
 
 
 def locate(mean: dict[str, np.ndarray], counts: np.ndarray, n: int) -> dict[str, np.ndarray]:
-    """Indices and differences from mean curves (..., W) over the sorted feature counts ``counts``
-    (W,): 'sweet' (argmin of test error among N < n), 'error_peak' and 'sq_peak' (argmax of the
-    test error / squared loss from the sweet spot on), 'norm_peak' (argmax of ‖A‖_F), 'fall'
-    (error at the largest N minus at the error peak) and 'gain' (error at the largest N minus at
-    the sweet spot). NaN entries never win an argmin/argmax."""
+    """Indices into the sorted feature counts ``counts`` (W,) from mean curves (..., W): 'sweet'
+    (argmin of test error among N < n), 'error_peak' and 'sq_peak' (argmax of the test error /
+    squared loss from the sweet spot on), 'norm_peak' (argmax of ‖A‖_F). NaN entries never win an
+    argmin/argmax."""
     columns = np.arange(len(counts))
     under = counts < n
     error = mean["test_error"]
@@ -189,13 +179,8 @@ def locate(mean: dict[str, np.ndarray], counts: np.ndarray, n: int) -> dict[str,
     def peak(values: np.ndarray, where: np.ndarray) -> np.ndarray:
         return np.where(where, np.nan_to_num(values, nan=-np.inf), -np.inf).argmax(axis=-1)
 
-    def at(values: np.ndarray, index: np.ndarray) -> np.ndarray:
-        return np.take_along_axis(values, np.asarray(index)[..., None], axis=-1)[..., 0]
-
-    error_peak = peak(error, beyond)
-    return {"sweet": sweet, "error_peak": error_peak, "sq_peak": peak(mean["test_sq_loss"], beyond),
-            "norm_peak": peak(mean["coef_norm"], np.ones_like(beyond)),
-            "fall": error[..., -1] - at(error, error_peak), "gain": error[..., -1] - at(error, sweet)}
+    return {"sweet": sweet, "error_peak": peak(error, beyond), "sq_peak": peak(mean["test_sq_loss"], beyond),
+            "norm_peak": peak(mean["coef_norm"], np.ones_like(beyond))}
 
 
 # --- analysis ------------------------------------------------------------------------------------
@@ -212,10 +197,13 @@ class RFFAnalysis:
     n_test: int  # test examples
     bandwidth: float  # the kernel bandwidth σ the runs used (input units)
     mean: dict[str, np.ndarray]  # metric of METRICS -> (W,) mean over seeds (NaN where no run)
-    per_n: dict[str, list[CI]]  # metric of METRICS -> per N, the mean over seeds with its 95% CI
-    found: dict[str, Any]  # locate() of the mean curves: indices into counts, and 'fall'/'gain' (error differences)
-    located: dict[str, CI]  # 'sweet', 'error_peak', 'sq_peak', 'norm_peak': N/n; 'fall', 'gain': test error
-    # differences (fractions); estimates from all seeds, percentile intervals over seed resamples
+    per_n: dict[str, list[CI]]  # metric of METRICS -> per N, the mean over seeds with its 95% t-interval
+    found: dict[str, Any]  # locate() of the mean curves: indices into counts
+    where: dict[str, Located]  # 'sweet' and PEAKS on the N/n grid, with the seed resamples' agreement
+    peaks: dict[str, CI]  # PEAKS: N_peak/n, percentile interval over seed resamples
+    fall: CI  # test error at the largest N − at the error peak (fraction), paired by seed
+    gain: CI  # test error at the largest N − at the sweet spot, paired by seed
+    binomial_se: dict[str, float]  # 'fall', 'gain': the test set's binomial SE of that difference
 
 
 def analyze(runs: list[Run], config: RFFDoubleDescentConfig) -> RFFAnalysis | Missing:
@@ -229,12 +217,18 @@ def analyze(runs: list[Run], config: RFFDoubleDescentConfig) -> RFFAnalysis | Mi
         return Missing(TITLE, "No finished runs on both sides of N = n yet.")
     values = {m: table[m] for m in ("test_error", "test_sq_loss", "coef_norm")}
     found, draws = resample_seeds(values, lambda mean: locate(mean, counts, n), NUM_RESAMPLES, seed=0)
-    located = {key: resampled_ci(counts[found[key]] / n, counts[draws[key]] / n if draws else None, seeds)
-               for key in ("error_peak", "sq_peak", "norm_peak", "sweet")}  # locations as N/n
-    for key in ("fall", "gain"):
-        located[key] = resampled_ci(float(found[key]), draws[key] if draws else None, seeds)
-    return RFFAnalysis(table, counts, n, int(mine[0].metric("n_test")), mine[0].metric("bandwidth"),
-                       {m: table.mean(m) for m in METRICS}, {m: table.cis(m) for m in METRICS}, found, located)
+    ratios, draws = counts / n, draws or {}
+    where = {key: locate_on_grid(ratios, int(found[key]), draws.get(key), seeds, kind="extremum")
+             for key in PEAKS + ("sweet",)}
+    peaks = {key: resampled_ci(ratios[found[key]], ratios[draws[key]] if draws else None, seeds) for key in PEAKS}
+    error, n_test, last = table.mean("test_error"), int(mine[0].metric("n_test")), counts[-1]
+    differences = {key: table.difference("test_error", last, counts[found[at]])
+                   for key, at in (("fall", "error_peak"), ("gain", "sweet"))}
+    se = {key: binomial_se(error[-1], error[found[at]], n_test, scale=1.0)
+          for key, at in (("fall", "error_peak"), ("gain", "sweet"))}
+    return RFFAnalysis(table, counts, n, n_test, mine[0].metric("bandwidth"), {m: table.mean(m) for m in METRICS},
+                       {m: table.cis(m) for m in METRICS}, found, where, peaks, differences["fall"],
+                       differences["gain"], se)
 
 
 # --- claims --------------------------------------------------------------------------------------
@@ -247,33 +241,52 @@ def _where(a: RFFAnalysis, config: RFFDoubleDescentConfig) -> tuple[str, str]:
     return bandwidth, f"({config.data['name']}, n = {a.n}, {a.n_test} test examples, {bandwidth})"
 
 
+def paper_claims(peak_factor: float = 1.5) -> dict[str, Published]:
+    """Belkin et al.'s claims as tested here, all qualitative (no published number); a peak "at
+    N = n" means N_peak/n in [1/peak_factor, peak_factor], the config's band fixed before the runs."""
+    at_threshold = between(1 / peak_factor, peak_factor)
+    return {
+        "error_peak_at_threshold": Published("test error peaks at N = n (n = 10⁴ MNIST)", BELKIN, at_threshold),
+        "squared_loss_peak_at_threshold": Published("squared loss peaks at N = n", BELKIN, at_threshold),
+        "norm_peak_at_threshold": Published("the norm of the solution peaks at N = n and falls beyond", BELKIN,
+                                            at_threshold),
+        "error_falls_beyond_peak": Published("a second descent beyond N = n", BELKIN, below(0.0)),
+        "overparameterized_beats_classical": Published(
+            "the best test error is reached in the over-parameterized regime (RFF on MNIST)", BELKIN, below(0.0)),
+    }
+
+
+PAPER_CLAIMS = paper_claims()  # at the default peak_factor; claims() uses the config's
+
+
 def claims(a: RFFAnalysis, config: RFFDoubleDescentConfig) -> list[Claim]:
-    located, f, (_, where) = a.located, config.peak_factor, _where(a, config)
-    band = (1.0 / f, f)
-    peak_text = f"lies within a factor {f:g} of n (N_peak/n in [{1 / f:.3g}, {f:g}])"
+    paper, f, (_, where) = paper_claims(config.peak_factor), config.peak_factor, _where(a, config)
+    peak_text = (f"lies within a factor {f:g} of n (N_peak/n in [{1 / f:.3g}, {f:g}]; interval: percentile over seed "
+                 "resamples, the peak relocated in each)")
+    last = f"the largest N ({int(a.counts[-1])} = {a.counts[-1] / a.n:.3g} n)"
+    fixed = "located on the mean curve of the same seeds and held fixed; paired by seed, t-interval"
+    accuracy = {"test_examples": a.n_test}
     return [
-        Claim.from_ci(f"{NAME}.error_peak_at_threshold", NAME,
-                      f"The zero-one test error peaks at the interpolation threshold N = n {where}: the N of the "
-                      f"largest mean test error (from the best under-parameterized N on) {peak_text}.",
-                      f"{BELKIN}: test error peaks at N = n (n = 10⁴ MNIST)", located["error_peak"], within=band),
-        Claim.from_ci(f"{NAME}.squared_loss_peak_at_threshold", NAME,
-                      f"The squared test loss peaks at N = n {where}: the N of the largest mean squared test loss "
-                      f"(from the best under-parameterized N on) {peak_text}.",
-                      f"{BELKIN}: squared loss peaks at N = n", located["sq_peak"], within=band),
-        Claim.from_ci(f"{NAME}.norm_peak_at_threshold", NAME,
-                      f"The coefficient norm ‖A‖_F of the minimum-norm solution peaks at N = n {where}: the N of the "
-                      f"largest mean ‖A‖_F {peak_text}.",
-                      f"{BELKIN}: the norm of the solution peaks at N = n and falls beyond", located["norm_peak"],
-                      within=band),
-        Claim.from_ci(f"{NAME}.error_falls_beyond_peak", NAME,
-                      f"Past the peak the test error falls again {where}: mean test error at the largest N "
-                      f"({int(a.counts[-1])} = {a.counts[-1] / a.n:.3g} n) minus at the peak < 0.",
-                      f"{BELKIN}: a second descent beyond N = n", located["fall"], less_than=0.0),
-        Claim.from_ci(f"{NAME}.overparameterized_beats_classical", NAME,
-                      f"The largest model beats the best under-parameterized one {where}: mean test error at the "
-                      f"largest N minus the smallest mean test error among N < n < 0.",
-                      f"{BELKIN}: the best test error is reached in the over-parameterized regime (RFF on MNIST)",
-                      located["gain"], less_than=0.0),
+        Claim.judged(f"{NAME}.error_peak_at_threshold", NAME,
+                     f"The zero-one test error peaks at the interpolation threshold N = n {where}: the N of the "
+                     f"largest mean test error (from the best under-parameterized N on) {peak_text}.",
+                     paper["error_peak_at_threshold"], a.peaks["error_peak"]),
+        Claim.judged(f"{NAME}.squared_loss_peak_at_threshold", NAME,
+                     f"The squared test loss peaks at N = n {where}: the N of the largest mean squared test loss "
+                     f"(from the best under-parameterized N on) {peak_text}.",
+                     paper["squared_loss_peak_at_threshold"], a.peaks["sq_peak"]),
+        Claim.judged(f"{NAME}.norm_peak_at_threshold", NAME,
+                     f"The coefficient norm ‖A‖_F of the minimum-norm solution peaks at N = n {where}: the N of the "
+                     f"largest mean ‖A‖_F {peak_text}.", paper["norm_peak_at_threshold"], a.peaks["norm_peak"]),
+        Claim.judged(f"{NAME}.error_falls_beyond_peak", NAME,
+                     f"Past the peak the test error falls again {where}: test error (fraction) at {last} minus at "
+                     f"the error peak (N = {int(a.counts[a.found['error_peak']])}, {fixed}) < 0.",
+                     paper["error_falls_beyond_peak"], a.fall, binomial_se=a.binomial_se["fall"], **accuracy),
+        Claim.judged(f"{NAME}.overparameterized_beats_classical", NAME,
+                     f"The largest model beats the best under-parameterized one {where}: test error (fraction) at "
+                     f"{last} minus at the sweet spot (the N < n of smallest mean test error, N = "
+                     f"{int(a.counts[a.found['sweet']])}, {fixed}) < 0.", paper["overparameterized_beats_classical"],
+                     a.gain, binomial_se=a.binomial_se["gain"], **accuracy),
     ]
 
 
@@ -290,8 +303,9 @@ def render(a: RFFAnalysis, claims: list[Claim], config: RFFDoubleDescentConfig) 
              f"{bandwidth}; the predictor Aᵀφ(x) with A = Φ⁺Y, the exact minimum-norm least-squares "
              f"fit of the one-hot labels (QR + SVD in float64, no SGD), for {len(counts)} feature counts N from "
              f"{counts[0]} to {counts[-1]} and {len(a.table.seeds)} feature draws (seeds). Per N: mean over seeds "
-             "with a 95% BCa bootstrap CI. Sweet spot: the N < n of smallest mean test error; peaks: the largest "
-             "mean from the sweet spot on (‖A‖_F: the global largest); their CIs resample seeds and relocate.")
+             "with a 95% t-interval. Sweet spot: the N < n of smallest mean test error; peaks: the largest mean "
+             "from the sweet spot on (‖A‖_F: the global largest), each shown as its grid bracket with the share of "
+             f"{NUM_RESAMPLES} seed resamples (whole curves, relocated in each) that pick the same N.")
     text = "\n\n".join([intro, _table(a), "**Reading.** " + _reading(a, claims)])
     return [Section(TITLE, text, [("rff_double_descent_curves", _figure(a, where))], claims)]
 
@@ -310,31 +324,32 @@ def _table(a: RFFAnalysis) -> str:
 
 
 def _reading(a: RFFAnalysis, claims: list[Claim]) -> str:
-    located, error, ratio, counts = a.located, a.mean["test_error"], a.mean["sigma_min_ratio"], a.counts
+    where, error, ratio, counts = a.where, a.mean["test_error"], a.mean["sigma_min_ratio"], a.counts
     verdict = {c.id.split(".", 1)[1]: c.verdict.replace("_", " ") for c in claims}
     sweet, peak = int(a.found["sweet"]), int(a.found["error_peak"])
     return (
         f"The zero-one test error is smallest among the under-parameterized models at N = {int(counts[sweet])} "
-        f"({common.fmt(error[sweet], 3)}), rises to {common.fmt(error[peak], 3)} at "
-        f"N = {int(counts[peak])} (N_peak/n = {common.ci_text(located['error_peak'], 3)}, "
-        f"{verdict['error_peak_at_threshold']}) and ends at {common.fmt(error[-1], 3)} at "
-        f"N = {int(counts[-1])}, a change of {common.ci_text(located['fall'], 3)} from the peak "
-        f"({verdict['error_falls_beyond_peak']}) and of {common.ci_text(located['gain'], 3)} from the best "
-        f"under-parameterized model ({verdict['overparameterized_beats_classical']}; negative: the largest model "
-        f"is better). The squared loss peaks at N/n = {common.ci_text(located['sq_peak'], 3)} "
-        f"({verdict['squared_loss_peak_at_threshold']}) and ‖A‖_F at N/n = {common.ci_text(located['norm_peak'], 3)} "
-        f"({verdict['norm_peak_at_threshold']}). Φ's smallest singular value relative to its largest is smallest "
-        f"at N = {int(counts[int(np.nanargmin(ratio))])} (mean σ_min/σ_max = "
+        f"({common.fmt(error[sweet], 3)}; N/n = {where['sweet'].describe()}), rises to {common.fmt(error[peak], 3)} "
+        f"at N = {int(counts[peak])} (N_peak/n = {where['error_peak'].describe()}; verdict "
+        f"{verdict['error_peak_at_threshold']}) and ends at {common.fmt(error[-1], 3)} at N = {int(counts[-1])}: a "
+        f"change of {common.ci_text(a.fall, 3)} from the peak (verdict {verdict['error_falls_beyond_peak']}) and of "
+        f"{common.ci_text(a.gain, 3)} from the best under-parameterized model (verdict "
+        f"{verdict['overparameterized_beats_classical']}; negative: the largest model is better), paired by seed; "
+        f"the test set's binomial SE of these differences is {common.fmt(a.binomial_se['fall'], 2)} and "
+        f"{common.fmt(a.binomial_se['gain'], 2)}. Both reference points are selected on the same seeds the "
+        f"differences are measured on. The squared loss peaks at N/n = {where['sq_peak'].describe()}, verdict "
+        f"{verdict['squared_loss_peak_at_threshold']}; ‖A‖_F at N/n = {where['norm_peak'].describe()}, verdict "
+        f"{verdict['norm_peak_at_threshold']}. Φ's smallest singular value relative to its largest is "
+        f"smallest at N = {int(counts[int(np.nanargmin(ratio))])} (mean σ_min/σ_max = "
         f"{common.fmt(float(np.nanmin(ratio)), 3)}); since A = Φ⁺Y has ‖A‖_F² = Σ_i ‖u_iᵀY‖²/σ_i² "
         f"(u_i the left singular vectors), a near-zero σ_i forces a large norm, which is the usual account of the "
         f"peak. Its height at N = n depends on how ill-conditioned each draw of Φ is and on the pseudo-inverse's "
-        f"cutoff (max(n, N)·2⁻⁵²·σ_max), which is why the CIs at N = n are wide. The bootstrap intervals of the "
-        f"locations take values on the N grid only, and the peak is selected on the same seeds it is measured on.")
+        f"cutoff (max(n, N)·2⁻⁵²·σ_max), which is why the intervals at N = n are wide.")
 
 
 def _figure(a: RFFAnalysis, where: str):
     """2 x 2 panels vs N/n (log x): zero-one error, squared loss, ‖A‖_F, σ_min/σ_max of Φ; mean
-    over seeds with a 95% bootstrap band, the threshold N = n dotted, located peaks starred."""
+    over seeds with a 95% t-interval band, the threshold N = n dotted, located peaks starred."""
     from overparam.report.figures import PlainLogFormatter, new_figure
 
     ratio = a.counts / a.n

@@ -39,10 +39,11 @@ presets) the global movement follows 1/sqrt(w); for depth >= 2 the hidden matric
 The standard parameterization at a fixed LR is not in the kernel regime: its NTK, hence its
 effective step size, grows with width.
 
-Claims (NTK parameterization; the standard one as a second set, ids ``width.standard.*``):
-movement(w_min)/movement(w_max) > 1 (paper: 11.3x for 32 → 4096); the log-log slope of movement
-vs width in [−0.6, −0.4] (paper −1/2); the slope of kernel drift vs width < 0; the slope of the
-init kernel's distance from its infinite-width limit vs width < 0 (theory −1/2).
+Claims (NTK parameterization; the standard one as a second set, ids ``width.standard.*``),
+judged against :data:`PAPER_CLAIMS`: movement(w_min)/movement(w_max) > 1 (paper: 11.3x for
+32 → 4096); the log-log slope of movement vs width in [−0.6, −0.4] (paper −1/2); the kernel drift
+falls across the widths without rising between neighbouring ones (lazy training); the log-log slope of the init kernel's distance from
+its infinite-width limit vs width < 0 (theory −1/2).
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ import torch
 from torch import Tensor
 
 from overparam.analysis import Missing, Run, SeedTable, group
-from overparam.errors import ConfigError, check_positive_int, choice_error
-from overparam.report import CI, Claim, Section, loglog_slope_ci
+from overparam.errors import ConfigError, as_tuple, check_number, check_numbers, check_positive_int, choice_error
+from overparam.report import CI, Claim, Section
+from overparam.report.verdicts import EXPONENT, RATIO, Published, above, below, between
 from overparam.studies import common
 from overparam.studies.base import RunSpec, Study
 
@@ -66,7 +68,6 @@ NAME = "width"
 PARAMETERIZATIONS = ("standard", "ntk")
 PROBE_SPLITS = ("train", "test")
 OPTIMIZERS = ("sgd", "gd")
-SLOPE_BAND = (-0.6, -0.4)  # the movement exponent accepted as "-1/2"
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class WidthConfig:
     b_std: float = 0.1
     probe_examples: int = 128  # examples the NTKs are computed on (the same for every run)
     probe_split: str = "test"
-    seeds: int = 3
+    seeds: int = 5
 
     def __post_init__(self) -> None:
         from overparam.config import RunConfig
@@ -91,13 +92,8 @@ class WidthConfig:
         check_positive_int("seeds", self.seeds)
         check_positive_int("depth", self.depth)
         check_positive_int("probe_examples", self.probe_examples, minimum=2)
-        widths = list(self.widths) if isinstance(self.widths, (list, tuple)) else [self.widths]
-        for w in widths:
-            check_positive_int("each width", w)
-        if len(set(widths)) < 2 or len(set(widths)) != len(widths):
-            raise ConfigError(f"widths needs at least two different widths and no repeats, got {self.widths!r}")
-        params = list(self.parameterizations) if isinstance(self.parameterizations, (list, tuple)) else [
-            self.parameterizations]
+        check_numbers("widths", self.widths, at_least=2, integer=True, minimum=1)
+        params = as_tuple(self.parameterizations)
         if not params or len(set(params)) != len(params):
             raise ConfigError(f"parameterizations must be a non-empty list without repeats, got "
                               f"{self.parameterizations!r}; accepted values: {list(PARAMETERIZATIONS)}")
@@ -105,11 +101,8 @@ class WidthConfig:
             if p not in PARAMETERIZATIONS:
                 raise choice_error("parameterization", p, PARAMETERIZATIONS)
         _check_lr(self.lr, params)
-        for name, allow_zero in (("w_std", False), ("b_std", True)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
-                    value < 0 if allow_zero else value <= 0):
-                raise ConfigError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+        check_number("w_std", self.w_std, minimum=0, open_low=True)
+        check_number("b_std", self.b_std, minimum=0)
         if self.probe_split not in PROBE_SPLITS:
             raise choice_error("probe_split", self.probe_split, PROBE_SPLITS)
         if not isinstance(self.train, dict) or "lr" in self.train:
@@ -127,7 +120,7 @@ class WidthConfig:
         RunConfig.from_dict({"data": self.data, "train": {**self.train, "lr": 1.0}})
 
 
-def _check_lr(lr: Any, parameterizations: list[str]) -> None:
+def _check_lr(lr: Any, parameterizations: tuple[str, ...]) -> None:
     """``lr`` maps each of the parameterizations to a positive finite learning rate."""
     if not isinstance(lr, dict):
         raise ConfigError(f"lr must map each parameterization to its learning rate, e.g. "
@@ -136,10 +129,8 @@ def _check_lr(lr: Any, parameterizations: list[str]) -> None:
     if unknown:
         raise ConfigError(f"lr has unknown parameterization(s) {unknown}; accepted: {list(PARAMETERIZATIONS)}")
     for p in parameterizations:
-        value = lr.get(p)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-            raise ConfigError(f"lr[{p!r}] must be a positive finite number (the LR of every width in the {p} "
-                              f"parameterization), got {value!r}")
+        check_number(f"lr[{p!r}] (the LR of every width in the {p} parameterization)", lr.get(p), minimum=0,
+                     open_low=True)
 
 
 def _run_config(config: WidthConfig, parameterization: str, width: int, seed: int):
@@ -217,10 +208,6 @@ def _traced(kernel: Tensor) -> Tensor:
 # --- one run -------------------------------------------------------------------------------------
 
 
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 def _measure(spec: RunSpec, record: Any) -> tuple[dict[str, Any], dict[str, list[tuple[int, float]]]]:
     """Movement, NTK drift and the init NTK's distance from its infinite-width limit (module
     docstring). Cost: two structured NTKs of the probe set, O(n² k² Σ_l u_l) each in float64,
@@ -235,7 +222,8 @@ def _measure(spec: RunSpec, record: Any) -> tuple[dict[str, Any], dict[str, list
     init = common.initial_model(record)
     movement = relative_movement(init, record.model)
     metrics: dict[str, Any] = {"movement": movement["global"]}
-    metrics.update({f"movement_{name}": _finite(value) for name, value in movement["per_layer"].items()})
+    metrics.update({f"movement_{name}": value if math.isfinite(value) else None
+                    for name, value in movement["per_layer"].items()})
 
     split = settings["probe_split"]
     x_all, y_all = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_train, dataset.y_train)
@@ -292,8 +280,9 @@ class Arm:
     lr: float  # the learning rate of every width
     layers: list[str]  # parameter tensors; metric "movement_<name>" is the relative movement of each
     cis: dict[str, list[CI]]  # per QUANTITIES metric and movement_<layer>: mean over seeds at each width
-    slopes: dict[str, CI]  # per SLOPED metric and movement_<layer>: log-log slope vs width, seeds as groups
-    ratio: CI  # movement(narrowest width) / movement(widest), paired by seed
+    slopes: dict[str, CI]  # per SLOPED metric and movement_<layer>: log-log slope vs width, fitted per seed
+    ratio: CI  # movement(narrowest width) / movement(widest), geometric mean of the per-seed ratios
+    drift_step: CI  # NTK drift at the widest minus the narrowest width (paired), with .against: its largest rise
 
 
 @dataclass
@@ -309,37 +298,20 @@ def _width(run: Run) -> int:
     return run.config.model.options["width"]
 
 
-def _slope(table: SeedTable, metric: str, order: np.ndarray) -> CI:
-    """The log-log slope of a positive metric vs width over all (seed, width) points, seeds as
-    groups; non-positive values are dropped. ``order``: the order the points are fed in (see
-    :func:`_run_order`)."""
-    values = table[metric]
-    values = np.where(values > 0, values, np.nan).reshape(-1)  # (S·W,), seed-major
-    widths = np.tile(np.asarray(table.axis, dtype=float), len(table.seeds))
-    seeds = np.repeat(table.seeds, len(table.axis))
-    return loglog_slope_ci(widths[order], values[order], groups=seeds[order])
-
-
-# LAYER CANDIDATE
-def _run_order(table: SeedTable, runs: list[Run]) -> np.ndarray:
-    """The permutation of the table's flattened (S·W,) cells that lists them in the order of
-    ``runs`` (store order), empty cells last. The slope's BCa interval at a few seeds is sensitive
-    to the order its points are summed in (the full-sample resamples tie with the estimate up to
-    rounding), and the baseline fed them in store order."""
-    position = {id(run): k for k, run in enumerate(runs)}
-    cells = [position[id(run)] if run is not None else len(runs) for row in table.runs for run in row]
-    return np.argsort(cells, kind="stable")
+def _positive(metric: str):
+    """The metric of a run where it is > 0, else NaN (left out of the log-log fits: 1 − CKA of two
+    nearly equal kernels can round to 0 or below)."""
+    return lambda run: run.metric(metric) if run.metric(metric) > 0 else math.nan
 
 
 def _arm(parameterization: str, runs: list[Run]) -> Arm:
     table = SeedTable(runs, _width)
-    order = _run_order(table, runs)
     layers = list(dict.fromkeys(k[len("movement_"):] for r in runs for k in r.metrics if k.startswith("movement_")))
     per_layer = [f"movement_{name}" for name in layers]
     return Arm(parameterization, table, runs[0].config.train.lr, layers,
                {m: table.cis(m) for m in [m for m, _ in QUANTITIES] + per_layer},
-               {m: _slope(table, m, order) for m in list(SLOPED) + per_layer},
-               table.ratio("movement", table.axis[0], table.axis[-1]))
+               {m: table.slope(_positive(m)) for m in list(SLOPED) + per_layer},
+               table.ratio("movement", table.axis[0], table.axis[-1]), table.trend("ntk_drift"))
 
 
 def analyze(runs: list[Run], config: WidthConfig) -> WidthAnalysis | Missing:
@@ -353,43 +325,55 @@ def analyze(runs: list[Run], config: WidthConfig) -> WidthAnalysis | Missing:
                          first.get("probe_examples", "?"), first.get("input_dim", "?"))
 
 
+# The paper's and the theory's claims, fixed before any run (the same for both parameterizations).
+PAPER_CLAIMS = {
+    "movement_ratio": Published("11.3x (width 32 → 4096 = sqrt(128): the 1/sqrt(width) law)", common.PAPER,
+                                above(1.0), 11.3, "x", RATIO),
+    "movement_slope": Published("-0.5 (movement ∝ width^(-1/2))", common.PAPER, between(-0.6, -0.4), -0.5, "",
+                                EXPONENT),
+    "kernel_drift_falls": Published("the NTK stays at its initial value as width grows (lazy training; theory: drift "
+                                    "O(width^(-1/2)) as a bound, ∝ 1/width in perturbation theory)",
+                                    "Jacot et al. 2018; Lee et al. 2019", below(0.0)),
+    "ntk_approaches_analytic": Published("Θ_0 → the deterministic infinite-width NTK (theory: distance ∝ "
+                                         "width^(-1/2))", "Jacot et al. 2018 (Θ_0 fluctuates around Θ_∞ by "
+                                         "O(width^(-1/2)))", below(0.0), -0.5, "", EXPONENT),
+}
+
+
 def claims(analysis: WidthAnalysis, config: WidthConfig) -> list[Claim]:
     return [c for a in analysis.arms for c in _arm_claims(a, config)]
 
 
+def _prefix(parameterization: str) -> str:
+    return "width." if parameterization == "ntk" else f"width.{parameterization}."
+
+
 def _arm_claims(a: Arm, config: WidthConfig) -> list[Claim]:
     p, small, large = a.parameterization, a.table.axis[0], a.table.axis[-1]
-    prefix = "width." if p == "ntk" else f"width.{p}."
     where = (f"in the {LABELS[p]} (ReLU MLP, {config.depth} hidden layer{'s' if config.depth > 1 else ''}, "
              f"SGD at lr {a.lr:g} for every width), widths {small} to {large} ({len(a.table)} widths)")
     sqrt_law = math.sqrt(large / small)
-    return [
-        Claim.from_ci(
-            prefix + "movement_ratio", NAME,
-            f"Relative parameter movement ‖θ_T − θ_0‖/‖θ_0‖ falls with width {where}: movement(width {small}) / "
-            f"movement(width {large}), paired by seed, > 1 (a 1/sqrt(width) law gives sqrt({large}/{small}) = "
-            f"{sqrt_law:.3g}x).", "11.3x (width 32 → 4096 = sqrt(128): the 1/sqrt(width) law)", a.ratio,
-            greater_than=1.0, details={"sqrt_law_ratio": sqrt_law}),
-        Claim.from_ci(
-            prefix + "movement_slope", NAME,
-            f"Relative parameter movement follows the 1/sqrt(width) law {where}: the fitted log-log slope of "
-            f"movement vs width (seeds resampled as groups) lies in [{SLOPE_BAND[0]}, {SLOPE_BAND[1]}].",
-            "-0.5 (movement ∝ width^(-1/2))", a.slopes["movement"], within=SLOPE_BAND),
-        Claim.from_ci(
-            prefix + "kernel_drift_falls", NAME,
-            f"The empirical NTK moves less during training the wider the network {where}: log-log slope of the "
-            f"kernel drift ‖Θ_T − Θ_0‖_F/‖Θ_0‖_F (on {config.probe_examples} {config.probe_split} examples) vs "
-            f"width < 0.", "the NTK stays at its initial value as width grows (lazy training; theory: drift "
-            "O(width^(-1/2)) as a bound, ∝ 1/width in perturbation theory)", a.slopes["ntk_drift"], less_than=0.0),
-        Claim.from_ci(
-            prefix + "ntk_approaches_analytic", NAME,
-            f"The empirical NTK at initialization approaches the infinite-width kernel {where}: log-log slope of "
-            f"‖Θ_0/c − Θ_∞‖_F/‖Θ_∞‖_F vs width < 0 ("
-            + ("c = 1, Θ_∞ = the analytic NTK" if p == "ntk" else
-               "c = width, Θ_∞ = the limit of Θ_SP/width") + ").",
-            "Θ_0 → the deterministic infinite-width NTK (theory: distance ∝ width^(-1/2))",
-            a.slopes["ntk_init_distance"], less_than=0.0),
-    ]
+    fitted = "fitted per seed by least squares, mean over seeds"
+    limit = "c = 1, Θ_∞ = the analytic NTK" if p == "ntk" else "c = width, Θ_∞ = the limit of Θ_SP/width"
+    statements = {
+        "movement_ratio": f"Relative parameter movement ‖θ_T − θ_0‖/‖θ_0‖ falls with width {where}: movement(width "
+                          f"{small}) / movement(width {large}), the geometric mean over seeds of the per-seed ratio "
+                          f"(a 1/sqrt(width) law gives sqrt({large}/{small}) = {sqrt_law:.3g}x).",
+        "movement_slope": f"Relative parameter movement follows the 1/sqrt(width) law {where}: the log-log slope of "
+                          f"movement vs width ({fitted}).",
+        "kernel_drift_falls": f"The empirical NTK moves less during training the wider the network {where}: the "
+                              f"kernel drift ‖Θ_T − Θ_0‖_F/‖Θ_0‖_F (on {config.probe_examples} {config.probe_split} "
+                              f"examples) falls from width {small} to {large} (the change, paired by seed, < 0) "
+                              f"without rising between neighbouring widths (simultaneous intervals per step).",
+        "ntk_approaches_analytic": f"The empirical NTK at initialization approaches the infinite-width kernel {where}: "
+                                   f"the log-log slope of ‖Θ_0/c − Θ_∞‖_F/‖Θ_∞‖_F vs width ({fitted}; {limit}) is < 0.",
+    }
+    cis = {"movement_ratio": a.ratio, "movement_slope": a.slopes["movement"], "kernel_drift_falls": a.drift_step,
+           "ntk_approaches_analytic": a.slopes["ntk_init_distance"]}
+    details = {"movement_ratio": {"sqrt_law_ratio": sqrt_law},
+               "kernel_drift_falls": {"loglog_slope": list(a.slopes["ntk_drift"])}}  # kept as information
+    return [Claim.judged(_prefix(p) + name, NAME, text, PAPER_CLAIMS[name], cis[name], details=details.get(name))
+            for name, text in statements.items()]
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -401,7 +385,8 @@ def render(a: WidthAnalysis, claims: list[Claim], config: WidthConfig) -> list[S
         parts += [f"**{LABELS[arm.parameterization]}**", _table(arm),
                   f"Movement of each parameter tensor ({LABELS[arm.parameterization]}; mean over seeds):",
                   _layer_table(arm)]
-    parts += [_reading(arm, a, config) for arm in a.arms]
+    verdicts = {c.id: c.verdict + (f" ({c.reason})" if c.reason else "") for c in claims}
+    parts += [_reading(arm, a, config, verdicts) for arm in a.arms]
     figures = [
         ("width_movement", _panels(a.arms, "movement", r"relative movement $\|\theta_T-\theta_0\|\,/\,\|\theta_0\|$",
                                    "parameter movement vs width (dashed: slope −1/2)", layers=True)),
@@ -427,12 +412,13 @@ def _intro(a: WidthAnalysis, config: WidthConfig) -> str:
             f"({a.n_train} training examples, one dataset for all seeds), the same schedule and LR "
             f"for every width of a parameterization: "
             + ", ".join(f"lr {arm.lr:g} ({LABELS[arm.parameterization]})" for arm in a.arms)
-            + ". Per width: mean over seeds with a 95% bootstrap CI. The NTK Θ is the empirical NTK summed over "
+            + ". Per width: mean over seeds with a 95% t-interval. The NTK Θ is the empirical NTK summed over "
             f"the {a.ntk_outputs} outputs (Σ_a Θ_aa), computed in float64 on "
             f"{a.probe_examples} fixed {config.probe_split} examples. Θ_∞ is the infinite-width "
             "limit: the analytic NTK times the number of outputs in the NTK parameterization, and in the "
             "standard parameterization (whose NTK grows ∝ width) the limit of Θ/width, with c = width. "
-            "Slopes are least-squares fits of log(value) on log(width), seeds resampled as groups.")
+            "Slopes are least-squares fits of log(value) on log(width) per seed, their mean with a 95% t-interval "
+            "over seeds; ratios are geometric means of per-seed ratios with a log-t interval.")
 
 
 def _table(a: Arm) -> str:
@@ -443,22 +429,13 @@ def _table(a: Arm) -> str:
 
 
 def _layer_table(a: Arm) -> str:
-    header = ["parameter"] + [f"w={w}" for w in a.table.axis] + ["log-log slope [95% CI]"]
+    header = ["parameter"] + [f"w={w}" for w in a.table.axis] + ["log-log slope [95% t over per-seed slopes]"]
     body = [[f"`{name}`"] + [common.fmt(ci[0], 3) for ci in a.cis[f"movement_{name}"]]
             + [common.ci_text(a.slopes[f"movement_{name}"], 3)] for name in a.layers]
     return common.table(header, body)
 
 
-def _law(slope: CI) -> str:
-    """How the movement exponent stands against the band around −1/2."""
-    if slope.decided and SLOPE_BAND[0] <= slope.low and slope.high <= SLOPE_BAND[1]:
-        return "consistent with the 1/sqrt(width) law"
-    if slope.decided and (slope.high < SLOPE_BAND[0] or slope.low > SLOPE_BAND[1]):
-        return "outside the band around −1/2 that the 1/sqrt(width) law allows"
-    return "not decided against the band around −1/2 at this number of seeds"
-
-
-def _reading(a: Arm, analysis: WidthAnalysis, config: WidthConfig) -> str:
+def _reading(a: Arm, analysis: WidthAnalysis, config: WidthConfig, verdicts: dict[str, str]) -> str:
     small, large = a.table.axis[0], a.table.axis[-1]
 
     def at(w: int, m: str) -> str:
@@ -467,20 +444,26 @@ def _reading(a: Arm, analysis: WidthAnalysis, config: WidthConfig) -> str:
     def slope(m: str) -> str:
         return common.ci_text(a.slopes[m], 3)
 
-    lazy = ("so the wider network moved less, relative to its size, from its initialization"
-            if a.ratio.decided and a.ratio.low > 1 else "which does not show a clear fall of movement with width")
+    def verdict(name: str) -> str:
+        return f"verdict: {verdicts.get(_prefix(a.parameterization) + name, 'n/a')}"
+
+    drift = a.table.mean("ntk_drift")
+    lowest = a.table.axis[int(np.nanargmin(drift))] if np.isfinite(drift).any() else "n/a"
     text = (f"**{LABELS[a.parameterization]}** (lr {a.lr:g}). Relative movement went from {at(small, 'movement')} "
             f"at width {small} to {at(large, 'movement')} at width {large}, a factor {common.ci_text(a.ratio, 3)} "
-            f"(1/sqrt(width) gives {math.sqrt(large / small):.3g}x; paper 11.3x for 32 → 4096), {lazy}. The "
-            f"fitted exponent is {slope('movement')}, {_law(a.slopes['movement'])}. During training the NTK moved by "
-            f"{at(small, 'ntk_drift')} (relative Frobenius) at width {small} and {at(large, 'ntk_drift')} at "
-            f"width {large} (exponent {slope('ntk_drift')}, where the kernel regime bounds the drift by "
-            f"width^(−1/2) and perturbation theory gives width^(−1); 1 − CKA exponent {slope('ntk_drift_cka')}). At "
-            f"initialization the NTK was {at(small, 'ntk_init_distance')} away from its infinite-width limit at "
-            f"width {small} and {at(large, 'ntk_init_distance')} at width {large} (exponent "
-            f"{slope('ntk_init_distance')}; theory −0.5). Test accuracy was {at(small, 'test_acc')} at width {small} "
-            f"and {at(large, 'test_acc')} at width {large} (training accuracy {at(small, 'train_acc')} and "
-            f"{at(large, 'train_acc')}).")
+            f"(1/sqrt(width) gives {math.sqrt(large / small):.3g}x; paper 11.3x for 32 → 4096; "
+            f"{verdict('movement_ratio')}). The fitted exponent is {slope('movement')} (paper −0.5; "
+            f"{verdict('movement_slope')}). During training the NTK moved by {at(small, 'ntk_drift')} (relative "
+            f"Frobenius) at width {small} and {at(large, 'ntk_drift')} at width {large}, least at width {lowest}; its "
+            f"largest mean rise between neighbouring widths is {common.ci_text(a.drift_step.against, 3)} (above 0: "
+            f"the drift turns; {verdict('kernel_drift_falls')}). Its log-log slope is "
+            f"{slope('ntk_drift')} (the kernel regime bounds the drift by width^(−1/2) and perturbation theory "
+            f"gives width^(−1); 1 − CKA exponent {slope('ntk_drift_cka')}). At initialization the NTK was "
+            f"{at(small, 'ntk_init_distance')} away from its infinite-width limit at width {small} and "
+            f"{at(large, 'ntk_init_distance')} at width {large} (exponent {slope('ntk_init_distance')}; theory −0.5; "
+            f"{verdict('ntk_approaches_analytic')}). "
+            f"Test accuracy was {at(small, 'test_acc')} at width {small} and {at(large, 'test_acc')} at width {large} "
+            f"(training accuracy {at(small, 'train_acc')} and {at(large, 'train_acc')}).")
     if a.parameterization == "standard":
         text += _standard_note(a, analysis.input_dim)
     if config.depth >= 2:
@@ -505,7 +488,7 @@ def _panels(arms: list[Arm], metric: str, ylabel: str, title: str, layers: bool 
             second_slope: float | None = None):
     """One log-log panel per parameterization: the metric vs width with 95% CIs and n, the dashed
     −1/2 reference line through the narrowest width, and with ``layers`` each weight matrix's movement."""
-    from overparam.report.figures import errorbar_plot, loglog_with_reference, new_figure
+    from overparam.report.figures import errorbar_cis, loglog_with_reference, new_figure
 
     fig, axes = new_figure(1, len(arms), width=5.6 * len(arms), height=4.4, squeeze=False)
     for ax, a in zip(axes[0], arms):
@@ -520,8 +503,8 @@ def _panels(arms: list[Arm], metric: str, ylabel: str, title: str, layers: bool 
             ax.legend(fontsize=9, frameon=False)
         weights = [name for name in a.layers if name.endswith("weight")] if layers else []
         for name, colour in zip(weights, ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")):
-            errorbar_plot(ax, widths, *zip(*a.cis[f"movement_{name}"]), name, ns, color=colour, marker="s",
-                          linestyle="--", legend=False)
+            errorbar_cis(ax, widths, a.cis[f"movement_{name}"], name, ns, color=colour, marker="s", linestyle="--",
+                         legend=False)
         if weights:
             ax.legend(fontsize=8, frameon=False)
         ax.set_xlabel("width (hidden units per layer)")
@@ -534,12 +517,12 @@ def _panels(arms: list[Arm], metric: str, ylabel: str, title: str, layers: bool 
 
 
 def _accuracy_figure(arms: list[Arm]):
-    from overparam.report.figures import errorbar_plot, log2_axis, new_figure
+    from overparam.report.figures import errorbar_cis, log2_axis, new_figure
 
     fig, ax = new_figure()
     for a, colour in zip(arms, ("tab:blue", "tab:red")):
-        errorbar_plot(ax, a.table.axis, *zip(*a.cis["test_acc"]), f"{LABELS[a.parameterization]}, lr {a.lr:g}",
-                      a.table.n_runs(), color=colour)
+        errorbar_cis(ax, a.table.axis, a.cis["test_acc"], f"{LABELS[a.parameterization]}, lr {a.lr:g}",
+                     a.table.n_runs(), color=colour)
     log2_axis(ax, sorted({w for a in arms for w in a.table.axis}))
     ax.set_xlabel("width (hidden units per layer)")
     ax.set_ylabel("test accuracy")
@@ -566,11 +549,11 @@ STUDY = Study(
         "quick": {"data": {"name": "mnist1d", "n_train": 1000, "seed": 0},
                   "train": {"optimizer": "sgd", "momentum": 0.0, "batch_size": 25, "epochs": 10, "eval_every": 100},
                   "lr": {"standard": 0.05, "ntk": 1.0},
-                  "widths": [32, 64, 128, 256, 512, 1024, 2048, 4096], "probe_examples": 128, "seeds": 3},
+                  "widths": [32, 64, 128, 256, 512, 1024, 2048, 4096], "probe_examples": 128, "seeds": 5},
         "mnist": {"data": {"name": "mnist", "n_train": 10000, "n_test": 2000, "seed": 0, "standardize": True},
                   "train": {"optimizer": "sgd", "momentum": 0.0, "batch_size": 100, "epochs": 5},
                   "lr": {"standard": 0.05, "ntk": 1.0},
-                  "widths": [32, 64, 128, 256, 512, 1024, 2048, 4096], "probe_examples": 128, "seeds": 3},
+                  "widths": [32, 64, 128, 256, 512, 1024, 2048, 4096], "probe_examples": 128, "seeds": 5},
         "paper": {"data": {"name": "mnist", "seed": 0, "standardize": True},
                   "train": {"optimizer": "sgd", "momentum": 0.0, "batch_size": 128, "epochs": 20},
                   "lr": {"standard": 0.05, "ntk": 1.0},
