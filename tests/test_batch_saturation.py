@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from overparam.errors import ConfigError
-from overparam.report.verdicts import VERDICTS
 from overparam.studies import get_study
 from overparam.studies.batch_saturation import NAME, STUDY
 from overparam.sweep.execute import run_sweep

@@ -1,6 +1,7 @@
-"""The report layer: bootstrap statistics against known truths, verdict logic, and a report
-rendered from a partially filled store (claims table, failure summary, self-contained HTML,
-valid non-blank PNGs, claims.json keys)."""
+"""The report layer: interval methods against known truths, the predicate test and the verdict
+rules, claims.json, and a report rendered from a partially filled store (claims table, failure
+summary, self-contained HTML, valid non-blank PNGs). Coverage by simulation is in
+test_coverage.py."""
 
 from __future__ import annotations
 
@@ -20,17 +21,18 @@ from overparam.report import (
     CLAIM_KEYS,
     Claim,
     Section,
-    bootstrap_ci,
+    clustered_spearman_ci,
+    decide,
     errorbar_plot,
-    loglog_slope_ci,
     loglog_with_reference,
     new_figure,
-    ratio_ci,
+    paired_ratio_ci,
     read_claims_json,
     render_report,
-    spearman_ci,
+    seed_slope_ci,
     status_line,
-    verdict,
+    t_ci,
+    trend_ci,
     write_claims_json,
 )
 from overparam.report.render import error_reason
@@ -38,190 +40,144 @@ from overparam.sweep.store import ResultsStore
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-# --- bootstrap_ci -------------------------------------------------------------------------------
+# --- intervals ----------------------------------------------------------------------------------
 
 
-def test_bootstrap_ci_covers_the_true_mean_about_95_percent_of_the_time():
-    rng = np.random.default_rng(12345)
-    true_mean, experiments = 1.5, 200
-    covered = 0
-    for _ in range(experiments):
-        sample = rng.normal(true_mean, 2.0, size=30)
-        estimate, low, high = bootstrap_ci(sample, num_resamples=2000, seed=int(rng.integers(1 << 31)))
-        assert estimate == pytest.approx(sample.mean())
-        covered += low <= true_mean <= high
-    assert 0.90 <= covered / experiments <= 0.99
-
-
-def test_bootstrap_ci_width_shrinks_with_n_and_states_n():
-    rng = np.random.default_rng(0)
-    small = bootstrap_ci(rng.normal(size=10))
-    large = bootstrap_ci(rng.normal(size=1000))
-    assert (small.n, large.n) == (10, 1000)
-    # the width of a mean's CI scales as 1/sqrt(n): 10x narrower here, allow for noise
-    assert (large.high - large.low) < (small.high - small.low) / 4
-
-
-def test_bootstrap_ci_with_fewer_than_two_values_has_nan_bounds():
-    estimate, low, high = bootstrap_ci([3.25])
-    assert estimate == 3.25 and math.isnan(low) and math.isnan(high)
-    empty = bootstrap_ci([])
-    assert empty.n == 0 and all(math.isnan(v) for v in empty)
-    nan_dropped = bootstrap_ci([2.0, float("nan")])
-    assert nan_dropped.n == 1 and nan_dropped.estimate == 2.0 and math.isnan(nan_dropped.low)
-
-
-def test_bootstrap_ci_of_constant_data_falls_back_to_percentile():
-    ci = bootstrap_ci([0.7] * 6)
-    assert tuple(ci) == pytest.approx((0.7, 0.7, 0.7)) and ci.method == "percentile"
-
-
-def test_bootstrap_ci_other_statistics_and_bad_options():
-    rng = np.random.default_rng(1)
-    sample = rng.normal(size=40)
-    median = bootstrap_ci(sample, np.median, num_resamples=2000)
-    assert median.estimate == pytest.approx(np.median(sample)) and median.low < median.estimate < median.high
-    spread = bootstrap_ci(sample, lambda v: float(np.std(v)), num_resamples=500)  # no axis: not vectorized
-    assert spread.low < np.std(sample) < spread.high
+def test_t_ci_is_the_textbook_interval_and_drops_nan():
+    x = np.array([1.0, 2.0, 4.0, 7.0, np.nan])
+    ci = t_ci(x)
+    half = scipy.stats.t.ppf(0.975, 3) * np.std(x[:4], ddof=1) / 2
+    assert ci.estimate == pytest.approx(3.5) and (ci.low, ci.high) == pytest.approx((3.5 - half, 3.5 + half))
+    assert ci.n == 4 and ci.method == "t"
+    one, empty = t_ci([3.25]), t_ci([])
+    assert one.estimate == 3.25 and math.isnan(one.low) and math.isnan(one.high) and one.n == 1
+    assert empty.n == 0 and math.isnan(empty.estimate)
     with pytest.raises(ConfigError, match="confidence"):
-        bootstrap_ci(sample, confidence=95)
-    with pytest.raises(ConfigError, match="method"):
-        bootstrap_ci(sample, method="bootstrap-t")
+        t_ci(x, confidence=95)
 
 
 def test_ci_is_a_three_tuple_that_pickles():
-    ci = CI(1.0, 0.5, 1.5, n=4, method="BCa", pvalue=0.01)
+    ci = CI(1.0, 0.5, 1.5, n=4, method="t", n_points=7)
     assert list(ci) == [1.0, 0.5, 1.5] and ci.bounds == [0.5, 1.5] and ci.decided
     again = pickle.loads(pickle.dumps(ci))
-    assert again == ci and again.n == 4 and again.method == "BCa" and again.pvalue == 0.01
+    assert again == ci and again.n == 4 and again.method == "t" and again.n_points == 7
 
 
-# --- ratio_ci -----------------------------------------------------------------------------------
-
-
-def test_ratio_ci_paired_keeps_the_pairing_and_unpaired_does_not():
+def test_paired_ratio_is_log_t_of_per_seed_ratios_and_fieller_across_zero():
     rng = np.random.default_rng(2)
     denominators = rng.uniform(1.0, 10.0, size=12)  # varies a lot between seeds
-    numerators = 2.0 * denominators * (1 + 0.01 * rng.normal(size=12))  # but the ratio per seed is ~2
-    paired = ratio_ci(numerators, denominators)
-    unpaired = ratio_ci(numerators, denominators, paired=False)
-    assert paired.estimate == pytest.approx(numerators.mean() / denominators.mean())
-    assert paired.low <= 2.0 <= paired.high and paired.n == 12
-    assert (paired.high - paired.low) * 5 < unpaired.high - unpaired.low
-    with pytest.raises(ConfigError, match="paired"):
-        ratio_ci([1.0, 2.0, 3.0], [1.0, 2.0])
-    assert ratio_ci([1.0, 2.0, 3.0], [1.0, 2.0], paired=False).n == 2
+    numerators = 2.0 * denominators * np.exp(0.01 * rng.normal(size=12))  # but the ratio per seed is ~2
+    ratio = paired_ratio_ci(numerators, denominators)
+    assert ratio.method == "log-t" and ratio.n == 12
+    assert ratio.estimate == pytest.approx(math.exp(np.mean(np.log(numerators / denominators))))
+    assert ratio.low <= 2.0 <= ratio.high and ratio.high - ratio.low < 0.05  # the pairing removes the spread
+    crossing = paired_ratio_ci([1.0, -0.5, 0.8, 0.3], [2.0, 2.1, 1.9, 2.0])
+    assert crossing.method == "Fieller" and crossing.estimate == pytest.approx(0.4 / 2.0)
+    assert crossing.low < 0 < crossing.high
+    unbounded = paired_ratio_ci([1.0, 2.0, 1.5], [0.1, -0.1, 0.05])  # a denominator not distinguishable from 0
+    assert unbounded.low == -math.inf and unbounded.high == math.inf
+    with pytest.raises(ConfigError, match="as many"):
+        paired_ratio_ci([1.0, 2.0, 3.0], [1.0, 2.0])
 
 
-# --- spearman_ci --------------------------------------------------------------------------------
+def test_seed_slope_recovers_a_power_law_and_equals_the_pooled_fit():
+    rng = np.random.default_rng(4)
+    widths = np.array([16.0, 32, 64, 128, 256, 512, 1024])
+    y = 3.0 * widths ** -0.5 * np.exp(0.05 * rng.normal(size=(6, widths.size)))
+    ci = seed_slope_ci(widths, y)
+    pooled = np.polyfit(np.tile(np.log(widths), 6), np.log(y).reshape(-1), 1)[0]
+    assert ci.estimate == pytest.approx(pooled, abs=1e-10)  # every seed at every width
+    assert ci.low <= -0.5 <= ci.high and ci.high - ci.low < 0.1 and ci.n == 6
+    with pytest.raises(ConfigError, match="positive"):
+        seed_slope_ci([1.0, 2.0, 4.0], np.array([[1.0, 0.0, 0.5]]))
+    flat = seed_slope_ci([8.0, 8.0, 8.0], np.array([[1.0, 2.0, 3.0]]))
+    assert flat.n == 0 and decide(flat, less_than=0) == "undecided"
 
 
-def test_spearman_estimate_and_pvalue_are_scipys():
+def test_clustered_spearman_pools_runs_and_counts_seeds():
     rng = np.random.default_rng(3)
     x = rng.normal(size=25)
     y = x + rng.normal(size=25)
-    ci = spearman_ci(x, y)
-    reference = scipy.stats.spearmanr(x, y)
-    assert ci.estimate == pytest.approx(reference.statistic, abs=1e-12)
-    assert ci.pvalue == pytest.approx(reference.pvalue)
-    assert ci.low < ci.estimate < ci.high and ci.n == 25
+    seeds = np.repeat(np.arange(5), 5)
+    ci = clustered_spearman_ci(x, y, seeds)
+    assert ci.estimate == pytest.approx(scipy.stats.spearmanr(x, y).statistic, abs=1e-12)
+    assert ci.low < ci.estimate < ci.high and ci.n == 5 and ci.n_points == 25
+    monotone = clustered_spearman_ci(np.arange(15.0), np.exp(np.arange(15.0) / 3), np.repeat(np.arange(5), 3))
+    assert monotone.estimate == pytest.approx(1.0) and monotone.low > 0.99
+    two_seeds = clustered_spearman_ci([1.0, 2.0, 3.0, 4.0], [3.0, 4.0, 6.0, 5.0], [0, 0, 1, 1])
+    assert two_seeds.n == 2 and math.isnan(two_seeds.low) and math.isnan(two_seeds.high)
+    with pytest.raises(ConfigError, match="one length"):
+        clustered_spearman_ci([1.0, 2.0, 3.0], [1.0, 2.0], [0, 1])
 
 
-def test_spearman_of_monotone_data_is_one_with_a_ci_at_one():
-    x = np.arange(15.0)
-    ci = spearman_ci(x, np.exp(x / 3))
-    assert ci.estimate == pytest.approx(1.0)
-    assert ci.low == pytest.approx(1.0) and ci.high == pytest.approx(1.0)
-    decreasing = spearman_ci(x, -x ** 2)
-    assert tuple(decreasing) == pytest.approx((-1.0, -1.0, -1.0))
+def test_trend_fails_a_curve_that_turns_and_keeps_one_that_levels_off():
+    rng = np.random.default_rng(5)
+    u_shape = np.array([0.44, 0.2, 0.1, 0.067, 0.1, 0.18]) + rng.normal(0.0, 0.005, (5, 6))
+    plateau = np.array([30.0, 5.0, 4.9, 4.9, 4.9]) + rng.normal(0.0, 0.05, (5, 5))
+    turning, levelling = trend_ci(u_shape), trend_ci(plateau)
+    assert turning.high < 0 and turning.against.low > 0  # lower at the end, but it rises at the last steps
+    assert levelling.high < 0 and levelling.against.low < 0 < levelling.against.high
+    rising = trend_ci(-plateau, rising=True)
+    assert rising.low > 0 and rising.against.low < 0
 
 
-def test_spearman_with_too_few_pairs_has_nan_bounds():
-    ci = spearman_ci([1.0, 2.0], [3.0, 4.0])
-    assert ci.n == 2 and math.isnan(ci.low) and math.isnan(ci.high)
-    with pytest.raises(ConfigError, match="same length"):
-        spearman_ci([1.0, 2.0, 3.0], [1.0, 2.0])
-
-
-# --- loglog_slope_ci ----------------------------------------------------------------------------
-
-
-def test_loglog_slope_of_a_power_law_is_recovered_within_the_ci():
-    rng = np.random.default_rng(4)
-    widths = np.repeat([16, 32, 64, 128, 256, 512, 1024], 6).astype(float)
-    seeds = np.tile(np.arange(6), 7)
-    y = 3.0 * widths ** -0.5 * np.exp(0.05 * rng.normal(size=widths.size))
-    by_seed = loglog_slope_ci(widths, y, groups=seeds)
-    assert by_seed.estimate == pytest.approx(np.polyfit(np.log(widths), np.log(y), 1)[0], abs=1e-10)
-    assert by_seed.low <= -0.5 <= by_seed.high and by_seed.high - by_seed.low < 0.1
-    assert by_seed.n == 6 and by_seed.n_points == widths.size
-    assert by_seed.intercept == pytest.approx(np.log(3.0), abs=0.1)
-    by_point = loglog_slope_ci(widths, y)
-    assert by_point.low <= -0.5 <= by_point.high and by_point.n == widths.size
-
-
-def test_loglog_slope_rejects_non_positive_values_and_needs_two_x():
-    with pytest.raises(ConfigError, match="positive"):
-        loglog_slope_ci([1.0, 2.0, 4.0], [1.0, 0.0, 0.5])
-    flat = loglog_slope_ci([8.0, 8.0, 8.0], [1.0, 2.0, 3.0])
-    assert math.isnan(flat.estimate) and verdict(flat, less_than=0) == "inconclusive"
-
-
-# --- verdict ------------------------------------------------------------------------------------
+# --- the predicate test -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("ci, claim, expected", [
-    ((0.1, 0.5), {"greater_than": 0}, "reproduced"),
-    ((-0.5, -0.1), {"greater_than": 0}, "not_reproduced"),
-    ((-0.1, 0.1), {"greater_than": 0}, "inconclusive"),
-    ((0.0, 0.5), {"greater_than": 0}, "inconclusive"),  # 0 itself is not > 0
-    ((-1.0, 0.0), {"greater_than": 0}, "not_reproduced"),
-    ((-3.0, -2.0), {"less_than": -1}, "reproduced"),
-    ((0.0, 1.0), {"less_than": -1}, "not_reproduced"),
-    ((-2.0, 0.0), {"less_than": -1}, "inconclusive"),
-    ((-0.55, -0.45), {"within": (-0.6, -0.4)}, "reproduced"),
-    ((-0.6, -0.4), {"within": (-0.6, -0.4)}, "reproduced"),  # closed ends
-    ((-0.3, -0.1), {"within": (-0.6, -0.4)}, "not_reproduced"),
-    ((-0.9, -0.7), {"within": (-0.6, -0.4)}, "not_reproduced"),
-    ((-0.5, -0.3), {"within": (-0.6, -0.4)}, "inconclusive"),
-    ((-1.0, 1.0), {"within": (-0.6, -0.4)}, "inconclusive"),
-    ((0.2, 0.3), {"greater_than": 0, "less_than": 1}, "reproduced"),
-    ((0.5, 1.5), {"greater_than": 0, "less_than": 1}, "inconclusive"),
-    ((4.0, 4.5), {"greater_than": 5, "less_than": 3}, "not_reproduced"),  # no value satisfies the claim
-    ((float("nan"), float("nan")), {"greater_than": 0}, "inconclusive"),
-    ((0.1, float("nan")), {"greater_than": 0}, "inconclusive"),
-    ((None, None), {"within": (0, 1)}, "inconclusive"),
-    ((0.3, 0.1, 0.5), {"greater_than": 0}, "reproduced"),  # (estimate, low, high)
-    (CI(-0.2, -0.4, -0.1, n=5), {"less_than": 0}, "reproduced"),
+    ((0.1, 0.5), {"greater_than": 0}, "holds"),
+    ((-0.5, -0.1), {"greater_than": 0}, "fails"),
+    ((-0.1, 0.1), {"greater_than": 0}, "undecided"),
+    ((0.0, 0.5), {"greater_than": 0}, "undecided"),  # 0 itself is not > 0
+    ((-1.0, 0.0), {"greater_than": 0}, "fails"),
+    ((-3.0, -2.0), {"less_than": -1}, "holds"),
+    ((0.0, 1.0), {"less_than": -1}, "fails"),
+    ((-2.0, 0.0), {"less_than": -1}, "undecided"),
+    ((-0.55, -0.45), {"within": (-0.6, -0.4)}, "holds"),
+    ((-0.6, -0.4), {"within": (-0.6, -0.4)}, "holds"),  # closed ends
+    ((-0.3, -0.1), {"within": (-0.6, -0.4)}, "fails"),
+    ((-0.9, -0.7), {"within": (-0.6, -0.4)}, "fails"),
+    ((-0.5, -0.3), {"within": (-0.6, -0.4)}, "undecided"),
+    ((-1.0, 1.0), {"within": (-0.6, -0.4)}, "undecided"),
+    ((0.2, 0.3), {"greater_than": 0, "less_than": 1}, "holds"),
+    ((0.5, 1.5), {"greater_than": 0, "less_than": 1}, "undecided"),
+    ((4.0, 4.5), {"greater_than": 5, "less_than": 3}, "fails"),  # no value satisfies the predicate
+    ((float("nan"), float("nan")), {"greater_than": 0}, "undecided"),
+    ((0.1, float("nan")), {"greater_than": 0}, "undecided"),
+    ((None, None), {"within": (0, 1)}, "undecided"),
+    ((0.3, 0.1, 0.5), {"greater_than": 0}, "holds"),  # (estimate, low, high)
+    (CI(-0.2, -0.4, -0.1, n=5), {"less_than": 0}, "holds"),
 ])
-def test_verdict_branches(ci, claim, expected):
-    assert verdict(ci, **claim) == expected
+def test_decide_branches(ci, claim, expected):
+    assert decide(ci, **claim) == expected
 
 
-def test_verdict_rejects_no_claim_and_inverted_intervals():
+def test_decide_rejects_no_predicate_and_inverted_intervals():
     with pytest.raises(ConfigError, match="greater_than"):
-        verdict((0.0, 1.0))
+        decide((0.0, 1.0))
     with pytest.raises(ConfigError, match="exceeds"):
-        verdict((1.0, 0.0), greater_than=0)
+        decide((1.0, 0.0), greater_than=0)
     with pytest.raises(ConfigError, match="within"):
-        verdict((0.0, 1.0), within=(1.0, 0.0))
+        decide((0.0, 1.0), within=(1.0, 0.0))
 
 
 # --- claims -------------------------------------------------------------------------------------
 
 
-def test_claim_from_ci_json_round_trip_with_nan_as_null(tmp_path):
-    decided = Claim.from_ci("c1", "width", "error falls with width", "slope -0.5", CI(-0.48, -0.55, -0.41, n=5),
-                            within=(-0.6, -0.4))
-    undecided = Claim.from_ci("c2", "width", "one seed only", 0.9, CI(0.8, float("nan"), float("nan"), n=1),
-                              greater_than=0.5)
-    assert decided.verdict == "reproduced" and decided.n_seeds == 5 and decided.details["predicate"]
-    assert undecided.verdict == "inconclusive"
-    assert set(decided.to_dict()) == set(CLAIM_KEYS) and "details" in decided.to_dict(include_details=True)
+def test_claim_json_round_trip_with_nan_as_null(tmp_path):
+    from overparam.report.verdicts import EXPONENT, Published, above, between
+
+    slope = Published("slope -0.5", "theory", between(-0.6, -0.4), -0.5, "", EXPONENT)
+    decided = Claim.judged("c1", "width", "error falls with width", slope, CI(-0.48, -0.55, -0.41, n=5))
+    undecided = Claim.judged("c2", "width", "one seed only", Published("0.9", "paper", above(0.5)),
+                             CI(0.8, float("nan"), float("nan"), n=1))
+    assert decided.verdict == "reproduced" and decided.n_seeds == 5 and decided.rule
+    assert undecided.verdict == "inconclusive" and undecided.reason == "n < 5"
+    assert list(decided.to_dict()) == list(CLAIM_KEYS) and "details" in decided.to_dict(include_details=True)
     path = write_claims_json([decided, undecided], tmp_path / "claims.json")
     data = json.loads(path.read_text())
-    assert [set(item) for item in data] == [set(CLAIM_KEYS)] * 2
-    assert data[1]["ci"] == [None, None] and data[1]["paper"] == 0.9
+    assert [list(item) for item in data] == [list(CLAIM_KEYS)] * 2
+    assert data[1]["ci"] == [None, None] and data[1]["paper"] == "0.9" and data[1]["paper_value"] is None
     again = read_claims_json(path)
     assert again[0].ci == pytest.approx([-0.55, -0.41]) and math.isnan(again[1].ci[0])
     with pytest.raises(ConfigError, match="verdict"):
@@ -262,16 +218,18 @@ def _partial_store(directory):
 
 
 def _summarize(store):
-    """What a study's summarize does: claims and figures from stored runs alone."""
+    """What a study's report does: claims and figures from stored runs alone."""
+    from overparam.report.verdicts import Published, below
+
     done = store.runs("width", status="done")
     widths = np.array([run["config"]["params"]["width"] for run in done], dtype=float)
     errors = np.array([run["metrics"]["test_error"] for run in done])
     seeds = np.array([run["seed"] for run in done])
-    trend = spearman_ci(widths, errors)
-    claim = Claim.from_ci("width-monotone", "width", "Test error decreases as width grows",
-                          "monotone decrease (Fig. 2)", trend, less_than=0.0, n_seeds=len(set(seeds)))
+    trend = clustered_spearman_ci(widths, errors, seeds)
+    claim = Claim.judged("width-monotone", "width", "Test error decreases as width grows",
+                         Published("monotone decrease (Fig. 2)", "paper", below(0.0)), trend)
     levels = sorted(set(widths))
-    cis = [bootstrap_ci(errors[widths == w]) for w in levels]
+    cis = [t_ci(errors[widths == w]) for w in levels]
     fig, ax = new_figure()
     loglog_with_reference(ax, levels, [c.estimate for c in cis], [c.low for c in cis], [c.high for c in cis],
                           slope=-0.5, label="test error", n=[c.n for c in cis])

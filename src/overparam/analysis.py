@@ -254,14 +254,6 @@ class SeedTable:
 
         return trend_ci(self[metric], rising=rising)
 
-    def largest_step(self, metric: str | Callable[[Run], Any]):
-        """The largest mean rise of the metric between neighbouring axis points, with a
-        simultaneous interval (:func:`largest_step_ci`): < 0 throughout means it falls at every
-        step."""
-        from overparam.report.stats import largest_step_ci
-
-        return largest_step_ci(self[metric])
-
     def correlation(self, x: str | Callable[[Run], Any], y: str | Callable[[Run], Any]):
         """Spearman's ρ between two metrics over every run of the table, seeds as clusters
         (:func:`clustered_spearman_ci`; n = seeds)."""
@@ -338,17 +330,6 @@ def correlation(runs: Iterable[Run], x: str | Callable[[Run], float], y: str | C
     points = [(number(get_x(r)), number(get_y(r)), r.seed) for r in runs]
     points = [p for p in points if math.isfinite(p[0]) and math.isfinite(p[1])]
     return clustered_spearman_ci([p[0] for p in points], [p[1] for p in points], [p[2] for p in points])
-
-
-def metric_pairs(runs: Iterable[Run], x: str | Callable[[Run], float], y: str | Callable[[Run], float]
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Two metrics of each run (in the order given) over the runs where both are finite (the
-    points of a scatter plot)."""
-    get_x = x if callable(x) else (lambda run: run.metric(x))
-    get_y = y if callable(y) else (lambda run: run.metric(y))
-    points = [(number(get_x(r)), number(get_y(r))) for r in runs]
-    points = [p for p in points if math.isfinite(p[0]) and math.isfinite(p[1])]
-    return np.asarray([p[0] for p in points], dtype=float), np.asarray([p[1] for p in points], dtype=float)
 
 
 def binomial_se(accuracy_a: float, accuracy_b: float, test_examples: int, scale: float = 100.0) -> float:

@@ -1,5 +1,5 @@
-"""Reports: statistics over seeds (bootstrap CIs, rank correlation, log-log slopes, verdicts),
-claims, figure helpers, and rendering to report.md / report.html / figures / claims.json.
+"""Reports: intervals over seeds (stats), the verdict rules (verdicts), claims, figure helpers, and
+rendering to report.md / report.html / figures / claims.json.
 
 The names below load their submodule on first use, so importing ``overparam.report`` (as every
 study does) costs nothing until a report is made: matplotlib and scipy load only then.
@@ -8,10 +8,11 @@ study does) costs nothing until a report is made: matplotlib and scipy load only
 import importlib
 
 _EXPORTS = {
-    "CI": "stats", "VERDICTS": "stats", "bootstrap_ci": "stats", "loglog_slope_ci": "stats", "ratio_ci": "stats",
-    "spearman_ci": "stats", "verdict": "stats",
+    "CI": "stats", "t_ci": "stats", "paired_ratio_ci": "stats", "seed_slope_ci": "stats",
+    "clustered_spearman_ci": "stats", "trend_ci": "stats", "decide": "stats",
+    "VERDICTS": "verdicts", "Published": "verdicts", "Tolerance": "verdicts", "judge": "verdicts",
     "CLAIM_KEYS": "claims", "Claim": "claims", "read_claims_json": "claims", "write_claims_json": "claims",
-    "errorbar_plot": "figures", "loglog_with_reference": "figures", "new_figure": "figures",
+    "errorbar_plot": "figures", "errorbar_cis": "figures", "loglog_with_reference": "figures", "new_figure": "figures",
     "ReportPaths": "render", "Section": "render", "render_report": "render", "status_line": "render",
 }
 _RENAMED = {"CLAIM_KEYS": "KEYS"}

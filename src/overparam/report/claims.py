@@ -33,7 +33,6 @@ from typing import Any
 
 from overparam.errors import ConfigError, DataError
 from overparam.report.stats import CI
-from overparam.report.stats import verdict as decide
 from overparam.report.verdicts import VERDICTS, Published, judge
 
 KEYS = ("id", "study", "statement", "paper", "source", "paper_value", "unit", "tolerance", "band", "measured", "ci",
@@ -63,28 +62,12 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def describe_predicate(*, greater_than: float | None = None, less_than: float | None = None,
-                       within: tuple[float, float] | None = None) -> str:
-    """The claim's predicate as text, e.g. ``'value > 0 and value < 1'``."""
-    parts = []
-    if greater_than is not None:
-        parts.append(f"value > {greater_than:g}")
-    if less_than is not None:
-        parts.append(f"value < {less_than:g}")
-    if within is not None:
-        parts.append(f"{within[0]:g} <= value <= {within[1]:g}")
-    return " and ".join(parts)
-
-
 @dataclass
 class Claim:
-    """One published claim and our measurement of it.
-
-    ``paper`` is the published value or a short quote; ``measured`` our estimate; ``ci`` its
-    ``[low, high]`` 95% interval over ``n_seeds`` seeds; ``verdict`` one of ``reproduced``,
-    ``not_reproduced``, ``inconclusive``. Build one from a :class:`~overparam.report.stats.CI`
-    with :meth:`from_ci`, which also decides the verdict.
-    """
+    """One published claim and our measurement of it (the fields are the keys of claims.json,
+    described in the module docstring). Build one with :meth:`judged`, which takes the published
+    side (:class:`~overparam.report.verdicts.Published`) and our interval and decides direction,
+    magnitude and verdict."""
 
     id: str
     study: str
@@ -129,29 +112,6 @@ class Claim:
         for name in ("paper_value", "ratio_to_paper", "binomial_se"):
             if getattr(self, name) is not None:
                 setattr(self, name, _float(getattr(self, name)))
-
-    @classmethod
-    def from_ci(cls, id: str, study: str, statement: str, paper: str | float, ci: CI, *,
-                greater_than: float | None = None, less_than: float | None = None,
-                within: tuple[float, float] | None = None, n_seeds: int | None = None,
-                details: Mapping[str, Any] | None = None) -> Claim:
-        """A claim whose verdict is :func:`~overparam.report.stats.verdict` of ``ci`` against the
-        predicate given. ``n_seeds`` defaults to ``ci.n``; ``details`` records the predicate,
-        the interval method and the CI's extras (p-value, counts, ...)."""
-        record: dict[str, Any] = {"predicate": describe_predicate(greater_than=greater_than, less_than=less_than,
-                                                                  within=within)}
-        if isinstance(ci, CI):
-            record.update({"confidence": ci.confidence, "method": ci.method})
-            record.update({k: v for k, v in vars(ci).items() if k not in ("n", "confidence", "method")})
-        record.update(details or {})
-        estimate, low, high = ci
-        if n_seeds is None:
-            if not isinstance(ci, CI):
-                raise ConfigError(f"claim {id!r}: pass n_seeds= with a plain (estimate, low, high) tuple")
-            n_seeds = ci.n
-        result = decide(ci, greater_than=greater_than, less_than=less_than, within=within)
-        return cls(id=id, study=study, statement=statement, paper=paper, measured=estimate, ci=[low, high],
-                   n_seeds=n_seeds, verdict=result, details=record, ci_method=getattr(ci, "method", ""))
 
     @classmethod
     def judged(cls, id: str, study: str, statement: str, published: Published, ci: CI, *, n_seeds: int | None = None,

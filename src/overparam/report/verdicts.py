@@ -189,9 +189,9 @@ class Judgement:
 
 
 def _outcome(ci: Any, **predicate: Any) -> str:
-    from overparam.report.stats import verdict
+    from overparam.report.stats import decide
 
-    return {"reproduced": "holds", "not_reproduced": "fails", "inconclusive": "undecided"}[verdict(ci, **predicate)]
+    return decide(ci, **predicate)
 
 
 def judge(ci: Any, published: Published, n_seeds: int, *, binomial_se: float | None = None,

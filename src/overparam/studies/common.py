@@ -1,5 +1,5 @@
 """Pieces every training study shares: grid points as RunConfigs, batched training followed by
-per-run measures, and the summaries' grouping and formatting.
+per-run measures, the flatness measures, and the report's number and table formatting.
 
 A training study's run parameters are ``{"run": RunConfig.to_dict(), ...study settings}``;
 :func:`train_and_measure` trains the runs (seeds of one grid point together, through
@@ -19,7 +19,6 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from overparam.config import RunConfig
@@ -132,72 +131,7 @@ def probe(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[t
     return x[index], y[index]
 
 
-# --- summaries -----------------------------------------------------------------------------------
-
-
-def done_rows(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return [r for r in rows if r["status"] == "done"]
-
-
-def run_params(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The stored study parameters of a run (``{"run": ..., settings}``)."""
-    return row["config"]["params"]
-
-
-def option(row: Mapping[str, Any], dotted: str) -> Any:
-    """A value of the run's RunConfig by dotted key; model/data options live under 'options'."""
-    node: Any = run_params(row)["run"]
-    for part in dotted.split("."):
-        if isinstance(node, dict) and part not in node and "options" in node:
-            node = node["options"]
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
-def group(rows: Iterable[Mapping[str, Any]], key: Callable[[Mapping[str, Any]], Any]) -> dict[Any, list]:
-    """Rows grouped by ``key(row)``, keys in sorted order."""
-    out: dict[Any, list] = {}
-    for row in rows:
-        out.setdefault(key(row), []).append(row)
-    return dict(sorted(out.items(), key=lambda item: _order(item[0])))
-
-
-def _order(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return tuple(_order(v) for v in value)
-    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def values(rows: Iterable[Mapping[str, Any]], metric: str) -> list[float]:
-    """A metric over rows, skipping runs that lack it or have a non-finite value."""
-    return [float(row["metrics"][metric]) for row in rows if _finite(row["metrics"].get(metric))]
-
-
-def by_seed(rows: Iterable[Mapping[str, Any]], metric: str) -> dict[int, float]:
-    """A metric per seed, skipping runs that lack it or have a non-finite value."""
-    return {row["seed"]: float(row["metrics"][metric]) for row in rows if _finite(row["metrics"].get(metric))}
-
-
-def finite_pairs(rows: Iterable[Mapping[str, Any]], x: str, y: str) -> tuple[list[float], list[float]]:
-    """The metrics (x, y) of every run with a finite y, as two lists (e.g. for spearman_ci)."""
-    points = [(row["metrics"].get(x), row["metrics"][y]) for row in rows if _finite(row["metrics"].get(y))]
-    return [p[0] for p in points], [p[1] for p in points]
-
-
-def gap_fraction(start: Iterable[Mapping[str, Any]], target: Iterable[Mapping[str, Any]],
-                 treated: Iterable[Mapping[str, Any]], metric: str):
-    """The fraction (m_start − m_treated)/(m_start − m_target) of the gap between two arms that a
-    third closes (1: the treated arm reaches the target's value), over the seeds all three arms
-    finished: a ratio of seed means with a paired bootstrap CI (unstable when the gap is small)."""
-    from overparam.report import ratio_ci
-
-    a, b, c = by_seed(start, metric), by_seed(target, metric), by_seed(treated, metric)
-    seeds = sorted(set(a) & set(b) & set(c))
-    return ratio_ci([a[s] - c[s] for s in seeds], [a[s] - b[s] for s in seeds])
+# --- report helpers ------------------------------------------------------------------------------
 
 
 def label_noise_fractions(value: Any) -> tuple:
@@ -230,11 +164,6 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def mean_curve(curves: Sequence[Sequence[float]]) -> np.ndarray:
-    """Elementwise mean of equal-length curves (one per seed)."""
-    return np.mean(np.asarray(curves, dtype=float), axis=0)
 
 
 # --- flatness of a trained run (batch_size and optimizer studies) --------------------------------
