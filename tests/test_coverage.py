@@ -121,14 +121,21 @@ def test_log_log_slope_over_seeds(n, skewed):
 @pytest.mark.parametrize("skewed", [False, True])
 def test_spearman_over_runs_with_seeds_as_clusters(n, skewed):
     """Five axis points per seed (e.g. batch sizes), a shared seed effect in x and y: the points
-    of one seed are not independent. Truth: the pooled Spearman ρ of a very large sample."""
+    of one seed are not independent. Skewed: the noise terms are centred log-normal (a monotone
+    transform of x and y would leave every rank, hence ρ, unchanged). Truth: the pooled Spearman
+    ρ of a very large sample."""
     axis = np.linspace(0.0, 1.0, 5)
 
+    def noise(rng, shape):
+        if skewed:
+            return 0.3 * (np.exp(rng.normal(size=shape)) - math.exp(0.5)) / math.sqrt((math.e - 1) * math.e)
+        return rng.normal(0.0, 0.3, shape)
+
     def sample(rng, seeds):
-        u = rng.normal(0.0, 0.3, (seeds, 1))
-        x = axis + u + rng.normal(0.0, 0.3, (seeds, axis.size))
-        y = 0.6 * axis ** 2 + 0.5 * u + rng.normal(0.0, 0.3, (seeds, 1)) + rng.normal(0.0, 0.3, (seeds, axis.size))
-        return (np.exp(x), np.exp(y)) if skewed else (x, y)
+        u = noise(rng, (seeds, 1))
+        x = axis + u + noise(rng, (seeds, axis.size))
+        y = 0.6 * axis ** 2 + 0.5 * u + noise(rng, (seeds, 1)) + noise(rng, (seeds, axis.size))
+        return x, y
 
     import scipy.stats
 

@@ -139,7 +139,7 @@ def test_peak_ratio_is_the_geometric_mean_of_per_trial_ratios():
 
 
 @pytest.mark.parametrize("override, match", [
-    ({"p": 20}, "p must be an integer > n"),
+    ({"p": 20}, r"p \(the theorem's over-parameterized regime: p > n\) must be an integer >= 21"),
     ({"step_fraction": 1.0}, "step_fraction"),
     ({"noise_std": -0.1}, "noise_std"),
     ({"residual_tol": 0}, "residual_tol"),

@@ -225,4 +225,4 @@ def test_claims_are_judged_on_the_published_numbers():
     assert drift.ci[1] < 0  # lower at the widest than at the narrowest width: a falling change, yet it turns
     assert drift.details["against"][1] > 0 and drift.details["against"][0] == pytest.approx(0.05, abs=0.005)
     assert drift.details["loglog_slope"][0] < 0  # the log-log slope alone would have called it falling
-    assert "least at width 512" in section.text and "verdict: not_reproduced" in section.text
+    assert "least at width 512" in section.text  # the verdict is the claim's (drift.verdict above), not the reading's

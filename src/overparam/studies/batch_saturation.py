@@ -15,34 +15,28 @@ Workloads (each a dict of settings, see ``WORKLOAD_DEFAULTS``):
 - ``linear``: noiseless realizable least squares (``linear_regression``, x ~ N(0, I_p), n > p,
   y = <x, w*>), the model f(x) = wᵀx (``deep_linear`` of depth 1, near-zero init) and torch's
   ``mse_loss``: the interpolation regime, where SGD converges linearly (Ma et al.'s setting).
-  Its LR grid (``lr_rule: ma``) is multiples of Ma et al.'s optimal step η*(B) = B/(β + (B−1)λ_1)
-  (β = max|x_i|², λ_1 the top eigenvalue of XᵀX/n), halved for the mean-of-squares loss; the
-  factor 1 is η* itself.
+  Its LR grid (``lr_rule: ma``) is multiples of Ma et al.'s optimal step η*(B) = B/(β + (B−1)λ_1),
+  halved for the mean-of-squares loss.
 - ``mlp``: a small ReLU MLP on MNIST-1D with cross-entropy, one fixed LR grid for every B
   (``lr_rule: fixed``).
-
-Budget per run: ``budget_steps + ceil(budget_epochs · n_train / B)`` steps (the shape of S(B)
-itself, with slack); evaluations every step (``evals: null``) or ``evals`` times per budget.
 
 Estimates of the critical batch size, per workload:
 
 - the fit S(B) = S_min (1 + B_noise/B) (:func:`overparam.references.batch.fit_saturation`: least
   squares on relative residuals; B_crit = E_min/S_min = B_noise), once to the mean over seeds of
   the steps-to-target (the figure, the table and the slope ranges) and once per seed, to the batch
-  sizes that seed reached (at least ``MIN_FIT_POINTS``; the intervals: log-t over the per-seed
-  values, or, when most seeds cannot be fitted, the mean-curve fit over seed resamples).
+  sizes that seed reached (at least ``MIN_FIT_POINTS``; intervals: :func:`_b_noise_over`).
 - the simple gradient noise scale B_simple = tr(Σ)/|G|² (:func:`overparam.measures.
   gradient_noise_scale`, per-example gradients over the whole training set), measured along one
   extra run per seed (kind ``noise``: B = ``noise_batch_size``, the geometric mean of that B's LR
   grid) at step 0, at the first evaluation with loss <= sqrt(L_0 · target) (halfway to the target
   on a log scale) and at the target.
-- linear only: Ma et al.'s m* = β/λ_1 of the training design (:func:`overparam.references.batch.
-  ma_critical_batch`); their bound predicts B_noise = m* − 1.
+- linear only: Ma et al.'s m* = β/λ_1 of the training design (β = max|x_i|², λ_1 the top eigenvalue
+  of XᵀX/n; :func:`overparam.references.batch.ma_critical_batch`); their bound predicts B_noise = m* − 1.
 
 Claims per workload (ids ``batch_saturation.<workload>.<claim>``, sources in :data:`PAPER_CLAIMS`):
-the log-log slope of steps vs B (per-seed fits, t over seeds) over B <= B_noise/``regime_factor``
-is −1 within the study's band [−1.25, −0.75] and over B >= regime_factor·B_noise > −0.5 (ranges from the mean-curve fit); B_noise
-is within [0.1, 10] of B_simple (halfway) and, linear only, within half a decade of m*.
+perfect scaling below B_noise/``regime_factor``, saturation above regime_factor·B_noise, B_noise vs
+B_simple (halfway) and, linear only, vs m*.
 """
 
 from __future__ import annotations
@@ -66,8 +60,6 @@ from overparam.studies.base import RunOutcome, RunSpec, Study
 
 NAME = "batch_saturation"
 WORKLOADS = ("linear", "mlp")
-LR_RULES = ("fixed", "ma")
-LOSSES = ("mse", "cross_entropy")
 NOISE_LEVELS = ("start", "half", "target")
 # A fitted B_noise of ∞ (S_min = 0: steps still ∝ 1/B at the largest batch) or 0 (steps flat from
 # the smallest batch) only says that B_noise lies beyond the batch sizes tried; the per-seed values
@@ -95,28 +87,16 @@ WORKLOAD_DEFAULTS: dict[str, dict[str, Any]] = {
     "linear": {
         "data": {"name": "linear_regression", "n_train": 4096, "n_test": 256, "p": 64, "noise_std": 0.0, "seed": 0},
         "model": {"name": "deep_linear", "width": 1, "depth": 1, "init": "gaussian", "scale": 1e-3},
-        "loss": "mse",
-        "batch_sizes": [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048],
-        "target_loss": 1e-6,
-        "lr_rule": "ma",  # LR = factor · η*(B) (Ma et al.) for each factor of lr_grid
-        "lr_grid": [1.0, 1.41, 2.0, 2.83],
-        "budget_epochs": 0.6,
-        "budget_steps": 40,
-        "evals": None,  # evaluate the training loss after every step
-        "noise_batch_size": 16,
+        "loss": "mse", "batch_sizes": [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048], "target_loss": 1e-6,
+        "lr_rule": "ma", "lr_grid": [1.0, 1.41, 2.0, 2.83],  # LR = factor · η*(B) (Ma et al.) for each factor
+        "budget_epochs": 0.6, "budget_steps": 40,
+        "evals": None, "noise_batch_size": 16,  # evals None: evaluate the training loss after every step
     },
     "mlp": {
-        "data": {"name": "mnist1d", "n_test": 200, "seed": 0},
-        "model": {"name": "mlp", "width": 128, "depth": 1},
-        "loss": "cross_entropy",
-        "batch_sizes": [8, 16, 32, 64, 128, 256, 512, 1024, 2048],
-        "target_loss": 1.0,
-        "lr_rule": "fixed",  # the LRs of lr_grid at every batch size
-        "lr_grid": [0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0],
-        "budget_epochs": 5.0,
-        "budget_steps": 120,
-        "evals": 60,
-        "noise_batch_size": 64,
+        "data": {"name": "mnist1d", "n_test": 200, "seed": 0}, "model": {"name": "mlp", "width": 128, "depth": 1},
+        "loss": "cross_entropy", "batch_sizes": [8, 16, 32, 64, 128, 256, 512, 1024, 2048], "target_loss": 1.0,
+        "lr_rule": "fixed", "lr_grid": [0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0],  # the same LRs at every B
+        "budget_epochs": 5.0, "budget_steps": 120, "evals": 60, "noise_batch_size": 64,
     },
 }
 
@@ -126,14 +106,13 @@ def _complete(workload: str, settings: Any) -> dict[str, Any]:
     if not isinstance(settings, dict):
         raise ConfigError(f"{workload} must be a mapping of workload settings, got {settings!r}")
     defaults = WORKLOAD_DEFAULTS[workload]
-    unknown = sorted(set(settings) - set(defaults))
-    if unknown:
+    if unknown := sorted(set(settings) - set(defaults)):
         raise ConfigError(f"{workload} has no setting(s) {unknown}; accepted: {sorted(defaults)}")
     w, where = {**copy.deepcopy(defaults), **copy.deepcopy(settings)}, f"{workload}."
     w["batch_sizes"] = sorted(check_numbers(f"{where}batch_sizes", w["batch_sizes"], at_least=3, integer=True,
                                             minimum=1))  # three: a fit of two parameters
     check_number(f"{where}target_loss", w["target_loss"], minimum=0, open_low=True)
-    for key, choices in (("loss", LOSSES), ("lr_rule", LR_RULES)):
+    for key, choices in (("loss", ("mse", "cross_entropy")), ("lr_rule", ("fixed", "ma"))):
         if w[key] not in choices:
             raise choice_error(f"{where}{key}", w[key], choices)
     w["lr_grid"] = sorted(float(v) for v in check_numbers(f"{where}lr_grid", w["lr_grid"], minimum=0, open_low=True))
@@ -144,9 +123,8 @@ def _complete(workload: str, settings: Any) -> dict[str, Any]:
     if w["evals"] is not None:
         check_positive_int(f"{where}evals", w["evals"])
     check_positive_int(f"{where}noise_batch_size", w["noise_batch_size"])
-    for part in ("data", "model"):
-        if not isinstance(w[part], dict):
-            raise ConfigError(f"{where}{part} must be a mapping, got {w[part]!r}")
+    if not isinstance(w["data"], dict) or not isinstance(w["model"], dict):
+        raise ConfigError(f"{where}data and {where}model must be mappings, got {w['data']!r} and {w['model']!r}")
     check_positive_int(f"{where}data.seed (one dataset for every seed and batch size)", w["data"].get("seed"), 0)
     model = w["model"]
     if w["lr_rule"] == "ma" and (model.get("name") != "deep_linear" or model.get("depth") != 1 or w["loss"] != "mse"):
@@ -167,8 +145,7 @@ class BatchSaturationConfig:
 
     def __post_init__(self) -> None:
         check_positive_int("seeds", self.seeds, minimum=2)
-        if not self.workloads or not set(self.workloads) <= set(WORKLOADS) or len(set(self.workloads)) != len(
-                self.workloads):
+        if not (ws := self.workloads) or not set(ws) <= set(WORKLOADS) or len(set(ws)) != len(ws):
             raise ConfigError(f"workloads must be a non-empty list of distinct entries of {list(WORKLOADS)}, got "
                               f"{list(self.workloads)}")
         check_number("regime_factor", self.regime_factor, minimum=1, open_low=True)
@@ -176,28 +153,7 @@ class BatchSaturationConfig:
             object.__setattr__(self, workload, _complete(workload, getattr(self, workload)))
 
 
-# --- grid ----------------------------------------------------------------------------------------
-
-
-def budget(w: dict[str, Any], batch_size: int, n_train: int) -> int:
-    """Steps a run at ``batch_size`` may take: budget_steps + ceil(budget_epochs · n / B)."""
-    return w["budget_steps"] + math.ceil(w["budget_epochs"] * n_train / batch_size)
-
-
-def eval_every(w: dict[str, Any], steps: int) -> int:
-    """Steps between training-loss evaluations for a run of ``steps``: the resolution of its
-    steps-to-target."""
-    return 1 if w["evals"] is None else max(1, steps // w["evals"])
-
-
-def _dataset(w: dict[str, Any]):
-    """The workload's training data, in float64 on the CPU (every run shares it: data.seed)."""
-    import torch
-
-    from overparam.run import load_data
-
-    config = common.run_config(w["data"], w["model"], {"loss": w["loss"]}, 0)
-    return load_data(config, torch.device("cpu"), torch.float64, quiet=True)
+# --- grid and runs ------------------------------------------------------------------------------
 
 
 def _ma_constants(workload: str, dataset) -> dict[str, float]:
@@ -218,28 +174,34 @@ def learning_rates(w: dict[str, Any], batch_size: int, ma: dict[str, float] | No
 
 
 def _run(w: dict[str, Any], batch_size: int, lr: float, n_train: int, seed: int):
-    steps = budget(w, batch_size, n_train)
+    """SGD for budget_steps + ceil(budget_epochs · n / B) steps (the shape of S(B), with slack), the
+    training loss evaluated every step (evals None) or every steps // evals steps: the resolution of
+    the run's steps-to-target."""
+    steps = w["budget_steps"] + math.ceil(w["budget_epochs"] * n_train / batch_size)
     train = {"optimizer": "sgd", "momentum": 0.0, "loss": w["loss"], "batch_size": batch_size, "lr": lr,
-             "steps": steps, "eval_every": eval_every(w, steps)}
+             "steps": steps, "eval_every": 1 if w["evals"] is None else max(1, steps // w["evals"])}
     return common.run_config(w["data"], w["model"], train, seed)
 
 
 def grid(config: BatchSaturationConfig) -> list[RunSpec]:
+    import torch
+
+    from overparam.run import load_data
+
     specs = []
-    for workload in config.workloads:
+    for workload in config.workloads:  # the training data every run of the workload shares (data.seed)
         w = getattr(config, workload)
-        dataset = _dataset(w)
+        dataset = load_data(common.run_config(w["data"], w["model"], {"loss": w["loss"]}, 0), torch.device("cpu"),
+                            torch.float64, quiet=True)
         n = dataset.n_train
-        too_large = [b for b in w["batch_sizes"] + [w["noise_batch_size"]] if b > n]
-        if too_large:
+        if too_large := [b for b in w["batch_sizes"] + [w["noise_batch_size"]] if b > n]:
             raise ConfigError(f"{workload}: batch size(s) {too_large} exceed the {n} training examples; accepted: "
                               f"1 <= B <= {n}")
         ma = _ma_constants(workload, dataset) if w["lr_rule"] == "ma" else None
         settings = {"workload": workload, "target_loss": w["target_loss"], "ma": ma}
-        for b in w["batch_sizes"]:
-            for factor, lr in zip(w["lr_grid"], learning_rates(w, b, ma)):
-                specs += [common.spec(NAME, _run(w, b, lr, n, seed), kind="train", lr_factor=factor, **settings)
-                          for seed in range(config.seeds)]
+        specs += [common.spec(NAME, _run(w, b, lr, n, seed), kind="train", lr_factor=factor, **settings)
+                  for b in w["batch_sizes"] for factor, lr in zip(w["lr_grid"], learning_rates(w, b, ma))
+                  for seed in range(config.seeds)]
         noise_lr = math.exp(np.mean(np.log(learning_rates(w, w["noise_batch_size"], ma))))
         specs += [common.spec(NAME, _run(w, w["noise_batch_size"], noise_lr, n, seed), kind="noise", **settings)
                   for seed in range(config.seeds)]
@@ -247,17 +209,10 @@ def grid(config: BatchSaturationConfig) -> list[RunSpec]:
     return specs
 
 
-# --- runs ----------------------------------------------------------------------------------------
-
-
-def steps_to_target(curve: list[tuple[int, float]], target: float) -> int | None:
-    """The first evaluated step whose training loss is <= target (None if none is)."""
-    return next((int(step) for step, loss in curve if loss <= target), None)
-
-
 def _measure(spec: RunSpec, record: Any) -> tuple[dict[str, Any], dict[str, list[tuple[int, float]]]]:
-    curve = record.curves.get("train_loss", [])
-    steps = steps_to_target(curve, spec.params["target_loss"])
+    """Steps to target: the first evaluated step whose training loss is <= target (None if none is)."""
+    curve, target = record.curves.get("train_loss", []), spec.params["target_loss"]
+    steps = next((int(step) for step, loss in curve if loss <= target), None)
     return {"steps_to_target": steps, "reached": steps is not None,
             "eval_every": spec.params["run"]["train"]["eval_every"]}, {}
 
@@ -270,9 +225,8 @@ def _noise_run(spec: RunSpec, device: str | None) -> RunOutcome:
     from overparam.run import run_one as train_run
     from overparam.train import Callback, loss_function
 
-    config = RunConfig.from_dict(spec.params["run"])
-    target = spec.params["target_loss"]
-    thresholds: dict[str, float] = {}
+    config, target = RunConfig.from_dict(spec.params["run"]), spec.params["target_loss"]
+    thresholds: dict[str, float] = {}  # level -> the loss that marks it; measured: level -> B_simple and more
     measured: dict[str, dict[str, float]] = {}
 
     def on_eval(state) -> None:
@@ -290,30 +244,19 @@ def _noise_run(spec: RunSpec, device: str | None) -> RunOutcome:
 
     record = train_run(config, device=device, callbacks=[Callback(on_eval, every=config.train.eval_every)],
                        quiet=True)
-    metrics = dict(record.metrics)
-    metrics["half_level"] = thresholds.get("half")  # the loss sqrt(L_0 · target)
-    for name, values in measured.items():
-        metrics.update({f"{key}_{name}": value for key, value in values.items()})
-    curves = dict(record.curves)
-    curves["b_simple"] = sorted((v["step"], v["b_simple"]) for v in measured.values())
+    metrics = {**record.metrics, "half_level": thresholds.get("half"),  # the loss sqrt(L_0 · target)
+               **{f"{key}_{name}": value for name, values in measured.items() for key, value in values.items()}}
+    curves = {**record.curves, "b_simple": sorted((v["step"], v["b_simple"]) for v in measured.values())}
     return RunOutcome(record.status, metrics, curves, record.wall_time_s, record.provenance)
 
 
 def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
-    if spec.params["kind"] == "noise":
-        return _noise_run(spec, device)
-    return common.train_and_measure([spec], device, _measure)[0]
-
-
-def run_batch(specs: list[RunSpec], device: str | None) -> list[RunOutcome]:
-    return common.train_and_measure(specs, device, _measure)
+    return _noise_run(spec, device) if spec.params["kind"] == "noise" else common.single(_measure)(spec, device)
 
 
 def batch_key(spec: RunSpec) -> str | None:
     """Train runs of one workload and batch size train together, every seed and LR of the grid."""
-    if spec.params["kind"] != "train":
-        return None
-    return common.batch_key(spec, ignore=("lr_factor",))
+    return common.batch_key(spec, ignore=("lr_factor",)) if spec.params["kind"] == "train" else None
 
 
 # --- analysis ------------------------------------------------------------------------------------
@@ -356,15 +299,13 @@ class WorkloadAnalysis:
         return np.all(np.isfinite(self.steps), axis=0)
 
 
-
 @dataclass
 class BatchSaturationAnalysis:
     workloads: list[WorkloadAnalysis]  # in config.workloads order, those with finished training runs
 
 
 def _first_to_target(runs: list[Run]) -> Run:
-    """The run that reached the target in the fewest steps, the smaller LR on a tie (the smallest
-    LR if none reached it)."""
+    """The run with the fewest steps to target, the smaller LR on a tie (the smallest LR if none reached it)."""
     return min(runs, key=lambda r: (np.nan_to_num(r.metric("steps_to_target"), nan=math.inf), r.config.train.lr))
 
 
@@ -402,9 +343,8 @@ def _b_noise_over(steps: np.ndarray, sizes: np.ndarray, seed_b_noise: np.ndarray
 
 def _slope(sizes: np.ndarray, steps: np.ndarray, mask: np.ndarray) -> CI:
     """Log-log slope of steps (S, B) vs B over the batch sizes in ``mask``: per-seed fits, t over seeds."""
-    if mask.sum() < 2:
-        return CI(math.nan, math.nan, math.nan, n=len(steps), method="t over per-seed slopes")
-    return seed_slope_ci(sizes[mask], steps[:, mask])
+    return (seed_slope_ci(sizes[mask], steps[:, mask]) if mask.sum() >= 2
+            else CI(math.nan, math.nan, math.nan, n=len(steps), method="t over per-seed slopes"))
 
 
 def _noise_scales(noise: list[Run], seeds: list[int]) -> dict[str, np.ndarray]:
@@ -446,12 +386,9 @@ def _analyze_workload(workload: str, train: list[Run], noise: list[Run],
 
 
 def analyze(runs: list[Run], config: BatchSaturationConfig) -> BatchSaturationAnalysis | Missing:
-    out = []
-    for workload in config.workloads:
-        train = [r for r in runs if r.settings["workload"] == workload and r.settings["kind"] == "train"]
-        noise = [r for r in runs if r.settings["workload"] == workload and r.settings["kind"] == "noise"]
-        if train:
-            out.append(_analyze_workload(workload, train, noise, config))
+    by = group(runs, lambda r: (r.settings["workload"], r.settings["kind"]))
+    out = [_analyze_workload(w, by[w, "train"], by.get((w, "noise"), []), config) for w in config.workloads
+           if (w, "train") in by]
     return BatchSaturationAnalysis(out) if out else Missing(TITLE, "No finished runs yet.")
 
 
@@ -479,27 +416,20 @@ def _workload_claims(a: WorkloadAnalysis, config: BatchSaturationConfig,
     w, prefix, f = a.settings, f"{NAME}.{a.workload}.", config.regime_factor
     where = (f"{LABELS[a.workload]}, SGD (momentum 0) to train loss <= {w['target_loss']:g}, each B at its best LR "
              f"of a {len(w['lr_grid'])}-point grid")
-    ranges = {"small": [int(b) for b in a.batch_sizes[a.small]], "large": [int(b) for b in a.batch_sizes[a.large]]}
-    fixed = "the range fixed by the fit of the seed-mean curve"
-    claims = [
-        Claim.judged(
-            prefix + "perfect_scaling", NAME,
-            f"Perfect scaling below the critical batch size ({where}): the log-log slope of steps-to-target vs B over "
-            f"B <= B_noise/{f:g} (B in {ranges['small']}, {fixed}) is "
-            f"{paper['perfect_scaling'].direction.describe()} ({SLOPES}).", paper["perfect_scaling"], a.small_slope,
-            details={"batch_sizes": ranges["small"]}),
-        Claim.judged(
-            prefix + "saturation", NAME,
-            f"Saturation above the critical batch size ({where}): the log-log slope of steps-to-target vs B over "
-            f"B >= {f:g}·B_noise (B in {ranges['large']}, {fixed}) is {paper['saturation'].direction.describe()} "
-            f"({SLOPES}).", paper["saturation"], a.large_slope, details={"batch_sizes": ranges["large"]}),
-        Claim.judged(
-            prefix + "b_noise_vs_b_simple", NAME,
-            f"The fitted B_noise of S = S_min(1 + B_noise/B) ({where}) agrees with the simple gradient noise scale "
-            f"B_simple = tr(Σ)/|G|² measured halfway to the target within an order of magnitude: B_noise/B_simple "
-            f"{paper['b_noise_vs_b_simple'].direction.describe()} ({_fit_method(a)}).", paper["b_noise_vs_b_simple"],
-            a.ratio_b_simple),
-    ]
+    claims, slopes = [], {"perfect_scaling": ("Perfect scaling below", f"B <= B_noise/{f:g}", a.small, a.small_slope),
+                          "saturation": ("Saturation above", f"B >= {f:g}·B_noise", a.large, a.large_slope)}
+    for key, (what, side, mask, slope) in slopes.items():
+        sizes = [int(b) for b in a.batch_sizes[mask]]
+        claims.append(Claim.judged(
+            prefix + key, NAME, f"{what} the critical batch size ({where}): the log-log slope of steps-to-target vs B "
+            f"over {side} (B in {sizes}, the range fixed by the fit of the seed-mean curve) is "
+            f"{paper[key].direction.describe()} ({SLOPES}).", paper[key], slope, details={"batch_sizes": sizes}))
+    claims.append(Claim.judged(
+        prefix + "b_noise_vs_b_simple", NAME,
+        f"The fitted B_noise of S = S_min(1 + B_noise/B) ({where}) agrees with the simple gradient noise scale "
+        f"B_simple = tr(Σ)/|G|² measured halfway to the target within an order of magnitude: B_noise/B_simple "
+        f"{paper['b_noise_vs_b_simple'].direction.describe()} ({_fit_method(a)}).", paper["b_noise_vs_b_simple"],
+        a.ratio_b_simple))
     if a.ratio_ma is not None:
         claims.append(Claim.judged(
             prefix + "b_noise_vs_ma", NAME,
@@ -519,10 +449,12 @@ def claims(analysis: BatchSaturationAnalysis, config: BatchSaturationConfig) -> 
 
 TITLE = "batch_saturation: steps to a target loss vs batch size (critical batch size)"
 INTRO = ("Per workload and batch size B: SGD with momentum 0 and a constant LR at every LR of the grid, for every "
-         "seed; steps to target = the first evaluated step with training loss (whole training set) <= target, "
-         "minimized over the LR grid; mean over the seeds that reached it, with a 95% t-interval. The fit of the "
-         "seed-mean curve (table, figure, slope ranges) and the slopes use the batch sizes where every seed reached "
-         "the target; B_noise and S_min are also fitted per seed, and their intervals are over those per-seed fits.")
+         "seed; steps to target = the first evaluated step (every eval_every(B) steps, table: an upper bound by less "
+         "than that) with training loss (whole training set) <= target, minimized over the LR grid; mean over the "
+         "seeds that reached it, with a 95% t-interval. Runs with no finished result (diverged, or not run yet) count "
+         "as not reaching the target. The fit of the seed-mean curve (table, figure, slope ranges) and the slopes use "
+         "the batch sizes where every seed reached the target; B_noise and S_min are also fitted per seed, with "
+         "intervals over those per-seed fits.")
 
 
 def render(analysis: BatchSaturationAnalysis, claims: list[Claim], config: BatchSaturationConfig) -> list[Section]:
@@ -536,8 +468,9 @@ def render(analysis: BatchSaturationAnalysis, claims: list[Claim], config: Batch
                   f"loss {w['target_loss']:g}; LRs: {rule}.", _table(a),
                   f"Simple gradient noise scale along the run at B = {w['noise_batch_size']} (per-example gradients "
                   f"over the whole training set):", _noise_table(a), _reading(a, config)]
-    figures = [(f"{NAME}_steps", _steps_figure(analysis.workloads)),
-               (f"{NAME}_learning_rates", _lr_figure(analysis.workloads))]
+    title = "steps to a target training loss vs batch size, each B at its best LR: perfect scaling, then saturation"
+    figures = [(f"{NAME}_steps", _figure(analysis.workloads, _steps_panel, 6.8, 5.0, title)),
+               (f"{NAME}_learning_rates", _figure(analysis.workloads, _lr_panel, 6.4, 4.4))]
     return [Section(TITLE, "\n\n".join(parts), figures, claims)]
 
 
@@ -547,11 +480,9 @@ def _table(a: WorkloadAnalysis) -> str:
                           for k in ("steps", "eval_every"))
     body = []
     for j, b in enumerate(a.batch_sizes.astype(int)):
-        column = a.steps[:, j]
-        reached = int(np.isfinite(column).sum())
-        grid_lrs, factors = learning_rates(a.settings, int(b), a.ma), a.best_factor[:, j]
-        best = "n/a" if not np.isfinite(factors).any() else ", ".join(
-            common.fmt(v, 3) for v in sorted(set(a.best_lr[np.isfinite(factors), j].tolist())))
+        column, reached = a.steps[:, j], int(np.isfinite(a.steps[:, j]).sum())
+        grid_lrs, best = learning_rates(a.settings, int(b), a.ma), a.best_lr[:, j]  # best: NaN where not reached
+        best = ", ".join(common.fmt(v, 3) for v in sorted(set(best[np.isfinite(best)].tolist()))) or "n/a"
         fitted = common.fmt(float(a.fit.steps(np.array([b]))[0]), 3) if a.fit is not None else "n/a"
         region = "small" if a.small[j] else ("large" if a.large[j] else "")
         body.append([b, f"{budgets[j]} / {every[j]}", f"{common.fmt(grid_lrs[0], 3)} – {common.fmt(grid_lrs[-1], 3)}",
@@ -578,14 +509,13 @@ def _reading(a: WorkloadAnalysis, config: BatchSaturationConfig) -> str:
     if a.fit is None:
         return (f"Fewer than two batch sizes had every seed reach the target loss {a.settings['target_loss']:g}, so "
                 f"no curve was fitted (not reached at B = {unreached}).")
-    text = _fit_text(a, config) + _noise_text(a) + _ma_and_grid_text(a)
-    if unreached:
-        text += f" Left out of the fits (some seed never reached the target within the budget): B = {unreached}."
-    return text
+    left_out = (f" Left out of the fits (some seed never reached the target within the budget): B = {unreached}."
+                if unreached else "")
+    return _fit_text(a, config) + _noise_text(a) + _ma_and_grid_text(a) + left_out
 
 
 def _fit_text(a: WorkloadAnalysis, config: BatchSaturationConfig) -> str:
-    """The fits (mean curve and per seed) and the slopes, beside the fitted form's own slope."""
+    """The fits (mean curve and per seed), and the slope the fitted form itself has below B_noise."""
     fit, f, text = a.fit, config.regime_factor, ""
     if not 0 < fit.b_noise < math.inf:
         where = "above the largest" if fit.b_noise == math.inf else "below the smallest"
@@ -597,24 +527,18 @@ def _fit_text(a: WorkloadAnalysis, config: BatchSaturationConfig) -> str:
         f"{int(a.used.sum())} batch sizes gives S_min = {common.fmt(fit.s_min, 3)} steps and B_noise = B_crit = "
         f"{common.fmt(fit.b_noise, 3)} (root-mean-square relative residual {common.fmt(fit.residual, 2)}); fitted "
         f"per seed ({int(np.isfinite(a.seed_fits[1]).sum())} seeds), S_min = {common.ci_text(a.s_min, 3)} (t) and "
-        f"B_noise = {common.ci_text(a.b_noise, 3)} ({a.b_noise.method}). Below B_noise/{f:g} the steps fall with "
-        f"slope {common.ci_text(a.small_slope, 3)} (perfect scaling is −1")
+        f"B_noise = {common.ci_text(a.b_noise, 3)} ({a.b_noise.method}).")
     if a.small.sum() >= 2:
-        xs = np.log(a.batch_sizes[a.small])
-        implied = np.polyfit(xs, np.log(fit.steps(a.batch_sizes[a.small])), 1)[0]
-        text += (f"; the fitted form itself has slope {common.fmt(implied, 3)} over these batch sizes, its local "
-                 f"slope −B_noise/(B + B_noise) being {common.fmt(-f / (f + 1), 2)} at B = B_noise/{f:g}")
-    return text + (f"); above {f:g}·B_noise the slope is {common.ci_text(a.large_slope, 3)} (saturation is 0). Slopes: "
-                   f"{SLOPES}.")
+        implied = np.polyfit(np.log(a.batch_sizes[a.small]), np.log(fit.steps(a.batch_sizes[a.small])), 1)[0]
+        text += (f" Below B_noise/{f:g} the fitted form itself is no pure 1/B: its slope there is "
+                 f"{common.fmt(implied, 3)} (local slope −B_noise/(B + B_noise), {common.fmt(-f / (f + 1), 2)} at "
+                 f"B = B_noise/{f:g}), which is why perfect scaling is judged on a band around −1.")
+    return text
 
 
 def _noise_text(a: WorkloadAnalysis) -> str:
-    """B_simple along training, its comparison with B_noise, and the caveats of the fit's form."""
-    fit, data = a.fit, a.settings["data"]
-    text = (f" The simple noise scale B_simple, measured along a run at B = {a.settings['noise_batch_size']}, was "
-            f"{common.ci_text(a.noise_cis['start'], 3)} at step 0, {common.ci_text(a.noise_cis['half'], 3)} halfway "
-            f"and {common.ci_text(a.noise_cis['target'], 3)} at the target (t-intervals); B_noise/B_simple(halfway) = "
-            f"{common.ci_text(a.ratio_b_simple, 3)} ({a.ratio_b_simple.method}).")
+    """How B_simple moves along training (table above), and the caveats of the fit's form."""
+    fit, data, text = a.fit, a.settings["data"], ""
     with quiet():
         start, target = np.nanmean(a.noise["b_simple_start"]), np.nanmean(a.noise["b_simple_target"])
     if math.isfinite(start) and math.isfinite(target) and max(start, target) > 1.5 * min(start, target):
@@ -627,10 +551,10 @@ def _noise_text(a: WorkloadAnalysis) -> str:
                  f"whatever the error e = w − w* (per-example gradient x xᵀe, up to the loss's factor 2: "
                  f"E|g|² = (p + 2)|e|², |G|² = |e|²), which is why it hardly moves along training here.")
     if fit.s_min < 20:
-        text += (f" Note that S_min is only {common.fmt(fit.s_min, 3)} steps: each large-batch step removes much of the "
-                 f"remaining loss, while McCandlish et al.'s form is derived for many steps of small relative "
-                 f"progress (steps ∝ 1/progress per step); with a per-step contraction ρ of the loss the count is "
-                 f"log(L_0/target)/log(1/ρ), which bends the curve away from that form near saturation.")
+        text += (f" Note that S_min is only {common.fmt(fit.s_min, 3)} steps: each large-batch step removes much of "
+                 f"the remaining loss, while McCandlish et al.'s form assumes many steps of small relative progress; "
+                 f"with a per-step loss contraction ρ the count is log(L_0/target)/log(1/ρ), which bends the curve "
+                 f"away from that form near saturation.")
     return text
 
 
@@ -639,8 +563,7 @@ def _ma_and_grid_text(a: WorkloadAnalysis) -> str:
     ma, text = a.ma, ""
     if a.ratio_ma is not None:
         text = (f" Ma et al.'s constants of this design: β = {common.fmt(ma['beta'], 4)}, λ_1 = "
-                f"{common.fmt(ma['lambda_1'], 4)}, m* = β/λ_1 = {common.fmt(ma['m_star'], 4)}; B_noise/m* = "
-                f"{common.ci_text(a.ratio_ma, 3)}. Their η*(B) comes from an upper bound on the per-step "
+                f"{common.fmt(ma['lambda_1'], 4)}. Their η*(B) comes from an upper bound on the per-step "
                 f"contraction and is conservative: the best grid factor (× η*) was "
                 + ", ".join(f"{common.fmt(v, 3)} at {int((a.best_factor == v).sum())}"
                             for v in a.settings["lr_grid"] if (a.best_factor == v).any())
@@ -648,37 +571,35 @@ def _ma_and_grid_text(a: WorkloadAnalysis) -> str:
                   "them without replacement within an epoch (less noise at large B, exact full-batch steps at "
                   "B = n).")
     grid_lrs, edge = a.settings["lr_grid"], np.isfinite(a.best_factor)
-    lowest = np.isclose(a.best_factor, grid_lrs[0]) & edge
-    highest = np.isclose(a.best_factor, grid_lrs[-1]) & edge
+    at_edge = (np.isclose(a.best_factor, grid_lrs[0]) & edge, np.isclose(a.best_factor, grid_lrs[-1]) & edge)
     return text + (
-        f" The best LR was the grid's smallest at {int(lowest.sum())} and its largest at {int(highest.sum())} of "
-        f"{int(edge.sum())} (B, seed) pairs that reached the target"
-        + ("; where it sits at an edge, a wider grid could lower that B's steps." if (lowest | highest).any()
+        f" The best LR was the grid's smallest at {int(at_edge[0].sum())} and its largest at {int(at_edge[1].sum())} "
+        f"of {int(edge.sum())} (B, seed) pairs that reached the target"
+        + ("; where it sits at an edge, a wider grid could lower that B's steps." if (at_edge[0] | at_edge[1]).any()
            else ", so the grid brackets every optimum.")
-        + f" {a.unfinished[0]} of {a.unfinished[1]} runs of the grid have no finished result (diverged, or not run "
-          f"yet; they count as not reaching the target). Steps are read from evaluations every eval_every(B) steps "
-          f"(table), so each is an upper bound by less than that resolution.")
+        + f" {a.unfinished[0]} of {a.unfinished[1]} runs of the grid have no finished result.")
 
 
-def _steps_figure(analyses: list[WorkloadAnalysis]):
+def _figure(analyses: list[WorkloadAnalysis], panel, width: float, height: float, title: str | None = None):
+    """One panel per workload, side by side."""
     from overparam.report.figures import new_figure
 
-    fig, axes = new_figure(1, len(analyses), width=6.8 * len(analyses), height=5.0, squeeze=False)
+    fig, axes = new_figure(1, len(analyses), width=width * len(analyses), height=height, squeeze=False)
     for ax, a in zip(axes[0], analyses):
-        _steps_panel(ax, a)
-    fig.suptitle("steps to a target training loss vs batch size, each B at its best LR: perfect scaling, then saturation",
-                 fontsize=11)
+        panel(ax, a)
+    if title:
+        fig.suptitle(title, fontsize=11)
     return fig
 
 
 def _steps_panel(ax, a: WorkloadAnalysis) -> None:
-    """Steps to target vs B: each seed, the mean with its CI, the fit and the critical batch sizes."""
+    """Steps to target vs B: each seed, the mean with its CI, the fit and the critical batch sizes (B_noise
+    of the mean-curve fit, B_simple halfway, Ma et al.'s m*)."""
     from overparam.report.figures import errorbar_cis, log2_axis
 
     fit, used, sizes = a.fit, a.used, a.batch_sizes
-    for i, row in enumerate(a.steps):
-        ax.plot(sizes, row, linestyle="none", marker=".", color="0.6", markersize=5, zorder=2,
-                label="each seed" if i == 0 else None)
+    ax.plot(np.tile(sizes, len(a.steps)), a.steps.ravel(), linestyle="none", marker=".", color="0.6", markersize=5,
+            zorder=2, label="each seed")
     if used.any():
         errorbar_cis(ax, sizes[used], [mean_ci(a.steps[:, j]) for j in np.flatnonzero(used)],
                      "mean steps to target (best LR)", len(a.table.seeds), color="black", legend=False)
@@ -691,7 +612,16 @@ def _steps_panel(ax, a: WorkloadAnalysis) -> None:
             ax.plot(small, fit.e_min / small, linestyle=":", color="tab:blue", linewidth=1.3,
                     label="perfect scaling E_min/B (slope −1)")
         ax.axhline(fit.s_min, linestyle=":", color="tab:blue", linewidth=1.0)
-    _critical_marks(ax, a)
+    b_noise = (fit.b_noise if fit is not None else math.nan, a.b_noise[1], a.b_noise[2])  # band: per-seed fits
+    marks = [("B_noise (fit of the mean curve)", b_noise, "tab:blue"),
+             ("B_simple halfway", a.noise_cis["half"], "tab:green")]
+    marks += [("Ma et al. m* = β/λ_1", (a.ma["m_star"], math.nan, math.nan), "tab:red")] if a.ma is not None else []
+    for label, ci, colour in marks:  # lines at the estimates, bands over their 95% intervals
+        if math.isfinite(ci[0]):
+            ax.axvline(ci[0], color=colour, linestyle="--", linewidth=1.3,
+                       label=f"{label} = {common.fmt(ci[0], 3)}" + (" (band: 95% CI)" if math.isfinite(ci[1]) else ""))
+        if math.isfinite(ci[1]) and math.isfinite(ci[2]):
+            ax.axvspan(max(ci[1], sizes.min() / 2), ci[2], color=colour, alpha=0.12, linewidth=0)
     ax.set_yscale("log")
     finite_steps = a.steps[np.isfinite(a.steps)]
     if finite_steps.size:
@@ -703,67 +633,45 @@ def _steps_panel(ax, a: WorkloadAnalysis) -> None:
                 label="not reached by every seed")
     log2_axis(ax, sizes)
     ax.set_xlim(sizes.min() / 1.4, sizes.max() * 1.4)
-    ax.set_xlabel("batch size B")
-    ax.set_ylabel(f"steps to train loss <= {a.settings['target_loss']:g}")
-    ax.set_title(f"{LABELS[a.workload]}", fontsize=10)
+    ax.set(xlabel="batch size B", ylabel=f"steps to train loss <= {a.settings['target_loss']:g}")
+    ax.set_title(LABELS[a.workload], fontsize=10)
     ax.legend(fontsize=7.5, loc="upper right", framealpha=0.85, edgecolor="none")
 
 
-def _critical_marks(ax, a: WorkloadAnalysis) -> None:
-    """Vertical lines at B_noise of the mean-curve fit, B_simple halfway and Ma et al.'s m*; bands:
-    the 95% intervals of B_noise over the per-seed fits and of the mean B_simple."""
-    b_noise = (a.fit.b_noise if a.fit is not None else math.nan, a.b_noise[1], a.b_noise[2])
-    marks = [("B_noise (fit of the mean curve)", b_noise, "tab:blue"),
-             ("B_simple halfway", a.noise_cis["half"], "tab:green")]
-    if a.ma is not None:
-        marks.append(("Ma et al. m* = β/λ_1", (a.ma["m_star"], math.nan, math.nan), "tab:red"))
-    for label, ci, colour in marks:
-        if math.isfinite(ci[0]):
-            ax.axvline(ci[0], color=colour, linestyle="--", linewidth=1.3,
-                       label=f"{label} = {common.fmt(ci[0], 3)}" + (" (band: 95% CI)" if math.isfinite(ci[1]) else ""))
-        if math.isfinite(ci[1]) and math.isfinite(ci[2]):
-            ax.axvspan(max(ci[1], a.batch_sizes.min() / 2), ci[2], color=colour, alpha=0.12, linewidth=0)
-
-
-def _lr_figure(analyses: list[WorkloadAnalysis]):
+def _lr_panel(ax, a: WorkloadAnalysis) -> None:
+    """The LR grid at each B, each seed's best LR and (linear) Ma et al.'s η*(B)."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    from overparam.report.figures import log2_axis, new_figure
+    from overparam.report.figures import log2_axis
 
-    fig, axes = new_figure(1, len(analyses), width=6.4 * len(analyses), height=4.4, squeeze=False)
-    for ax, a in zip(axes[0], analyses):
-        sizes = [int(b) for b in a.batch_sizes]
-        lrs = {b: learning_rates(a.settings, b, a.ma) for b in sizes}
-        ax.plot([b for b in sizes for _ in lrs[b]], [lr for b in sizes for lr in lrs[b]], linestyle="none",
-                marker="_", markersize=12, color="0.55", label="LR grid")
-        offsets = np.linspace(-0.08, 0.08, len(a.table.seeds))  # seeds side by side (log2 units)
-        for i in range(len(a.table.seeds)):
-            ax.plot(a.batch_sizes * 2 ** offsets[i], a.best_lr[i], linestyle="none", marker="o", markersize=4,
-                    color="tab:purple", label=f"best LR, each of {len(a.table.seeds)} seeds" if i == 0 else None)
-        if a.ma is not None:
-            grid_b = np.geomspace(min(sizes), max(sizes), 200)
-            ax.plot(grid_b, grid_b / (a.ma["beta"] + (grid_b - 1) * a.ma["lambda_1"]) / 2, color="tab:red",
-                    linewidth=1.2, label="Ma et al. η*(B), halved for the mean-of-squares loss")
-        ax.set_yscale("log")
-        if a.settings["lr_rule"] == "fixed":
-            ax.set_yticks(a.settings["lr_grid"])
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
-        log2_axis(ax, sizes)
-        ax.set_xlabel("batch size B")
-        ax.set_ylabel("learning rate")
-        ax.set_title(f"{LABELS[a.workload]}: the LR that reached the target first", fontsize=10)
-        ax.legend(fontsize=8, framealpha=0.9, edgecolor="none")
-    return fig
+    sizes, seeds = [int(b) for b in a.batch_sizes], len(a.table.seeds)
+    lrs = {b: learning_rates(a.settings, b, a.ma) for b in sizes}
+    ax.plot([b for b in sizes for _ in lrs[b]], [lr for b in sizes for lr in lrs[b]], linestyle="none",
+            marker="_", markersize=12, color="0.55", label="LR grid")
+    for i, offset in enumerate(np.linspace(-0.08, 0.08, seeds)):  # seeds side by side (log2 units)
+        ax.plot(a.batch_sizes * 2 ** offset, a.best_lr[i], linestyle="none", marker="o", markersize=4,
+                color="tab:purple", label=f"best LR, each of {seeds} seeds" if i == 0 else None)
+    if a.ma is not None:
+        grid_b = np.geomspace(min(sizes), max(sizes), 200)
+        ax.plot(grid_b, grid_b / (a.ma["beta"] + (grid_b - 1) * a.ma["lambda_1"]) / 2, color="tab:red",
+                linewidth=1.2, label="Ma et al. η*(B), halved for the mean-of-squares loss")
+    ax.set_yscale("log")
+    if a.settings["lr_rule"] == "fixed":
+        ax.set_yticks(a.settings["lr_grid"])
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    log2_axis(ax, sizes)
+    ax.set(xlabel="batch size B", ylabel="learning rate")
+    ax.set_title(f"{LABELS[a.workload]}: the LR that reached the target first", fontsize=10)
+    ax.legend(fontsize=8, framealpha=0.9, edgecolor="none")
 
 
 _TINY_LINEAR = {"data": {"name": "linear_regression", "n_train": 256, "n_test": 16, "p": 8, "seed": 0},
                 "batch_sizes": [2, 4, 8, 16, 32, 64, 128, 256], "target_loss": 1e-3, "lr_grid": [1.0, 1.41],
                 "budget_epochs": 0.5, "budget_steps": 20, "noise_batch_size": 4}
-_TINY_MLP = {"data": {"name": "mnist1d", "n_train": 200, "n_test": 20, "seed": 0},
-             "model": {"name": "mlp", "width": 16, "depth": 1},
-             "batch_sizes": [8, 32, 128], "target_loss": 2.1, "lr_grid": [0.5, 2.0], "budget_epochs": 2.0,
-             "budget_steps": 20, "evals": 10, "noise_batch_size": 32}
+_TINY_MLP = {"data": {"name": "mnist1d", "n_train": 200, "n_test": 20, "seed": 0}, "target_loss": 2.1,
+             "model": {"name": "mlp", "width": 16, "depth": 1}, "batch_sizes": [8, 32, 128], "lr_grid": [0.5, 2.0],
+             "budget_epochs": 2.0, "budget_steps": 20, "evals": 10, "noise_batch_size": 32}
 
 STUDY = Study(
     name=NAME,
@@ -772,7 +680,7 @@ STUDY = Study(
     config_type=BatchSaturationConfig,
     grid=grid,
     run_one=run_one,
-    run_batch=run_batch,
+    run_batch=common.batched(_measure),
     batch_key=batch_key,
     analyze=analyze,
     claims=claims,
@@ -781,14 +689,12 @@ STUDY = Study(
         "tiny": {"linear": _TINY_LINEAR, "mlp": _TINY_MLP, "seeds": 3},
         "quick": {"linear": WORKLOAD_DEFAULTS["linear"], "mlp": WORKLOAD_DEFAULTS["mlp"], "seeds": 5},
         "paper": {"linear": {"data": {"name": "linear_regression", "n_train": 16384, "n_test": 1000, "p": 256,
-                                      "seed": 0},
-                             "batch_sizes": [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384],
-                             "target_loss": 1e-8, "budget_epochs": 1.0, "budget_steps": 100, "noise_batch_size": 16},
-                  "mlp": {"data": {"name": "mnist", "seed": 0, "standardize": True},
+                                      "seed": 0}, "batch_sizes": [2 ** k for k in range(15)], "target_loss": 1e-8,
+                             "budget_epochs": 1.0, "budget_steps": 100, "noise_batch_size": 16},
+                  "mlp": {"data": {"name": "mnist", "seed": 0, "standardize": True}, "target_loss": 0.1,
                           "model": {"name": "mlp", "width": 512, "depth": 2},
-                          "batch_sizes": [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384],
-                          "target_loss": 0.1, "lr_grid": [0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0, 2.0],
-                          "budget_epochs": 20.0, "budget_steps": 1000, "evals": 200, "noise_batch_size": 128},
-                  "seeds": 5},
+                          "batch_sizes": [2 ** k for k in range(3, 15)],
+                          "lr_grid": [2.0 ** k for k in range(-5, 2)], "budget_epochs": 20.0, "budget_steps": 1000,
+                          "evals": 200, "noise_batch_size": 128}, "seeds": 5},
     },
 )

@@ -32,14 +32,9 @@ minimum-nuclear-norm matrix consistent with the same observations
 (:mod:`overparam.references.nuclear`, ADMM to a relative duality gap ``reference_tol``), the
 distance ‖W − W_nuc‖_F/‖W_nuc‖_F, and the singular values of W, W_nuc and M*.
 
-Claims (ids ``deep_linear.*``, :data:`PAPER_CLAIMS`): at the largest depth the effective rank is
-low (mean over seeds < low_rank_fraction · d; paper: 8.2 against ambient 50 at L = 5, judged
-within a factor 2); depth lowers the effective rank and the reconstruction error (each falls from
-the smallest to the largest depth, paired by seed, without rising between neighbouring depths:
-Bonferroni t-intervals per step, :func:`~overparam.report.stats.trend_ci`); and
-the depth-2 solution's nuclear norm is that of the minimum-nuclear-norm solution
-(‖W_{L=2}‖_*/‖W_nuc‖_*, mean over seeds, within 1 ± nuclear_tolerance; Gunasekar et al. 2017's
-conjecture).
+Claims (ids ``deep_linear.*``; statements in :func:`claims`, published sides in :data:`PAPER_CLAIMS`):
+low rank at the largest depth, depth lowering the effective rank and the reconstruction error, and the
+depth-2 nuclear norm at the minimum (Gunasekar et al. 2017's conjecture).
 """
 
 from __future__ import annotations
@@ -91,14 +86,13 @@ class DeepLinearConfig:
         if self.problem not in PROBLEMS:
             raise choice_error("problem", self.problem, PROBLEMS)
         check_positive_int("d", self.d, minimum=2)
-        check_positive_int("rank", self.rank)
+        for name in ("rank", "n_observed", "steps", "reference_max_iter", "seeds"):
+            check_positive_int(name, getattr(self, name))
         if self.rank > self.d:
             raise ConfigError(f"rank={self.rank} exceeds d={self.d}; accepted: 1 <= rank <= d")
-        check_positive_int("n_observed", self.n_observed)
         if self.n_observed > self.d * self.d:
-            raise ConfigError(f"n_observed={self.n_observed} exceeds the {self.d * self.d} entries of a {self.d}x{self.d} "
-                              f"matrix (and the number of independent measurements); accepted: 1 <= n_observed <= "
-                              f"{self.d * self.d}")
+            raise ConfigError(f"n_observed={self.n_observed} exceeds the {self.d ** 2} entries of a {self.d}x{self.d} "
+                              f"matrix (and independent measurements); accepted: 1 <= n_observed <= {self.d ** 2}")
         depths = check_numbers("depths", self.depths, at_least=2, integer=True, minimum=1)
         if self.width is not None:
             check_positive_int("width", self.width)
@@ -109,13 +103,10 @@ class DeepLinearConfig:
                               f"width={self.width}; accepted: width >= {self.d} or width: null (= d)")
         for name in ("init_scale", "lr"):
             check_number(name, getattr(self, name), minimum=0, open_low=True)
-        check_positive_int("steps", self.steps)
         check_positive_int("curve_points", self.curve_points, minimum=2)
         check_number("low_rank_fraction", self.low_rank_fraction, minimum=0, maximum=1, open_low=True)
         for name in ("rank_threshold", "nuclear_tolerance", "reference_tol"):
             check_number(name, getattr(self, name), minimum=0, maximum=1, open_low=True, open_high=True)
-        check_positive_int("reference_max_iter", self.reference_max_iter)
-        check_positive_int("seeds", self.seeds)
 
 
 def grid(config: DeepLinearConfig) -> list[RunSpec]:
@@ -125,12 +116,9 @@ def grid(config: DeepLinearConfig) -> list[RunSpec]:
               "lr": float(config.lr), "steps": config.steps, "curve_points": config.curve_points,
               "rank_threshold": float(config.rank_threshold), "reference_tol": float(config.reference_tol),
               "reference_max_iter": config.reference_max_iter}
-    specs = []
-    for seed in range(config.seeds):  # seed-major: consecutive runs share a problem (and its cached W_nuc)
-        for depth in sorted(config.depths):
-            params = {**shared, "depth": depth}
-            specs.append(RunSpec(run_key(NAME, params, seed), params, seed))
-    return specs
+    # seed-major: consecutive runs share a problem (and its cached W_nuc)
+    return [RunSpec(run_key(NAME, params, seed), params, seed) for seed in range(config.seeds)
+            for params in ({**shared, "depth": depth} for depth in sorted(config.depths))]
 
 
 # --- one run -------------------------------------------------------------------------------------
@@ -160,15 +148,15 @@ class Problem:
 
     def loss_weight(self) -> float:
         """c in ℓ(W) = c Σ (A(W) − y)² (module docstring): d²/2n or 1/2n."""
-        n = len(self.targets)
-        return (self.truth.numel() if self.kind == "completion" else 1.0) / (2.0 * n)
+        return (self.truth.numel() if self.kind == "completion" else 1.0) / (2.0 * len(self.targets))
 
     def reconstruction_error(self, w: Tensor) -> float:
         """Completion: relative Frobenius error on the unobserved entries; sensing (or nothing
         unobserved): on the whole matrix."""
         if self.kind == "completion" and not bool(self.mask.all()):
             hidden = ~self.mask
-            return float(torch.linalg.vector_norm((w - self.truth)[hidden]) / torch.linalg.vector_norm(self.truth[hidden]))
+            return float(torch.linalg.vector_norm((w - self.truth)[hidden])
+                         / torch.linalg.vector_norm(self.truth[hidden]))
         return float(torch.linalg.matrix_norm(w - self.truth) / torch.linalg.matrix_norm(self.truth))
 
 
@@ -185,24 +173,19 @@ def make_problem(problem: str, d: int, rank: int, n_observed: int, seed: int, de
                    measurements=split.x_train.to(device))
 
 
-def reference_solution(problem: Problem, tol: float, max_iter: int):
-    """The minimum-nuclear-norm matrix consistent with the problem's observations."""
-    from overparam.references.nuclear import min_nuclear_norm_completion, min_nuclear_norm_sensing
-
-    if problem.kind == "completion":
-        return min_nuclear_norm_completion(problem.mask, problem.truth, tol=tol, max_iter=max_iter)
-    return min_nuclear_norm_sensing(problem.measurements, problem.targets, tol=tol, max_iter=max_iter)
-
-
 @functools.lru_cache(maxsize=2)
 def problem_and_reference(kind: str, d: int, rank: int, n_observed: int, seed: int, tol: float, max_iter: int,
                           device: torch.device) -> tuple[Problem, Any, float]:
-    """(problem, its minimum-nuclear-norm solution, seconds the solve took). Cached: every depth of a
-    seed shares them, and the grid runs a seed's depths one after another. Callers must not modify
-    the tensors."""
+    """(problem, the minimum-nuclear-norm matrix consistent with its observations, seconds the solve
+    took). Cached: every depth of a seed shares them, and the grid runs a seed's depths one after
+    another. Callers must not modify the tensors."""
+    from overparam.references.nuclear import min_nuclear_norm_completion, min_nuclear_norm_sensing
+
     problem = make_problem(kind, d, rank, n_observed, seed, device)
     start = time.perf_counter()
-    reference = reference_solution(problem, tol, max_iter)
+    reference = (min_nuclear_norm_completion(problem.mask, problem.truth, tol=tol, max_iter=max_iter)
+                 if kind == "completion" else
+                 min_nuclear_norm_sensing(problem.measurements, problem.targets, tol=tol, max_iter=max_iter))
     return problem, reference, time.perf_counter() - start
 
 
@@ -290,7 +273,8 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
     start = time.perf_counter()
     hits = problem_and_reference.cache_info().hits
     problem, reference, reference_time = problem_and_reference(
-        p["problem"], p["d"], p["rank"], p["n_observed"], spec.seed, p["reference_tol"], p["reference_max_iter"], target)
+        p["problem"], p["d"], p["rank"], p["n_observed"], spec.seed, p["reference_tol"], p["reference_max_iter"],
+        target)
     reused = problem_and_reference.cache_info().hits > hits
     model = build_factorization(p["d"], p["width"], p["depth"], p["init"], p["init_scale"], spec.seed, target)
     trained = train(problem, model, p["lr"], p["steps"], curve_steps(p["steps"], p["curve_points"]),
@@ -319,13 +303,9 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
 
 TITLE = "deep_linear: depth and the low-rank bias of deep matrix factorization"
 TABLE = (  # metric, header
-    ("effective_rank", "effective rank"),
-    ("numerical_rank", "numerical rank"),
-    ("reconstruction_error", "reconstruction error"),
-    ("nuclear_ratio", "‖W‖_* / ‖W_nuc‖_*"),
-    ("distance_to_min_nuclear", "‖W − W_nuc‖_F/‖W_nuc‖_F"),
-    ("relative_residual", "train residual ‖A(W)−y‖/‖y‖"),
-)
+    ("effective_rank", "effective rank"), ("numerical_rank", "numerical rank"),
+    ("reconstruction_error", "reconstruction error"), ("nuclear_ratio", "‖W‖_* / ‖W_nuc‖_*"),
+    ("distance_to_min_nuclear", "‖W − W_nuc‖_F/‖W_nuc‖_F"), ("relative_residual", "train residual ‖A(W)−y‖/‖y‖"))
 # measures of M* and W_nuc: they depend on the seed only (every depth of a seed shares them)
 REFERENCES = ("truth_effective_rank", "truth_numerical_rank", "reference_effective_rank", "reference_numerical_rank",
               "reference_error", "reference_gap")
@@ -359,9 +339,6 @@ class DeepLinearAnalysis:
     steps: dict[str, CI]  # 'effective_rank', 'reconstruction_error': the change from the smallest to the largest depth
     # (paired), with .against: the largest rise between neighbouring depths (stats.trend_ci)
     converged: int  # runs whose min-nuclear-norm solve met its duality-gap tolerance
-
-    def at(self, metric: str, depth: int) -> CI:
-        return self.cis[metric][self.table.index(depth)]
 
 
 def analyze(runs: list[Run], config: DeepLinearConfig) -> DeepLinearAnalysis | Missing:
@@ -405,8 +382,8 @@ def claims(a: DeepLinearAnalysis, config: DeepLinearConfig) -> list[Claim]:
     out.append(Claim.judged(
         f"{NAME}.depth_lowers_reconstruction_error", NAME,
         f"The reconstruction error of the unobserved part falls from depth {depths[0]} to {depths[-1]} ({listed}; "
-        f"the change, paired by seed, < 0) without rising between neighbouring depths.", PAPER_CLAIMS["depth_lowers_reconstruction_error"],
-        a.steps["reconstruction_error"]))
+        f"the change, paired by seed, < 0) without rising between neighbouring depths.",
+        PAPER_CLAIMS["depth_lowers_reconstruction_error"], a.steps["reconstruction_error"]))
     return out
 
 
@@ -414,16 +391,14 @@ def claims(a: DeepLinearAnalysis, config: DeepLinearConfig) -> list[Claim]:
 
 
 def render(a: DeepLinearAnalysis, claims: list[Claim], config: DeepLinearConfig) -> list[Section]:
-    refs, seeds = a.references, len(a.table.seeds)
-    table = common.table(
-        ["depth", "n"] + [h for _, h in TABLE],
-        [[L, n] + [common.ci_text(a.cis[m][j]) for m, _ in TABLE] for j, (L, n) in enumerate(zip(a.table.axis,
-                                                                                               a.table.n_runs()))]
-        + [["min-nuclear-norm W_nuc", seeds, common.ci_text(refs["reference_effective_rank"]),
-            common.ci_text(refs["reference_numerical_rank"]), common.ci_text(refs["reference_error"]), "1", "0", "0"],
-           ["ground truth M*", seeds, common.ci_text(refs["truth_effective_rank"]),
-            common.ci_text(refs["truth_numerical_rank"]), "0", "", "", ""]])
-    text = "\n\n".join([_setup(a), table, _reading(a, config, {c.id.split(".", 1)[1]: c for c in claims})])
+    ci, seeds = common.ci_text, len(a.table.seeds)
+    rows = [[L, n] + [ci(a.cis[m][j]) for m, _ in TABLE]
+            for j, (L, n) in enumerate(zip(a.table.axis, a.table.n_runs()))]
+    refs = {m: ci(v) for m, v in a.references.items()}
+    rows += [["min-nuclear-norm W_nuc", seeds, refs["reference_effective_rank"], refs["reference_numerical_rank"],
+              refs["reference_error"], "1", "0", "0"],
+             ["ground truth M*", seeds, refs["truth_effective_rank"], refs["truth_numerical_rank"], "0", "", "", ""]]
+    text = "\n\n".join([_setup(a), common.table(["depth", "n"] + [h for _, h in TABLE], rows), _reading(a)])
     figures = [("deep_linear_rank_over_training", _curves_figure(a)),
                ("deep_linear_vs_depth", _depth_figure(a, config)),
                ("deep_linear_spectra", _spectra_figure(a))]
@@ -432,68 +407,40 @@ def render(a: DeepLinearAnalysis, claims: list[Claim], config: DeepLinearConfig)
 
 def _setup(a: DeepLinearAnalysis) -> str:
     p = a.settings
-    observed = (f"{p['n_observed']} of its {p['d'] ** 2} entries observed (uniformly random)"
-                if p["problem"] == "completion" else f"{p['n_observed']} Gaussian linear measurements ⟨A_k, M*⟩")
-    error = ("relative Frobenius error on the unobserved entries" if p["problem"] == "completion" else
-             "relative Frobenius error of the whole matrix")
+    completion = p["problem"] == "completion"
+    observed = (f"{p['n_observed']} of its {p['d'] ** 2} entries observed (uniformly random)" if completion
+                else f"{p['n_observed']} Gaussian linear measurements ⟨A_k, M*⟩")
     return (f"Matrix {p['problem']}: a {p['d']}×{p['d']} ground truth M* of rank {p['rank']} (‖M*‖_F = sqrt(d)), "
             f"{observed}; seed s draws the problem and the init, shared by every depth. Model W = W_L⋯W_1 "
             f"(hidden width {p['width']}, {p['init']} init of scale {p['init_scale']:g}: the same initial end-to-end "
             f"matrix at every depth for the balanced init), {p['steps']} steps of full-batch gradient descent at lr "
             f"{p['lr']:g} on the squared error of the observations (scaled to estimate ½‖W − M*‖_F²). Effective rank: "
             f"Roy & Vetterli's entropy rank exp(H(σ/Σσ)); numerical rank: #σ_i > {p['rank_threshold']:g}·σ_1. "
-            f"Reconstruction error: {error}. W_nuc: the minimum-nuclear-norm matrix consistent with the same "
-            f"observations (ADMM, relative duality gap <= {p['reference_tol']:g}; certified in {a.converged} of "
-            f"{sum(a.table.n_runs())} runs). Per depth: mean over seeds with a 95% t-interval.")
+            f"Reconstruction error: relative Frobenius error "
+            f"{'on the unobserved entries' if completion else 'of the whole matrix'}. W_nuc: the minimum-nuclear-norm "
+            f"matrix consistent with the same observations (ADMM, relative duality gap <= {p['reference_tol']:g}; "
+            f"certified in {a.converged} of {sum(a.table.n_runs())} runs). Per depth: mean over seeds with a 95% "
+            f"t-interval.")
 
 
-def _steps_text(step: CI, claim: Claim | None) -> str:
-    """The per-step mean changes, the largest rise with its interval (and the claim's verdict)."""
-    changes = ", ".join(f"{v:+.3g}" for v in step.against.steps)
-    verdict = f"; verdict {claim.verdict.replace('_', ' ')}" if claim is not None else ""
-    return (f"change {common.ci_text(step, 3)}; mean steps {changes}; largest rise {common.ci_text(step.against, 3)}"
-            f"{verdict}")
-
-
-def _reading(a: DeepLinearAnalysis, config: DeepLinearConfig, verdicts: dict[str, Claim]) -> str:
+def _reading(a: DeepLinearAnalysis) -> str:
     p, shallow, deep = a.settings, a.table.axis[0], a.table.axis[-1]
-
-    def at(L: int, m: str) -> str:
-        return common.fmt(a.at(m, L)[0], 3)
-
-    text = (f"At depth {shallow} the learned matrix has effective rank {at(shallow, 'effective_rank')} (numerical rank "
-            f"{at(shallow, 'numerical_rank')}); at depth {deep} {at(deep, 'effective_rank')} (numerical rank "
-            f"{at(deep, 'numerical_rank')}), against {common.fmt(a.references['truth_effective_rank'][0], 3)} for the "
-            f"rank-{p['rank']} ground truth and {common.fmt(a.references['reference_effective_rank'][0], 3)} for the "
-            f"minimum-nuclear-norm solution (the paper reports 8.2 at L = 5 against ambient 50). Effective rank at "
-            f"L = {shallow} / at L = {deep}: {common.ci_text(a.rank_ratio, 3)} (geometric mean of the per-seed ratios, "
-            f"log-t interval). From one depth to the next: "
-            f"{_steps_text(a.steps['effective_rank'], verdicts.get('depth_lowers_effective_rank'))}.")
+    text = (f"Effective rank at L = {shallow} / at L = {deep}: {common.ci_text(a.rank_ratio, 3)} (geometric mean of "
+            "the per-seed ratios, log-t interval); the ground truth's and W_nuc's rows of the table are the yardsticks "
+            "for the deep ranks.")
     if shallow == 1:
         left = ("which leaves the unobserved entries at their initial, near-zero values" if p["problem"] == "completion"
                 else "the minimum-Frobenius-norm fit when the init is near zero")
         text += (f" Depth 1 is plain gradient descent on W: it converges to the interpolant nearest its init, {left} "
-                 f"— not a low-rank matrix (reconstruction error {at(1, 'reconstruction_error')}); the step from L = 1 "
-                 "to L = 2 is the contrast between no factorization and a factorization, and the later steps are "
-                 "depth beyond 2 (to be read against the distance to the truth's effective rank).")
-    if 2 in a.table.axis:
-        text += (f" The depth-2 solution's nuclear norm is {common.ci_text(a.at('nuclear_ratio', 2), 4)} times the "
-                 f"minimum (tolerance ±{config.nuclear_tolerance:g}).")
-    return text + _error_reading(a, verdicts.get("depth_lowers_reconstruction_error"))
-
-
-def _error_reading(a: DeepLinearAnalysis, claim: Claim | None) -> str:
-    p, shallow, deep = a.settings, a.table.axis[0], a.table.axis[-1]
+                 "— not a low-rank matrix; the step from L = 1 to L = 2 is the contrast between no factorization and "
+                 "a factorization, and the later steps are depth beyond 2.")
     ref_error = a.references["reference_error"][0]
-    text = (f" The reconstruction error is {common.fmt(a.at('reconstruction_error', shallow)[0], 3)} at L = {shallow} "
-            f"and {common.fmt(a.at('reconstruction_error', deep)[0], 3)} at L = {deep} "
-            f"({_steps_text(a.steps['reconstruction_error'], claim)}); the minimum-nuclear-norm "
-            f"solution's is {common.fmt(ref_error, 3)}")
-    text += (": with this many observations the convex relaxation already recovers M*, so the regime where depth "
-             "beats the nuclear norm (fewer observations, Arora et al.'s Fig. 2) is not probed here."
-             if math.isfinite(ref_error) and ref_error < 1e-3 else
-             ": the convex relaxation does not recover M* from these observations, the regime where Arora et al. "
-             "find deeper factorizations closer to M* than the nuclear norm.")
+    text += " W_nuc's reconstruction error (table) shows that " + (
+        "with this many observations the convex relaxation already recovers M*, so the regime where depth beats the "
+        "nuclear norm (fewer observations, Arora et al.'s Fig. 2) is not probed here."
+        if math.isfinite(ref_error) and ref_error < 1e-3 else
+        "the convex relaxation does not recover M* from these observations, the regime where Arora et al. find "
+        "deeper factorizations closer to M* than the nuclear norm.")
     return text + (f" Confounds: the learned matrices keep a tail of small singular values of the size of the init "
                    f"(scale {p['init_scale']:g}) in the directions the observations do not constrain, which lifts the "
                    f"entropy effective rank above the truth's and sets the floor of the reconstruction error; and "
@@ -508,10 +455,8 @@ def _band(ax, xs, values: np.ndarray, label: str, color) -> None:
     if not len(values):
         return
     intervals = [mean_ci(values[:, k]) for k in range(values.shape[1])]
-    mean = [c[0] for c in intervals]
-    ax.plot(xs, mean, color=color, label=f"{label} (n={len(values)}, 95% CI)", linewidth=1.6)
-    low = [c[1] if math.isfinite(c[1]) else c[0] for c in intervals]
-    high = [c[2] if math.isfinite(c[2]) else c[0] for c in intervals]
+    ax.plot(xs, [c[0] for c in intervals], color=color, label=f"{label} (n={len(values)}, 95% CI)", linewidth=1.6)
+    low, high = ([c[i] if math.isfinite(c[i]) else c[0] for c in intervals] for i in (1, 2))
     ax.fill_between(xs, low, high, color=color, alpha=0.2, linewidth=0)
 
 
@@ -519,6 +464,10 @@ def _colors(a: DeepLinearAnalysis) -> np.ndarray:
     from matplotlib import colormaps
 
     return colormaps["viridis"](np.linspace(0, 0.9, len(a.table.axis)))  # one colour per depth
+
+
+TRUTH_LINE = {"color": "black", "linestyle": "--", "linewidth": 1.1}  # M* in the figures
+NUC_LINE = {"color": "tab:red", "linestyle": ":", "linewidth": 1.3}  # W_nuc in the figures
 
 
 def _curves_figure(a: DeepLinearAnalysis):
@@ -531,65 +480,46 @@ def _curves_figure(a: DeepLinearAnalysis):
         _band(axes[0], steps, ranks[:, j], f"L = {L}", color)
         _band(axes[1], steps, losses[:, j], f"L = {L}", color)
     truth, reference = a.references["truth_effective_rank"][0], a.references["reference_effective_rank"][0]
-    axes[0].axhline(truth, color="black", linestyle="--", linewidth=1.1, label=f"ground truth M* ({truth:.3g})")
-    axes[0].axhline(reference, color="tab:red", linestyle=":", linewidth=1.3,
-                    label=f"min-nuclear-norm solution ({reference:.3g})")
-    axes[0].set_ylabel("effective rank of W_L⋯W_1 (entropy)")
-    axes[0].set_title("effective rank during training")
-    axes[0].set_ylim(bottom=0)
-    axes[1].set_yscale("log")
+    axes[0].axhline(truth, **TRUTH_LINE, label=f"ground truth M* ({truth:.3g})")
+    axes[0].axhline(reference, **NUC_LINE, label=f"min-nuclear-norm solution ({reference:.3g})")
+    axes[0].set(ylabel="effective rank of W_L⋯W_1 (entropy)", title="effective rank during training", ylim=(0, None))
+    axes[1].set(yscale="log", ylabel="training loss (estimate of ½‖W − M*‖_F²)", title="training loss")
     # depth 1 interpolates to rounding (~1e-28); below 1e-12 of the initial loss nothing is left to see
     initial = losses[..., 0] if len(steps) else np.full(1, np.nan)
     axes[1].set_ylim(bottom=1e-12 * (float(np.nanmax(initial)) if np.isfinite(initial).any() else 1.0))
-    axes[1].set_ylabel("training loss (estimate of ½‖W − M*‖_F²)")
-    axes[1].set_title("training loss")
     for ax in axes:
         ax.set_xscale("symlog", linthresh=1.0)
-        ax.set_xlim(left=0)
-        ax.set_xlabel("gradient-descent step (symlog: linear below 1)")
+        ax.set(xlim=(0, None), xlabel="gradient-descent step (symlog: linear below 1)")
         ax.legend(fontsize=8, frameon=False, loc="upper right")
     return fig
 
 
-def _depth_plot(ax, a: DeepLinearAnalysis, metric: str, label: str, color: str, marker: str = "o") -> None:
-    from overparam.report.figures import errorbar_cis
-
-    errorbar_cis(ax, a.table.axis, a.cis[metric], label, a.table.n_runs(), color=color, marker=marker, legend=False)
-
-
 def _depth_figure(a: DeepLinearAnalysis, config: DeepLinearConfig):
-    from overparam.report.figures import PlainLogFormatter, new_figure
+    from overparam.report.figures import PlainLogFormatter, errorbar_cis, new_figure
 
     fig, axes = new_figure(1, 3, width=16, height=4.4)
-    _depth_plot(axes[0], a, "effective_rank", "effective rank (entropy)", "tab:blue")
-    _depth_plot(axes[0], a, "numerical_rank", f"numerical rank (σ > {config.rank_threshold:g}σ_1)", "tab:orange", "s")
-    axes[0].axhline(a.references["truth_effective_rank"][0], color="black", linestyle="--", linewidth=1.1,
-                    label="M* effective rank")
-    axes[0].set_yscale("log")
-    axes[0].yaxis.set_major_formatter(PlainLogFormatter())
-    axes[0].yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
-    axes[0].set_ylabel("rank of the learned matrix")
-    axes[0].set_title("final rank vs depth")
-    _depth_plot(axes[1], a, "reconstruction_error", "deep factorization", "tab:blue")
+    for ax, metric, label, color, marker in (
+            (axes[0], "effective_rank", "effective rank (entropy)", "tab:blue", "o"),
+            (axes[0], "numerical_rank", f"numerical rank (σ > {config.rank_threshold:g}σ_1)", "tab:orange", "s"),
+            (axes[1], "reconstruction_error", "deep factorization", "tab:blue", "o"),
+            (axes[2], "nuclear_ratio", "‖W‖_* / ‖W_nuc‖_*", "tab:blue", "o")):
+        errorbar_cis(ax, a.table.axis, a.cis[metric], label, a.table.n_runs(), color=color, marker=marker, legend=False)
+    axes[0].axhline(a.references["truth_effective_rank"][0], **TRUTH_LINE, label="M* effective rank")
     ref_error = a.references["reference_error"][0]
     if math.isfinite(ref_error) and ref_error > 0:
-        axes[1].axhline(ref_error, color="tab:red", linestyle=":", linewidth=1.3,
-                        label=f"min-nuclear-norm solution ({ref_error:.2g})")
-    axes[1].set_yscale("log")
-    axes[1].set_ylabel("relative reconstruction error")
-    axes[1].set_title("reconstruction error vs depth")
-    _depth_plot(axes[2], a, "nuclear_ratio", "‖W‖_* / ‖W_nuc‖_*", "tab:blue")
-    axes[2].axhline(1.0, color="tab:red", linestyle=":", linewidth=1.3, label="minimum nuclear norm")
-    for L, c in zip(a.table.axis, a.cis["nuclear_ratio"]):  # the deep ratios sit within a few 1e-3 of 1: print them
-        if math.isfinite(c[0]):
-            axes[2].annotate(f"{c[0]:.4f}", (L, c[0]), textcoords="offset points", xytext=(0, 8), ha="center",
-                             fontsize=8)
-    axes[2].set_ylabel("nuclear norm / minimum")
-    axes[2].set_title("nuclear norm relative to the minimum")
+        axes[1].axhline(ref_error, **NUC_LINE, label=f"min-nuclear-norm solution ({ref_error:.2g})")
+    axes[2].axhline(1.0, **NUC_LINE, label="minimum nuclear norm")
+    for L, m in zip(a.table.axis, (c[0] for c in a.cis["nuclear_ratio"])):  # within a few 1e-3 of 1: print them
+        if math.isfinite(m):
+            axes[2].annotate(f"{m:.4f}", (L, m), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
+    axes[0].set(yscale="log", ylabel="rank of the learned matrix", title="final rank vs depth")
+    axes[1].set(yscale="log", ylabel="relative reconstruction error", title="reconstruction error vs depth")
+    axes[2].set(ylabel="nuclear norm / minimum", title="nuclear norm relative to the minimum")
     for ax in axes:
-        ax.set_xticks(a.table.axis)
-        ax.set_xlabel("depth L (number of factors)")
+        ax.set(xticks=a.table.axis, xlabel="depth L (number of factors)")
         ax.legend(fontsize=8, frameon=False)
+    axes[0].yaxis.set_major_formatter(PlainLogFormatter())
+    axes[0].yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
     return fig
 
 
@@ -611,15 +541,11 @@ def _spectra_figure(a: DeepLinearAnalysis):
             per_seed = np.nanmean(values, axis=1)  # (S, d): the same at every depth of a seed
         per_seed = per_seed[np.isfinite(per_seed).any(axis=1)]
         mean = np.mean(per_seed, axis=0)
-        floor = 1e-12 * float(mean[0])  # exact zeros of a low-rank matrix would vanish off a log axis
-        index = np.arange(1, len(mean) + 1)
-        keep = mean > floor
-        ax.plot(index[keep], mean[keep], color=color, linestyle=style, marker=marker, linewidth=1.3, zorder=4,
-                label=f"{label} (mean over {len(per_seed)} seeds)")
-    ax.set_yscale("log")
-    ax.set_xlabel("index i (singular values in decreasing order)")
-    ax.set_ylabel("singular value σ_i")
-    ax.set_title("spectra of the learned end-to-end matrices")
+        keep = mean > 1e-12 * float(mean[0])  # a low-rank matrix's exact zeros vanish off a log axis
+        ax.plot(np.flatnonzero(keep) + 1, mean[keep], color=color, linestyle=style, marker=marker, linewidth=1.3,
+                zorder=4, label=f"{label} (mean over {len(per_seed)} seeds)")
+    ax.set(yscale="log", xlabel="index i (singular values in decreasing order)", ylabel="singular value σ_i",
+           title="spectra of the learned end-to-end matrices")
     ax.legend(fontsize=8, frameon=False)
     return fig
 

@@ -13,34 +13,26 @@ many of the noisy training labels the model fits (``noisy_train_acc``: accuracy 
 examples against their *noisy* labels; ``noisy_clean_acc``: against their original labels;
 ``clean_train_acc``: accuracy on the untouched examples).
 
-Located on the mean curve over seeds (per family and noise level):
+Located on the mean curve over seeds, per family and noise level (:func:`locate`): the
+interpolation threshold, the smallest width whose mean train error is <= ``interpolation_error``
+(default 1%; none when no width gets there); the sweet spot, the width of minimal mean test error
+among the widths up to the threshold (all widths without one), the best model of the classical,
+under-parameterized regime; the peak, the width of maximal mean test error beyond the sweet spot
+when it is above the sweet spot's (not the global maximum: a tiny model that underfits can have
+the largest test error of all, the classical regime's first descent), none when test error never
+rises beyond the sweet spot. Each is shown as a grid bracket (:func:`~overparam.analysis.locate_on_grid`;
+for the threshold: the last width that does not interpolate and the first that does) with the
+fraction of seed resamples (each seed keeping its whole width curve) that pick the same width.
 
-- interpolation threshold: the smallest width whose mean train error is <= ``interpolation_error``
-  (default 1%); none when no width gets there.
-- sweet spot: the width of minimal mean test error among the widths up to the threshold (all
-  widths when there is no threshold): the best model of the classical, under-parameterized regime.
-- peak: the width of maximal mean test error among the widths beyond the sweet spot, when it is
-  above the sweet spot's (not the global maximum: a tiny model that underfits can have the
-  largest test error of all, which is the classical regime's first descent); none when test error
-  never rises beyond the sweet spot.
-
-Each is shown as a grid bracket (:func:`~overparam.analysis.locate_on_grid`; for the threshold:
-the last width that does not interpolate and the first that does) with the fraction of seed
-resamples (each seed keeping its whole width curve) that pick the same width.
-
-Claims (ids ``double_descent.<family>.noise<pct>.<what>``, noise > 0 only; Nakkiran et al.):
-
-- ``peak_near_threshold``: log2(peak width / threshold width) in [-1, 1] (-inf: no width
-  interpolates, +inf: no peak); percentile interval over seed resamples, both relocated in each.
-- ``falls_beyond_peak``: test error at the largest width minus at the peak < 0, paired by seed
-  (t-interval; the test set's binomial error counts too), the peak fixed where the seed-mean
-  curve puts it, so selected on the same seeds. Without a peak there is no fall to measure (no
-  interval: inconclusive; ``peak_near_threshold`` is +inf then).
+Claims (``double_descent.<family>.noise<pct>.<what>``, noise > 0 only; statements in :func:`_curve_claims`,
+Nakkiran et al.'s in ``PAPER_CLAIMS``): ``peak_near_threshold`` (log2(peak width / threshold width), both
+relocated on seed resamples) and ``falls_beyond_peak`` (test error at the largest width minus at the peak).
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,40 +79,38 @@ class DoubleDescentConfig:
         if not models or len(set(models)) != len(models):
             raise ConfigError(f"models must be a non-empty list of families without repeats, got {self.models!r}; "
                               f"accepted: {list(FAMILIES)}")
-        for family in models:
-            if family not in FAMILIES:
-                raise choice_error("model family", family, FAMILIES)
         if self.cnn_model not in CNN_MODELS:
             raise choice_error("cnn_model", self.cnn_model, CNN_MODELS)
         for family in models:  # a threshold and a peak need points on both sides
+            if family not in FAMILIES:
+                raise choice_error("model family", family, FAMILIES)
             check_numbers(f"{family}_widths", getattr(self, f"{family}_widths"), at_least=3, integer=True, minimum=1)
         common.label_noise_fractions(self.label_noise)
         check_number("interpolation_error (a train error)", self.interpolation_error, minimum=0.0, maximum=1.0,
                      open_high=True)
         for name in ("data", "train", "cnn_data", "cnn_train"):
-            if not isinstance(getattr(self, name), dict):
-                raise ConfigError(f"{name} must be a mapping, got {getattr(self, name)!r}")
-        for name in ("data", "cnn_data"):
-            if "label_noise" in getattr(self, name):
+            value = getattr(self, name)
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name} must be a mapping, got {value!r}")
+            if name.endswith("data") and "label_noise" in value:
                 raise ConfigError(f"set label noise with the study's label_noise list (e.g. label_noise=[0, 0.15]), "
-                                  f"not {name}.label_noise (got {getattr(self, name)['label_noise']!r})")
+                                  f"not {name}.label_noise (got {value['label_noise']!r})")
         # the data and train sections as a run would read them (unknown keys, bad values)
-        RunConfig.from_dict({"data": self.data, "train": self.train})
-        if "cnn" in models:
-            RunConfig.from_dict({"data": {**self.data, **self.cnn_data}, "train": {**self.train, **self.cnn_train}})
+        for family in dict.fromkeys(("mlp", *models)):
+            RunConfig.from_dict(dict(zip(("data", "train"), _sections(self, family))))
 
 
-def _widths(config: DoubleDescentConfig, family: str) -> list[int]:
-    return sorted(as_tuple(config.mlp_widths if family == "mlp" else config.cnn_widths))
+def _sections(config: DoubleDescentConfig, family: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The data and train sections of a family's runs (the CNN's with their overrides)."""
+    if family == "mlp":
+        return dict(config.data), dict(config.train)
+    return {**config.data, **config.cnn_data}, {**config.train, **config.cnn_train}
 
 
 def _run_config(config: DoubleDescentConfig, family: str, width: int, noise: float, seed: int):
-    if family == "mlp":
-        model = {"name": "mlp", "width": width, "depth": config.mlp_depth}
-        data, train = dict(config.data), dict(config.train)
-    else:
-        model = {"name": config.cnn_model, "width": width}
-        data, train = {**config.data, **config.cnn_data}, {**config.train, **config.cnn_train}
+    model = {"name": "mlp", "width": width, "depth": config.mlp_depth} if family == "mlp" else {
+        "name": config.cnn_model, "width": width}
+    data, train = _sections(config, family)
     return common.run_config({**data, "label_noise": float(noise)}, model, train, seed)
 
 
@@ -130,7 +120,7 @@ def grid(config: DoubleDescentConfig) -> list[RunSpec]:
     specs = [common.spec(NAME, _run_config(config, family, w, p, seed), family=family, width=w,
                          label_noise=float(p))
              for family in as_tuple(config.models) for p in as_tuple(config.label_noise)
-             for w in _widths(config, family) for seed in range(config.seeds)]
+             for w in sorted(as_tuple(getattr(config, f"{family}_widths"))) for seed in range(config.seeds)]
     common.validate_specs(specs)
     return specs
 
@@ -234,7 +224,6 @@ def locate(train_error: np.ndarray, test_error: np.ndarray, widths: np.ndarray, 
 # --- analysis ------------------------------------------------------------------------------------
 
 TITLE = "double_descent: test error vs model size around the interpolation threshold"
-NOISY_METRICS = ("noisy_train_acc", "clean_train_acc")
 
 
 @dataclass
@@ -248,8 +237,7 @@ class CurveAnalysis:
     params: np.ndarray  # (W,) int, parameters of each width
     train_mean: np.ndarray  # (W,) mean train error over seeds (a fraction)
     test_mean: np.ndarray  # (W,) mean test error over seeds
-    # per width, the mean over seeds with its 95% t-interval (fractions): "train_error", "test_error", and where
-    # the noisy labels' fit was measured "noisy_train_acc" and "clean_train_acc"
+    # per width, mean over seeds with 95% t-interval: "train_error", "test_error" (+ "noisy_/clean_train_acc")
     cis: dict[str, list[CI]]
     located: Location
     fall: CI  # test error at the largest width minus at the peak, paired by seed (NaN bounds without a peak)
@@ -263,10 +251,9 @@ class DoubleDescentAnalysis:
 
 
 def analyze(runs: list[Run], config: DoubleDescentConfig) -> DoubleDescentAnalysis | Missing:
-    order = {f: i for i, f in enumerate(FAMILIES)}
     groups = group(runs, lambda r: (r.settings["family"], float(r.settings["label_noise"])))
     tables = {key: SeedTable(groups[key], lambda r: int(r.settings["width"]))
-              for key in sorted(groups, key=lambda k: (order.get(k[0], 99), k[1]))}
+              for key in sorted(groups, key=lambda k: (FAMILIES.index(k[0]) if k[0] in FAMILIES else 99, k[1]))}
     curves = {key: _curve(key, table, config.interpolation_error) for key, table in tables.items() if len(table) >= 2}
     if not curves:
         return Missing(TITLE, "No family has finished runs at two or more widths yet.")
@@ -279,16 +266,13 @@ def _curve(key: tuple[str, float], table: SeedTable, tolerance: float) -> CurveA
         params = np.nan_to_num(np.nanmax(table["num_parameters"], axis=0)).astype(np.int64)
         n_test = np.nanmax(table["n_test"])
     n_test = int(n_test) if math.isfinite(n_test) else None
-    cis = {"train_error": table.cis("train_error"), "test_error": table.cis("test_error")}
-    if np.isfinite(table["noisy_train_acc"]).any():
-        cis.update({name: table.cis(name) for name in NOISY_METRICS})
+    noisy = ("noisy_train_acc", "clean_train_acc") if np.isfinite(table["noisy_train_acc"]).any() else ()
+    cis = {name: table.cis(name) for name in ("train_error", "test_error", *noisy)}
     located, test = locate(table["train_error"], table["test_error"], widths, tolerance), table.mean("test_error")
-    p = located.peak.index
-    if p < 0:
-        fall, se = CI(0.0, math.nan, math.nan, n=len(table.seeds), method="none: no peak"), math.nan
-    else:
-        fall = table.difference("test_error", table.axis[-1], table.axis[p])
-        se = binomial_se(test[-1], test[p], n_test, scale=1.0)
+    p = located.peak.index  # -1: no peak, so no fall to measure
+    fall, se = (CI(0.0, math.nan, math.nan, n=len(table.seeds), method="none: no peak"), math.nan) if p < 0 else (
+        table.difference("test_error", table.axis[-1], table.axis[p]),
+        binomial_se(test[-1], test[p], n_test, scale=1.0))
     return CurveAnalysis(key[0], key[1], table, widths, params, table.mean("train_error"), test, cis, located,
                          fall, se, n_test)
 
@@ -308,18 +292,14 @@ def _noise_text(noise: float) -> str:
     return f"{noise:.0%} label noise" if noise > 0 else "no label noise"
 
 
-def _noise_id(noise: float) -> str:
-    return f"noise{round(noise * 100):d}" if abs(noise * 100 - round(noise * 100)) < 1e-9 else f"noise{noise:g}"
-
-
 def _claim_base(curve: CurveAnalysis) -> str:
-    return f"{NAME}.{curve.family}.{_noise_id(curve.noise)}"
+    pct = curve.noise * 100
+    return f"{NAME}.{curve.family}.noise" + (f"{round(pct):d}" if abs(pct - round(pct)) < 1e-9 else f"{curve.noise:g}")
 
 
 def _family_label(config: DoubleDescentConfig, family: str) -> str:
-    if family == "mlp":
-        return f"MLP ({config.mlp_depth} hidden layer{'s' if config.mlp_depth > 1 else ''})"
-    return config.cnn_model.upper()
+    depth = config.mlp_depth
+    return f"MLP ({depth} hidden layer{'s' if depth > 1 else ''})" if family == "mlp" else config.cnn_model.upper()
 
 
 def claims(a: DoubleDescentAnalysis, config: DoubleDescentConfig,
@@ -354,26 +334,24 @@ def _curve_claims(curve: CurveAnalysis, config: DoubleDescentConfig, paper: dict
 
 def render(a: DoubleDescentAnalysis, claims: list[Claim], config: DoubleDescentConfig) -> list[Section]:
     placed = {key: [c for c in claims if c.id.startswith(_claim_base(curve) + ".")] for key, curve in a.curves.items()}
-    figures = [("double_descent_errors", _errors_figure(a, config))]
-    noisy = _noisy_figure(a, config)
-    if noisy is not None:
-        figures.append(("double_descent_noisy_labels", noisy))
+    figures = [(name, fig) for name, fig in [("double_descent_errors", _errors_figure(a, config)),
+                                             ("double_descent_noisy_labels", _noisy_figure(a, config))]
+               if fig is not None]
     readings = [_reading(curve, config, placed[key]) for key, curve in a.curves.items()]
     sections = [Section(TITLE, _settings_text(config, a) + "\n\n**Reading.**\n\n" + "\n\n".join(readings), figures, [])]
     for family in dict.fromkeys(f for f, _ in a.curves):
         keys = [k for k in a.curves if k[0] == family]
-        parts = [part for k in keys for part in (
-            f"**{_noise_text(k[1])}** (mean over seeds, 95% t-interval; the last column marks the located widths)",
-            _table(a.curves[k]), _located_text(a.curves[k].located))]
+        parts = ["Per width: the mean over seeds with a 95% t-interval; the last column marks the located widths."]
+        parts += [part for k in keys for part in (f"**{_noise_text(k[1])}**", _table(a.curves[k]),
+                                                  _located_text(a.curves[k].located))]
         sections.append(Section(f"double_descent: {_family_label(config, family)}", "\n\n".join(parts), [],
                                 [c for k in keys for c in placed[k]]))
     return sections
 
 
 def _at(found: Located, none: str) -> str:
-    if found.index >= 0:
-        return f"width {found.describe()}"
-    return f"{none} ({found.agreement:.0%} of seed resamples agree)" if math.isfinite(found.agreement) else none
+    agree = f" ({found.agreement:.0%} of seed resamples agree)" * math.isfinite(found.agreement)
+    return f"width {found.describe()}" if found.index >= 0 else none + agree
 
 
 def _located_text(found: Location) -> str:
@@ -384,149 +362,109 @@ def _located_text(found: Location) -> str:
 
 def _table(curve: CurveAnalysis) -> str:
     found, cis = curve.located, curve.cis
-    has_noisy = "noisy_train_acc" in cis
-    counts = curve.table.counts("test_error")
-    rows = []
-    for j, w in enumerate(curve.widths):
-        marks = [name for name, located in (("threshold", found.threshold), ("sweet spot", found.sweet),
-                                            ("peak", found.peak)) if j == located.index]
-        row = [str(w), f"{int(curve.params[j]):,}", str(counts[j]), common.ci_text(cis["train_error"][j], 3),
-               common.ci_text(cis["test_error"][j], 3)]
-        if has_noisy:
-            row.append(common.ci_text(cis["noisy_train_acc"][j], 3))
-        rows.append(row + [", ".join(marks)])
-    header = ["width", "params", "n", "train error", "test error"] + (["noisy labels fitted"] if has_noisy else [])
-    return common.table(header + [""], rows)
+    metrics = ["train_error", "test_error"] + (["noisy_train_acc"] if "noisy_train_acc" in cis else [])
+    marks = (("threshold", found.threshold), ("sweet spot", found.sweet), ("peak", found.peak))
+    rows = [[w, f"{int(curve.params[j]):,}", n] + [common.ci_text(cis[m][j], 3) for m in metrics]
+            + [", ".join(name for name, located in marks if j == located.index)]
+            for j, (w, n) in enumerate(zip(curve.widths, curve.table.counts("test_error")))]
+    return common.table(["width", "params", "n", "train error", "test error", "noisy labels fitted"][:3 + len(metrics)]
+                        + [""], rows)
 
 
 def _reading(curve: CurveAnalysis, config: DoubleDescentConfig, claims: list[Claim]) -> str:
-    """A plain-language paragraph from the located numbers and the claims' verdicts."""
-    found, widths, test = curve.located, curve.widths, curve.test_mean
-    sweet, p, last = found.sweet.index, found.peak.index, len(widths) - 1
-    text = _threshold_text(curve, config) + f" Test error is {common.fmt(float(test[0]), 3)} at the smallest width"
-    lowest = (f", lowest{' up to the threshold' if found.threshold.index >= 0 else ''} at width {widths[sweet]} "
-              f"({common.fmt(float(test[sweet]), 3)})")
-    if p < 0:
-        return text + lowest + ("; it does not rise above that at larger widths (no peak)" + (
-            "." if sweet == last else f": at the largest width ({widths[-1]}) it is {common.fmt(float(test[-1]), 3)}.")
-            + _verdicts(claims))
-    text += f"{lowest}, then rises to a peak at width {found.peak.describe()}, test error {common.fmt(test[p], 3)}"
-    steps = float(found.log2_peak_over_threshold[0])
-    if found.threshold.index >= 0:
-        text += (", at the threshold" if steps == 0 else
-                 f", {abs(steps):g} doubling{'s' if abs(steps) != 1 else ''} of width "
-                 f"{'below' if steps < 0 else 'above'} the threshold")
-    if p == last:
-        text += "; the peak is the largest width, so test error does not come down again within this sweep."
-    else:
-        text += (f"; at the largest width ({widths[-1]}) it is {common.fmt(float(test[-1]), 3)}, a change of "
-                 f"{common.ci_text(curve.fall, 3)} from the peak (paired by seed).")
-    return text + _verdicts(claims)
-
-
-def _threshold_text(curve: CurveAnalysis, config: DoubleDescentConfig) -> str:
-    """The reading's first sentences: where train error first reaches the tolerance."""
-    tolerance, widths, found = config.interpolation_error, curve.widths, curve.located.threshold
-    head = f"**{_family_label(config, curve.family)}, {_noise_text(curve.noise)}.**"
-    if found.index < 0:
+    """A plain-language paragraph: where train error first reaches the tolerance, where test error
+    turns (the numbers are in the per-width table) and the claims' verdicts."""
+    tolerance, widths, found = config.interpolation_error, curve.widths, curve.located
+    t, p, steps = found.threshold.index, found.peak.index, float(found.log2_peak_over_threshold[0])
+    text = f"**{_family_label(config, curve.family)}, {_noise_text(curve.noise)}.** "
+    if t < 0:
         j = int(np.nanargmin(curve.train_mean))
-        return (f"{head} No width reaches mean train error <= {tolerance:.0%} (the lowest is "
-                f"{common.fmt(float(curve.train_mean[j]), 3)} at width {widths[j]}), so this sweep has no interpolation "
-                "threshold and cannot show the peak at it: train longer or add wider models.")
-    text = (f"{head} Mean train error first reaches <= {tolerance:.0%} at width {found.describe()}, "
-            f"{int(curve.params[found.index]):,} parameters.")
-    if found.index == 0:
-        text += " The smallest width already fits the training set, so the sweep does not show the threshold."
-    return text
-
-
-def _verdicts(claims: list[Claim]) -> str:
-    """One sentence with the verdicts of one curve's claims."""
+        text += (f"No width reaches mean train error <= {tolerance:.0%} (the lowest is "
+                 f"{common.fmt(float(curve.train_mean[j]), 3)} at width {widths[j]}), so this sweep has no "
+                 "interpolation threshold and cannot show the peak at it: train longer or add wider models.")
+    else:
+        text += (f"Mean train error first reaches <= {tolerance:.0%} at width {found.threshold.describe()}, "
+                 f"{int(curve.params[t]):,} parameters." + " The smallest width already fits the training set, so "
+                 "the sweep does not show the threshold." * (t == 0))
+    text += " Test error is lowest" + " up to the threshold" * (t >= 0) + f" at width {widths[found.sweet.index]}"
+    if p < 0:
+        text += "; it does not rise above that at larger widths (no peak)."
+    else:
+        text += f", then rises to a peak at width {widths[p]}"
+        if t >= 0:
+            text += ", at the threshold" if steps == 0 else (f", {abs(steps):g} doubling{'s' * (abs(steps) != 1)} of "
+                                                            f"width {'below' if steps < 0 else 'above'} the threshold")
+        text += ("; the peak is the largest width, so test error does not come down again within this sweep."
+                 if p == len(widths) - 1 else f"; from there to the largest width ({widths[-1]}) it changes by "
+                 f"{common.ci_text(curve.fall, 3)} (paired by seed).")
     words = {"peak_near_threshold": "peak near the threshold", "falls_beyond_peak": "fall beyond the peak"}
-    verdicts = [f"{words[c.id.rsplit('.', 1)[-1]]}: {c.verdict.replace('_', ' ')}" for c in claims]
-    both = len(claims) == 2 and all(c.verdict == "reproduced" for c in claims)
-    return (" Verdicts: " + "; ".join(verdicts) + "." + (" Together: a double descent in model size." if both else "")
-            if claims else "")
+    if claims:
+        text += " Verdicts: " + "; ".join(f"{words[c.id.rsplit('.', 1)[-1]]}: {c.verdict.replace('_', ' ')}"
+                                          for c in claims) + "."
+    return text + " Together: a double descent in model size." * (
+        len(claims) == 2 and all(c.verdict == "reproduced" for c in claims))
 
 
 def _settings_text(config: DoubleDescentConfig, a: DoubleDescentAnalysis) -> str:
     train, data = config.train, config.data
     budget = f"{train['steps']} steps" if train.get("steps") is not None else f"{train.get('epochs', 10)} epochs"
-    text = (f"Width sweeps on {data.get('name')} ({data.get('n_train') or 'all'} training examples"
-            + (", one draw of the data and noisy labels shared by all seeds" if data.get("seed") is not None else
-               ", a data draw per seed") + f"), trained with {train.get('optimizer', 'sgd')} (lr "
-            f"{train.get('lr', 0.05)}, momentum {train.get('momentum', 0.9)}, batch {train.get('batch_size', 128)}, "
-            f"{train.get('schedule', 'constant')} schedule, {budget}, "
-            + (f"weight decay {train['weight_decay']}" if train.get("weight_decay") else "no weight decay")
-            + ", no early stopping: the final model is measured)")
+    draw = "one draw of the data and noisy labels shared by all seeds" if data.get("seed") is not None else (
+        "a data draw per seed")
+    decay = f"weight decay {train['weight_decay']}" if train.get("weight_decay") else "no weight decay"
+    text = (f"Width sweeps on {data.get('name')} ({data.get('n_train') or 'all'} training examples, {draw}), trained "
+            f"with {train.get('optimizer', 'sgd')} (lr {train.get('lr', 0.05)}, momentum {train.get('momentum', 0.9)}, "
+            f"batch {train.get('batch_size', 128)}, {train.get('schedule', 'constant')} schedule, {budget}, {decay}, "
+            "no early stopping: the final model is measured)")
     if "cnn" in as_tuple(config.models) and (config.cnn_data or config.cnn_train):
-        text += f"; the {config.cnn_model} runs with data overrides {config.cnn_data} and train overrides {config.cnn_train}"
+        text += (f"; the {config.cnn_model} runs with data overrides {config.cnn_data} and train overrides "
+                 f"{config.cnn_train}")
     return text + (
         f". {len(next(iter(a.curves.values())).table.seeds)} seeds per point (initialization and data order). Label "
         "noise replaces a fraction of the training labels by a random wrong class. Interpolation threshold: the "
         f"smallest width whose mean train error is <= {config.interpolation_error:.0%}; sweet spot: the width of "
         "minimal mean test error up to the threshold (the classical regime's best model); peak: the width of maximal "
-        "mean test error beyond the sweet spot, when above the sweet spot's (a tiny model that underfits is not the "
-        "peak). Per width: the mean over seeds with a 95% t-interval. Located widths: the bracket they lie in and "
-        "the share of seed resamples (each seed with its whole width curve) that pick the same width. The peak is "
-        "selected on the same seeds, so on a flat, noisy curve a small peak and fall can look significant: read the "
-        "claims with the per-width tables.")
+        "mean test error beyond the sweet spot, if above the sweet spot's (not an underfit tiny model). Located "
+        "widths: the bracket they lie in and the share of seed resamples (each seed with its whole width curve) that "
+        "pick the same width. The peak is selected on the same seeds as the fall beyond it, so on a flat, noisy "
+        "curve both can look significant: read the claims with the per-width tables.")
 
 
 # --- figures -------------------------------------------------------------------------------------
 
 
-def _params_axis(ax) -> None:
-    """A log x axis of parameter counts, labelled in plain numbers."""
-    from overparam.report.figures import PlainLogFormatter
-
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(PlainLogFormatter())
-    ax.xaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
-    ax.set_xlabel("number of parameters (log scale)")
-
-
-def _width_axis(ax, curve: CurveAnalysis) -> None:
-    """A top axis naming the widths at their parameter counts."""
+def _errors_panel(ax, curves: list[CurveAnalysis], noises: list[float], title: str) -> None:
+    """A family's train and test error, one colour per noise level, with each curve's threshold
+    (dotted line; band: from the width before it) and peak (star; at noise > 0 or the only noise
+    level), and its widths (at most 9) on a top axis."""
     from matplotlib.ticker import FixedLocator, NullLocator
 
-    top = ax.secondary_xaxis("top")
+    from overparam.report.figures import errorbar_cis
+
+    for curve in curves:
+        x, noise, colour = curve.params.astype(float), _noise_text(curve.noise), f"C{noises.index(curve.noise)}"
+        for name, style, marker in (("test", "-", "o"), ("train", "--", "s")):
+            errorbar_cis(ax, x, curve.cis[f"{name}_error"], f"{name}, {noise}", curve.table.counts("test_error"),
+                         color=colour, linestyle=style, marker=marker, legend=False)
+        t, p = curve.located.threshold.index, curve.located.peak.index
+        if t >= 0:
+            ax.axvline(x[t], color=colour, linestyle=":", linewidth=1.6, label=f"interpolation threshold, {noise}")
+            if t > 0:
+                ax.axvspan(x[t - 1], x[t], color=colour, alpha=0.08, linewidth=0)
+        if p >= 0 and (curve.noise > 0 or len(noises) == 1):
+            ax.plot([x[p]], [curve.test_mean[p]], marker="*", markersize=15, color=colour, markeredgecolor="black",
+                    linestyle="none", zorder=4, label=f"peak, {noise}")
+    ax.set_title(title)
+    top, step = ax.secondary_xaxis("top"), math.ceil(len(curves[0].widths) / 9)
     top.set_xscale("log")
-    ticks, labels = curve.params.astype(float), [str(w) for w in curve.widths]
-    if len(ticks) > 9:
-        keep = np.arange(0, len(ticks), math.ceil(len(ticks) / 9))
-        ticks, labels = ticks[keep], [labels[i] for i in keep]
-    top.xaxis.set_major_locator(FixedLocator(ticks))
-    top.set_xticklabels(labels)
+    top.xaxis.set_major_locator(FixedLocator(curves[0].params[::step].astype(float)))
+    top.set_xticklabels([str(w) for w in curves[0].widths[::step]])
     top.xaxis.set_minor_locator(NullLocator())
     top.set_xlabel("width", fontsize=9)
     top.tick_params(labelsize=8)
 
 
-def _errors_panel(ax, curve: CurveAnalysis, colour: str, mark_peak: bool) -> None:
-    """One curve's train and test error, its threshold (dotted line; band: from the width before
-    it) and its peak (star)."""
-    from overparam.report.figures import errorbar_cis
-
-    x, noise, found = curve.params.astype(float), _noise_text(curve.noise), curve.located
-    n = curve.table.counts("test_error")
-    for name, style, marker in (("test", "-", "o"), ("train", "--", "s")):
-        errorbar_cis(ax, x, curve.cis[f"{name}_error"], f"{name}, {noise}", n, color=colour, linestyle=style,
-                     marker=marker, legend=False)
-    t = found.threshold.index
-    if t >= 0:
-        ax.axvline(x[t], color=colour, linestyle=":", linewidth=1.6, label=f"interpolation threshold, {noise}")
-        if t > 0:
-            ax.axvspan(x[t - 1], x[t], color=colour, alpha=0.08, linewidth=0)
-    if mark_peak and found.peak.index >= 0:
-        p = found.peak.index
-        ax.plot([x[p]], [curve.test_mean[p]], marker="*", markersize=15, color=colour, markeredgecolor="black",
-                linestyle="none", zorder=4, label=f"peak, {noise}")
-
-
 def _legend(fig, handles: list[Any], labels: list[str], columns: tuple[int, ...]) -> None:
-    """A legend below the panels with the first number of ``columns`` whose legend fits inside the
-    figure's width (the last is used when none does)."""
+    """A legend below the panels in the first of ``columns`` (counts) that fits the figure's width, else the last."""
     for ncol in columns:
         legend = fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
         if ncol == columns[-1] or legend.get_window_extent().width <= 0.98 * fig.bbox.width:
@@ -534,62 +472,54 @@ def _legend(fig, handles: list[Any], labels: list[str], columns: tuple[int, ...]
         legend.remove()
 
 
-def _noise_legend(fig, handles: dict[str, Any], noises: list[float]) -> None:
-    """One legend row per noise level where the figure is wide enough (matplotlib fills a legend
-    column by column), else one column for test and train and one for threshold and peak."""
-    from matplotlib.patches import Patch
+def _panels(families: list[str], height: float, ylim: tuple[float, float | None], ylabel: str, draw):
+    """One panel per family, filled by ``draw(ax, family)``, on a log axis of parameter counts
+    (labelled in plain numbers); the figure and the panels' legend handles by label (first seen first)."""
+    from overparam.report.figures import PlainLogFormatter, new_figure
 
-    kinds = ("test", "train", "interpolation threshold", "peak")  # errorbar labels end in " (n=..., 95% CI)"
-    labels = [next((t for t in handles if t.split(" (")[0] == f"{kind}, {_noise_text(noise)}"), "")
-              for kind in kinds for noise in noises]
-    _legend(fig, [handles.get(t) or Patch(alpha=0) for t in labels], labels, (len(kinds), 2, 1))
-
-
-def _title(text: str, fig) -> None:
-    """A suptitle wrapped to the figure's width (about 13 characters per inch at 10 pt)."""
-    import textwrap
-
-    fig.suptitle("\n".join(textwrap.wrap(text, int(13 * fig.get_figwidth()))), fontsize=10)
+    fig, axes = new_figure(1, len(families), height=height, squeeze=False)
+    fig.set_layout_engine("constrained")
+    handles: dict[str, Any] = {}
+    for ax, family in zip(axes[0], families):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(PlainLogFormatter())
+        ax.xaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
+        draw(ax, family)
+        ax.set(xlabel="number of parameters (log scale)", ylabel=ylabel, ylim=ylim)
+        handles.update({t: h for h, t in zip(*ax.get_legend_handles_labels()) if t not in handles})
+    return fig, handles
 
 
 def _errors_figure(a: DoubleDescentAnalysis, config: DoubleDescentConfig):
     """Train and test error vs parameters, one panel per family, one colour per noise level;
-    dotted line: the interpolation threshold; shaded: from the width before it to it."""
-    from overparam.report.figures import new_figure
+    dotted line: the interpolation threshold; shaded: from the width before it to it. The legend
+    has one row per noise level where the figure is wide enough (matplotlib fills a legend column
+    by column), else one column for test and train and one for threshold and peak."""
+    from matplotlib.patches import Patch
 
-    families = list(dict.fromkeys(f for f, _ in a.curves))
     noises = sorted({p for _, p in a.curves})
-    fig, axes = new_figure(1, len(families), height=5.4, squeeze=False)
-    fig.set_layout_engine("constrained")
-    handles: dict[str, Any] = {}
-    for ax, family in zip(axes[0], families):
-        curves = [a.curves[(family, p)] for p in noises if (family, p) in a.curves]
-        for curve in curves:
-            _errors_panel(ax, curve, f"C{noises.index(curve.noise)}", curve.noise > 0 or len(noises) == 1)
-        _params_axis(ax)
-        ax.set_ylim(bottom=-0.02)
-        ax.set_ylabel("error (1 − accuracy)")
-        ax.set_title(_family_label(config, family))
-        _width_axis(ax, curves[0])
-        handles.update({t: h for h, t in zip(*ax.get_legend_handles_labels()) if t not in handles})
-    _noise_legend(fig, handles, noises)
-    _title(f"test (solid) and train (dashed) error vs model size; dotted: interpolation threshold (train error ≤ "
-           f"{config.interpolation_error:.0%}), shaded: the width step that crosses it", fig)
+    fig, handles = _panels(list(dict.fromkeys(f for f, _ in a.curves)), 5.4, (-0.02, None), "error (1 − accuracy)",
+                           lambda ax, family: _errors_panel(ax, [c for (f, _), c in a.curves.items() if f == family],
+                                                            noises, _family_label(config, family)))
+    kinds = ("test", "train", "interpolation threshold", "peak")  # errorbar labels end in " (n=..., 95% CI)"
+    labels = [next((t for t in handles if t.split(" (")[0] == f"{kind}, {_noise_text(noise)}"), "")
+              for kind in kinds for noise in noises]
+    _legend(fig, [handles.get(t) or Patch(alpha=0) for t in labels], labels, (len(kinds), 2, 1))
+    title = ("test (solid) and train (dashed) error vs model size; dotted: interpolation threshold (train error ≤ "
+             f"{config.interpolation_error:.0%}), shaded: the width step that crosses it")
+    fig.suptitle("\n".join(textwrap.wrap(title, int(13 * fig.get_figwidth()))), fontsize=10)  # ~13 chars/inch
     return fig
 
 
 def _noisy_figure(a: DoubleDescentAnalysis, config: DoubleDescentConfig):
     """Fraction of the noisy training labels each model fits, vs parameters."""
-    from overparam.report.figures import errorbar_cis, new_figure
+    from overparam.report.figures import errorbar_cis
 
     keys = [k for k, curve in a.curves.items() if k[1] > 0 and "noisy_train_acc" in curve.cis]
     if not keys:
         return None
-    families = list(dict.fromkeys(f for f, _ in keys))
-    fig, axes = new_figure(1, len(families), height=4.6, squeeze=False)
-    fig.set_layout_engine("constrained")
-    handles: dict[str, Any] = {}
-    for ax, family in zip(axes[0], families):
+
+    def draw(ax, family: str) -> None:
         for i, key in enumerate(k for k in keys if k[0] == family):
             curve, x = a.curves[key], a.curves[key].params.astype(float)
             for j, (metric, name, style) in enumerate((("noisy_train_acc", "noisy labels fitted", "-"),
@@ -599,11 +529,10 @@ def _noisy_figure(a: DoubleDescentAnalysis, config: DoubleDescentConfig):
             if curve.located.threshold.index >= 0:
                 ax.axvline(x[curve.located.threshold.index], color="0.4", linestyle=":", linewidth=1.4,
                            label="interpolation threshold")
-        _params_axis(ax)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_ylabel("fraction of training labels fitted")
         ax.set_title(f"{_family_label(config, family)}: memorizing the noisy labels")
-        handles.update({t: h for h, t in zip(*ax.get_legend_handles_labels()) if t not in handles})
+
+    fig, handles = _panels(list(dict.fromkeys(f for f, _ in keys)), 4.6, (-0.02, 1.02),
+                           "fraction of training labels fitted", draw)
     _legend(fig, list(handles.values()), list(handles), (3, 2, 1))
     return fig
 

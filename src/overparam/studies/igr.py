@@ -1,54 +1,32 @@
-"""``igr``: implicit gradient regularization of full-batch gradient descent (Barrett & Dherin
-2021, "Implicit Gradient Regularization", ICLR).
+"""``igr``: implicit gradient regularization of full-batch gradient descent (Barrett & Dherin 2021, "Implicit
+Gradient Regularization", ICLR).
 
-Theory. Gradient descent with step h, θ_{k+1} = θ_k − h∇L(θ_k), stays O(h²) per step from
-the gradient flow θ' = −∇L but O(h³) from the flow of the modified loss
-L̃ = L + (h/4)|∇L|² = L + (hP/4) R_IG, with R_IG = (1/P) Σ_p (∂L/∂θ_p)² = |∇L|²/P over the P
-parameters (``measures.implicit_gradient_regularizer``). So GD implicitly penalizes large
-gradients, the more so the larger h: it should reach flatter minima (smaller top Hessian
-eigenvalue λ_max), smaller R_IG and higher test accuracy; and an explicit penalty λ|∇L|² at a
-small step should recover what a large step does (explicit gradient regularization, EGR).
+Theory. Gradient descent with step h, θ_{k+1} = θ_k − h∇L(θ_k), stays O(h²) per step from the gradient flow
+θ' = −∇L but O(h³) from the flow of the modified loss L̃ = L + (h/4)|∇L|² = L + (hP/4) R_IG, with
+R_IG = (1/P) Σ_p (∂L/∂θ_p)² = |∇L|²/P over the P parameters (``measures.implicit_gradient_regularizer``). So GD
+implicitly penalizes large gradients, the more so the larger h: it should reach flatter minima (smaller top Hessian
+eigenvalue λ_max), smaller R_IG and higher test accuracy; and an explicit penalty λ|∇L|² at a small step should
+recover what a large step does (explicit gradient regularization, EGR). The claims ``igr.<id>`` test these
+predictions: stated in :func:`claims` (the trends over h in ``STEP_CLAIMS``), sources and bands in ``PAPER_CLAIMS``;
+intervals over seeds, n = seeds.
 
-Runs (one model family, one dataset, ``seeds`` initializations; every seed sees the same data
-when ``data.seed`` is set):
+Runs (one model family and dataset, ``seeds`` initializations; with ``data.seed`` set every seed sees the same data):
 
-1. ``one_step`` (per seed): at the initialization θ_0, in float64, one GD step of each size in
-   ``one_step_hs`` against both flows integrated over time h from θ_0 with RK4
-   (``references.flows.one_step_errors``: 2·``substeps`` RK4 steps, with a Richardson
-   estimate of the integration error), on ``one_step_examples`` training examples. Reported:
-   the errors |θ_1 − φ(h)| and |θ_1 − φ̃(h)| and λ_max(θ_0), so h·λ_max (the expansion
-   parameter) is known.
-2. ``gd`` (per h in ``hs`` and seed): full-batch GD (exact gradient, no momentum) for the same
-   training *time* t = steps·h = ``time`` at every h (steps = round(time/h)), so every run
-   follows (a discretization of) the same flow for the same duration; along training
-   (``track_points`` times) the full training loss and R_IG; at the end λ_max (Lanczos, the
-   full training set), R_IG, train/test loss and accuracy.
-3. ``egr`` (per seed): GD at the smallest h with the explicit penalty λ|∇L|²
-   (``TrainConfig.grad_penalty``), λ = ``egr_penalty``, by default (h_large − h_small)/4 with
-   h_large, h_small the largest and smallest h: GD at h_small on L + λ|∇L|² follows
-   L + (λ + h_small/4)|∇L|² to first order, the modified loss of GD at h_large.
+1. ``one_step`` (per seed): at the initialization θ_0, in float64, on ``one_step_examples`` training examples, one GD
+   step of each size in ``one_step_hs`` against both flows integrated over time h from θ_0 with RK4
+   (``references.flows.one_step_errors``: 2·``substeps`` RK4 steps, with a Richardson estimate of the integration
+   error): the distances |θ_1 − φ(h)| and |θ_1 − φ̃(h)|, and λ_max(θ_0) (h·λ_max is the expansion parameter).
+2. ``gd`` (per h in ``hs`` and seed): full-batch GD (exact gradient, no momentum) for the same training *time*
+   t = steps·h = ``time`` at every h (:func:`steps_for`), so every run follows (a discretization of) the same flow
+   for the same duration; the full training loss and R_IG at ``track_points`` times; at the end λ_max (Lanczos,
+   the full training set), R_IG, train/test loss and accuracy.
+3. ``egr`` (per seed): GD at h_small = min(hs) with the explicit penalty λ|∇L|² (``TrainConfig.grad_penalty``),
+   λ = ``egr_penalty``, by default (h_large − h_small)/4 with h_large = max(hs): GD at h_small on L + λ|∇L|²
+   follows L + (λ + h_small/4)|∇L|² to first order, the modified loss of GD at h_large.
 
-Claims (ids ``igr.<...>``; source: Barrett & Dherin 2021, backward error analysis; intervals over
-seeds, n = seeds):
-
-- ``one_step_plain_slope``: the log-log slope of GD's one-step distance to the gradient flow vs
-  h, fitted per seed (t-interval over seeds), is 2: band [1.9, 2.1];
-- ``one_step_modified_slope``: that to the modified flow is 3: band [2.9, 3.1];
-- ``rig_falls_with_h`` and ``lambda_max_falls_with_h``: the final R_IG (λ_max) falls across the
-  h grid: the change from the smallest to the largest h (paired by seed) is < 0, and no step
-  between neighbouring h rises significantly (simultaneous t-intervals; :func:`trend_ci`);
-- ``test_acc_rises_with_h``: test accuracy rises across the grid in the same sense (the test
-  set's binomial error of the end-to-end difference is checked too);
-- ``egr_recovers_flatness``: the fraction of the λ_max gap between h_small and h_large that EGR
-  closes, (λ_small − λ_EGR)/(λ_small − λ_large) (a ratio of per-seed differences, paired by
-  seed), is > 0.5, i.e. EGR lands closer to the large-h value than plain GD at h_small does;
-- ``egr_recovers_test_acc``: the same fraction for test accuracy,
-  (acc_EGR − acc_small)/(acc_large − acc_small), is > 0.5.
-
-Cost: one_step, per seed and h: 24·``substeps`` gradients and 12·``substeps`` Hessian-vector
-products on ``one_step_examples`` examples (float64); gd: round(time/h) full-batch gradients,
-plus ``track_points`` gradients and ~10-20 HVPs for λ_max; egr: round(time/h_small) penalized
-steps, each about three gradients' cost (double backprop).
+Cost: one_step, per seed and h: 24·``substeps`` gradients and 12·``substeps`` Hessian-vector products on
+``one_step_examples`` examples (float64); gd: round(time/h) full-batch gradients, plus ``track_points`` gradients
+and ~10-20 HVPs for λ_max; egr: round(time/h_small) penalized steps, each about three gradients (double backprop).
 """
 
 from __future__ import annotations
@@ -61,7 +39,7 @@ import numpy as np
 import torch
 
 from overparam.analysis import Missing, Run, SeedTable, binomial_se, group, mean_ci, paired_ratio, quiet
-from overparam.errors import check_number, check_numbers, check_optional_nonnegative, check_positive_int, choice_error
+from overparam.errors import check_number, check_numbers, check_optional_nonnegative, check_positive_int
 from overparam.report import CI, Claim, Section
 from overparam.report.verdicts import EXPONENT, Published, above, below, between
 from overparam.studies import common
@@ -69,7 +47,6 @@ from overparam.studies.base import RunOutcome, RunSpec, Study
 
 NAME = "igr"
 SOURCE = "Barrett & Dherin 2021 (backward error analysis)"
-LOSSES = ("cross_entropy", "mse")
 
 
 @dataclass(frozen=True)
@@ -89,25 +66,21 @@ class IGRConfig:
     seeds: int = 5
 
     def __post_init__(self) -> None:
-        check_positive_int("seeds", self.seeds)
-        check_positive_int("track_points", self.track_points)
-        check_positive_int("substeps", self.substeps)
+        for name in ("seeds", "track_points", "substeps"):
+            check_positive_int(name, getattr(self, name))
         if self.one_step_examples is not None:
             check_positive_int("one_step_examples", self.one_step_examples, minimum=2)
-        if self.loss not in LOSSES:
-            raise choice_error("loss", self.loss, LOSSES)
         hs = check_numbers("hs", self.hs, at_least=2, minimum=0, open_low=True)
         check_numbers("one_step_hs", self.one_step_hs, at_least=2, minimum=0, open_low=True)
         check_number("time (the training time steps·h, so that every h takes at least one step)", self.time,
                      minimum=max(hs))
         check_optional_nonnegative("egr_penalty", self.egr_penalty, "(max(hs) − min(hs))/4")
-        common.check_workload(self.data, self.model, self.loss)
+        common.check_workload(self.data, self.model, self.loss)  # the loss too
 
     @property
     def penalty(self) -> float:
         """The EGR coefficient λ (of λ|∇L|²)."""
-        hs = sorted(self.hs)
-        return (hs[-1] - hs[0]) / 4 if self.egr_penalty is None else float(self.egr_penalty)
+        return (max(self.hs) - min(self.hs)) / 4 if self.egr_penalty is None else float(self.egr_penalty)
 
 
 def steps_for(config: IGRConfig, h: float) -> int:
@@ -123,8 +96,7 @@ def _run_config(config: IGRConfig, seed: int, h: float = 1.0, penalty: float = 0
 
 
 def grid(config: IGRConfig) -> list[RunSpec]:
-    """one_step x seed, gd x h x seed, egr x seed; every distinct model is built on the meta
-    device first."""
+    """one_step x seed, gd x h x seed, egr x seed; every distinct model is built on the meta device first."""
     hs = sorted(config.hs)
     specs = []
     for seed in range(config.seeds):
@@ -160,18 +132,14 @@ def _one_step(spec: RunSpec, device: str | None) -> RunOutcome:
     x, y = common.probe(dataset.x_train, dataset.y_train, spec.params["examples"], seed=0)
     loss_fn = loss_function(config.train.loss, dataset.num_classes)
     loss, theta0 = network_loss(model, loss_fn, x, y)
-    gradient, hvp = loss_fields(loss)
-    result = one_step_errors(gradient, hvp, theta0, spec.params["hs"], substeps=spec.params["substeps"])
+    result = one_step_errors(*loss_fields(loss), theta0, spec.params["hs"], substeps=spec.params["substeps"])
     top = float(hessian_eigenvalues(model, loss_fn, (x, y), k=1, seed=spec.seed).values[0])
-    metrics = {
-        "one_step_hs": result.hs.tolist(), "plain_error": result.plain.tolist(),
-        "modified_error": result.modified.tolist(), "integration_error": result.integration.tolist(),
-        "gd_step": result.step.tolist(), "plain_slope": result.plain_slope, "modified_slope": result.modified_slope,
-        "lambda_max_init": top, "max_h_lambda": max(result.hs) * top, "loss_init": float(loss(theta0)),
-        "examples": len(x), "num_parameters": theta0.numel(),
-    }
-    return RunOutcome("done", metrics, {}, timer.perf_counter() - started,
-                      {**provenance(target), "data": dataset.info})
+    metrics = {"one_step_hs": result.hs.tolist(), "plain_error": result.plain.tolist(), "gd_step": result.step.tolist(),
+               "modified_error": result.modified.tolist(), "integration_error": result.integration.tolist(),
+               "plain_slope": result.plain_slope, "modified_slope": result.modified_slope, "lambda_max_init": top,
+               "max_h_lambda": max(result.hs) * top, "loss_init": float(loss(theta0)), "examples": len(x),
+               "num_parameters": theta0.numel()}
+    return RunOutcome("done", metrics, {}, timer.perf_counter() - started, {**provenance(target), "data": dataset.info})
 
 
 def _train(spec: RunSpec, device: str | None) -> RunOutcome:
@@ -187,9 +155,8 @@ def _train(spec: RunSpec, device: str | None) -> RunOutcome:
     chunk = config.train.gd_chunk_size
 
     def track(state) -> None:
-        loss_fn = loss_function(config.train.loss, state.data.num_classes)
-        r = implicit_gradient_regularizer(state.model, loss_fn, (state.data.x_train, state.data.y_train),
-                                          batch_size=chunk)
+        r = implicit_gradient_regularizer(state.model, loss_function(config.train.loss, state.data.num_classes),
+                                          (state.data.x_train, state.data.y_train), batch_size=chunk)
         state.record("r_ig", r.r_ig)
         state.record("full_loss", r.loss)
 
@@ -231,8 +198,7 @@ PAPER_CLAIMS = {
     "egr_recovers_flatness": Published("EGR at small h behaves like IGR at large h", SOURCE, above(0.5)),
     "egr_recovers_test_acc": Published("EGR at small h reaches the large-h test accuracy", SOURCE, above(0.5)),
 }
-# "falls (rises) with h" claims: name, metric, rising, statement. Measured: the change from the smallest to the
-# largest h; a significant step the other way between neighbouring h fails the claim (stats.trend_ci).
+# "falls (rises) with h" claims (judged by SeedTable.trend, stats.trend_ci): name, metric, rising, statement
 STEP_CLAIMS = (
     ("rig_falls_with_h", "r_ig", False, "Larger steps end with a smaller implicit gradient regularizer R_IG = "
      "|∇L|²/P: the final R_IG falls across the h grid without rising between neighbouring h"),
@@ -266,7 +232,6 @@ class Training:
     test_examples: int  # the test set's size
     step_se: float  # binomial SE (fraction) of the test-accuracy difference between the smallest and largest h
     fractions: dict[str, CI]  # λ_max and test_acc: the gap fraction EGR closes, paired by seed ({}: no EGR)
-    gap_se: float  # binomial SE (pp) of the test-accuracy gap between h_small and h_large
     egr: tuple[float, float] | None  # EGR's step size h and penalty λ (None: no EGR runs)
     curves: dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]  # per column: (training time t = step·h,
     # training loss, R_IG), each (K,): geometric means over seeds at the tracked steps
@@ -305,16 +270,15 @@ def _training_analysis(gd: list[Run], egr: list[Run]) -> Training:
     steps = {name: by_h.trend(metric, rising=rising) for name, metric, rising, _ in STEP_CLAIMS}
     fractions, small, large = {}, hs[0], hs[-1]
     if egr:  # λ_max: (λ(h_small) − λ(EGR)) / (λ(h_small) − λ(h_large)); accuracy: the same with signs flipped
-        at = table.at
-        fractions = {"lambda_max": paired_ratio(at("lambda_max", small) - at("lambda_max", EGR),
-                                                at("lambda_max", small) - at("lambda_max", large)),
-                     "test_acc": paired_ratio(at("test_acc", EGR) - at("test_acc", small),
-                                              at("test_acc", large) - at("test_acc", small))}
+        def gap(m, a, b):
+            return table.at(m, a) - table.at(m, b)
+        fractions = {"lambda_max": paired_ratio(gap("lambda_max", small, EGR), gap("lambda_max", small, large)),
+                     "test_acc": paired_ratio(gap("test_acc", EGR, small), gap("test_acc", large, small))}
     settings = (egr[0].config.train.lr, egr[0].config.train.grad_penalty) if egr else None
     column_hs = hs + ([settings[0]] if egr else [])
     return Training(table, hs, column_hs, {m: table.cis(m) for m in METRICS}, steps, n_test,
-                    binomial_se(accuracy[0], accuracy[-1], n_test, scale=1.0), fractions,
-                    binomial_se(accuracy[0], accuracy[-1], n_test), settings, _mean_curves(table, column_hs))
+                    binomial_se(accuracy[0], accuracy[-1], n_test, scale=1.0), fractions, settings,
+                    _mean_curves(table, column_hs))
 
 
 def _mean_curves(table: SeedTable, hs: list[float]) -> dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -341,10 +305,9 @@ def _one_step_claims(o: OneStep) -> list[Claim]:
         Claim.judged(f"{NAME}.one_step_plain_slope", NAME,
                      f"GD's distance to the gradient flow after one step is O(h²): the log-log slope of "
                      f"|θ_1 − φ(h)| vs h ({where}).", PAPER_CLAIMS["one_step_plain_slope"], o.slopes["plain_error"]),
-        Claim.judged(f"{NAME}.one_step_modified_slope", NAME,
-                     f"GD follows the modified flow of L + (h/4)|∇L|² to O(h³) per step: the log-log slope of "
-                     f"|θ_1 − φ̃(h)| vs h ({where}).", PAPER_CLAIMS["one_step_modified_slope"],
-                     o.slopes["modified_error"]),
+        Claim.judged(f"{NAME}.one_step_modified_slope", NAME, f"GD follows the modified flow of L + (h/4)|∇L|² to "
+                     f"O(h³) per step: the log-log slope of |θ_1 − φ̃(h)| vs h ({where}).",
+                     PAPER_CLAIMS["one_step_modified_slope"], o.slopes["modified_error"]),
     ]
 
 
@@ -370,9 +333,9 @@ def _training_claims(t: Training, config: IGRConfig) -> list[Claim]:
                      f"Explicit gradient regularization at a small step recovers the large step's test accuracy: the "
                      f"fraction (acc(EGR) − acc(h_small))/(acc(h_large) − acc(h_small)) of the gap that EGR closes is "
                      f"> 0.5 ({setting}). A fraction of a gap, not an accuracy difference, so no binomial test-set "
-                     f"error is applied to it; the gap itself is {100 * gap:.2f} pp, binomial SE {t.gap_se:.2f} pp on "
-                     f"{t.test_examples} test examples.", PAPER_CLAIMS["egr_recovers_test_acc"],
-                     t.fractions["test_acc"], test_examples=t.test_examples),
+                     f"error is applied to it; the gap itself is {100 * gap:.2f} pp, binomial SE "
+                     f"{100 * t.step_se:.2f} pp on {t.test_examples} test examples.",
+                     PAPER_CLAIMS["egr_recovers_test_acc"], t.fractions["test_acc"], test_examples=t.test_examples),
     ]
 
 
@@ -380,13 +343,10 @@ def _training_claims(t: Training, config: IGRConfig) -> list[Claim]:
 
 
 def render(a: IGRAnalysis, claims: list[Claim], config: IGRConfig) -> list[Section]:
-    parts, figures = [], []
-    if a.one_step is not None:
-        parts.append(_one_step_text(a.one_step))
-        figures.append(("igr_one_step", _one_step_figure(a.one_step)))
-    if a.training is not None:
-        parts.append(_training_text(a.training, config))
-        figures += [("igr_training", _training_figure(a.training)), ("igr_flatness", _flatness_figure(a.training))]
+    o, t = a.one_step, a.training
+    parts = ([_one_step_text(o)] if o is not None else []) + ([_training_text(t, config)] if t is not None else [])
+    figures = ([("igr_one_step", _one_step_figure(o))] if o is not None else []) + (
+        [("igr_training", _training_figure(t)), ("igr_flatness", _flatness_figure(t))] if t is not None else [])
     return [Section(TITLE, "\n\n".join(parts), figures, claims)]
 
 
@@ -402,11 +362,8 @@ def _one_step_text(o: OneStep) -> str:
             f"φ̃ of L + (h/4)|∇L|², both integrated over time h from θ_0 by RK4. λ_max(θ_0) = "
             f"{common.fmt(float(np.nanmin(lam)), 3)}..{common.fmt(float(np.nanmax(lam)), 3)}, so h·λ_max stays small. "
             f"Distances are means over {o.table.n_runs()[0]} seeds with 95% t-intervals.\n\n{table}\n\n"
-            f"Log-log slopes (fitted per seed, t-interval over seeds): gradient flow "
-            f"{common.ci_text(o.slopes['plain_error'], 3)} (theory 2), modified flow "
-            f"{common.ci_text(o.slopes['modified_error'], 3)} (theory 3). The RK4 error "
-            f"estimate is the difference between integrations with K and 2K steps; it is far below the distances "
-            f"measured, so the slopes are those of GD itself, not of the integrator.")
+            f"The RK4 error estimate is the difference between integrations with K and 2K steps; where it is far below "
+            f"the distances, the slopes (theory: 2 and 3) are those of GD itself, not of the integrator.")
 
 
 def _column_label(t: Training, column: Any) -> str:
@@ -414,47 +371,35 @@ def _column_label(t: Training, column: Any) -> str:
 
 
 def _training_text(t: Training, config: IGRConfig) -> str:
-    body = [[_column_label(t, column), steps_for(config, h), n] + [common.ci_text(t.cis[m][j], 3) for m in METRICS]
-            + [common.fmt(2 / h, 3)]
+    body = [[_column_label(t, column), steps_for(config, h), n, *(common.ci_text(t.cis[m][j], 3) for m in METRICS),
+             common.fmt(2 / h, 3)]
             for j, (column, h, n) in enumerate(zip(t.table.axis, t.column_hs, t.table.n_runs()))]
     table = common.table(["run", "steps", "n", "train loss", "train acc", "test acc", "R_IG = ‖∇L‖²/P", "λ_max",
                           "2/h"], body)
-    loss, lam, last = t.cis["train_loss"], t.cis["lambda_max"], len(t.hs) - 1
-    edge = ", ".join(f"{common.fmt(h * lam[j][0] / 2, 2)} (h = {h:g})" for j, h in enumerate(t.hs))
-    text = (f"**GD at several step sizes, equal training time.** Full-batch GD (no momentum) for time "
+    edge = ", ".join(f"{common.fmt(h * t.cis['lambda_max'][j][0] / 2, 2)} (h = {h:g})" for j, h in enumerate(t.hs))
+    return (f"**GD at several step sizes, equal training time.** Full-batch GD (no momentum) for time "
             f"t = steps·h = {config.time:g} at every h; means over seeds with 95% t-intervals. The EGR row trains at "
             f"the smallest h on L + λ|∇L|² (λ = {config.penalty:g}).\n\n{table}\n\n"
-            f"Change from h = {t.hs[0]:g} to h = {t.hs[-1]:g} (paired t-intervals; the claims also test every step "
-            f"between neighbouring h): final R_IG {common.ci_text(t.steps['rig_falls_with_h'], 3)}, λ_max "
-            f"{common.ci_text(t.steps['lambda_max_falls_with_h'], 3)}, test accuracy "
-            f"{common.ci_text(t.steps['test_acc_rises_with_h'], 3)}. "
-            f"At equal time the runs end at different training losses (h = {t.hs[0]:g}: "
-            f"{common.fmt(loss[0][0], 3)}, h = {t.hs[-1]:g}: {common.fmt(loss[last][0], 3)}), so the final "
-            f"R_IG, which shrinks with the loss, mixes how far a run has trained with how strongly it is "
-            f"regularized; the R_IG-vs-loss panel of the training figure compares the runs at matched loss instead. "
-            f"At the end h·λ_max/2 = {edge}: 1 is the stability limit λ_max = 2/h, where GD oscillates (the edge "
-            f"of stability) and the small-h expansion behind the modified loss no longer holds. With cross-entropy "
-            f"λ_max and R_IG also shrink as the loss goes to zero.")
-    if t.fractions:
-        text += (f" EGR closes a fraction {common.ci_text(t.fractions['lambda_max'], 3)} of the λ_max gap and "
-                 f"{common.ci_text(t.fractions['test_acc'], 3)} of the test-accuracy gap between h = {t.hs[0]:g} "
-                 f"and h = {t.hs[-1]:g} (ratios of per-seed differences; a fraction is unstable when the gap itself "
-                 f"is small: see the table).")
-    return text
+            f"At equal time the runs end at different training losses (see the table), so the final R_IG, which "
+            f"shrinks with the loss, mixes how far a run has trained with how strongly it is regularized; the "
+            f"R_IG-vs-loss panel of the training figure compares the runs at matched loss instead. At the end "
+            f"h·λ_max/2 = {edge}: 1 is the stability limit λ_max = 2/h, where GD oscillates (the edge of stability) "
+            f"and the small-h expansion behind the modified loss no longer holds. With cross-entropy λ_max and R_IG "
+            f"also shrink as the loss goes to zero."
+            + (" The EGR claims' fractions of a gap are unstable where the gap itself is small: see the table."
+               if t.fractions else ""))
 
 
 def _one_step_figure(o: OneStep):
     from overparam.report.figures import errorbar_cis, log2_axis, new_figure
 
     fig, ax = new_figure(width=6.8, height=4.6)
-    for m, label, color, slope in zip(ERRORS, ("GD vs gradient flow", "GD vs modified flow"), ("tab:red", "tab:blue"),
-                                      (2, 3)):
-        est = np.array([c[0] for c in o.cis[m]])
-        errorbar_cis(ax, o.hs, o.cis[m], f"{label}, slope {common.ci_text(o.slopes[m], 3)}", n=o.table.n_runs()[0],
-                     color=color, legend=False)
+    for m, flow, color, slope in zip(ERRORS, ("gradient", "modified"), ("tab:red", "tab:blue"), (2, 3)):
+        errorbar_cis(ax, o.hs, o.cis[m], f"GD vs {flow} flow, slope {common.ci_text(o.slopes[m], 3)}",
+                     n=o.table.n_runs()[0], color=color, legend=False)
         # drawn a factor 3 below the first point, so that it does not hide the measured line
-        ax.plot(o.hs, est[0] / 3 * (o.hs / o.hs[0]) ** slope, linestyle="--", color=color, alpha=0.7, linewidth=1.1,
-                label=f"reference slope {slope}")
+        ax.plot(o.hs, o.cis[m][0][0] / 3 * (o.hs / o.hs[0]) ** slope, linestyle="--", color=color, alpha=0.7,
+                linewidth=1.1, label=f"reference slope {slope}")
     ax.plot(o.hs, o.integration, linestyle=":", marker=".", color="0.4", label="RK4 error estimate (max over seeds)")
     log2_axis(ax, o.hs)
     ax.set(yscale="log", xlabel="step size h", ylabel="distance after one step  ‖θ_1 − flow(h)‖",
@@ -500,10 +445,10 @@ def _flatness_figure(t: Training):
             errorbar_cis(ax, [t.egr[0] * 1.05], t.cis[metric][-1:], f"EGR at h={t.egr[0]:g}, λ={t.egr[1]:g}",
                          n=n[-1], color="tab:red", marker="*", linestyle="none", legend=False)
         log2_axis(ax, hs)
-        ax.set(xlabel="step size h", ylabel=f"{label}, end of training", title=f"{title} vs step size")
+        ax.set(xlabel="step size h", ylabel=f"{label}, end of training", title=f"{title} vs step size",
+               yscale="log" if metric == "lambda_max" else "linear")
     grid_h = np.geomspace(hs.min(), hs.max(), 50)
     axes[0].plot(grid_h, 2 / grid_h, linestyle="--", color="0.5", label="stability limit 2/h")
-    axes[0].set_yscale("log")
     for ax in axes:
         ax.legend(fontsize=8, frameon=False)
     return fig

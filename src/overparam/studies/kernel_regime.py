@@ -8,10 +8,8 @@ layers (``activation``, ReLU by default) in the NTK parameterization
 full-batch gradient descent on the MSE to one-hot targets (torch's ``mse_loss``, a mean over the
 n·k entries) for a fixed number of steps, in float64 (in float32 the rounding of the tiny
 large-α updates flips ReLU activation patterns, which shows up as spurious kernel drift), in two
-sweeps that share one run where they cross:
-
-- width sweep: widths w (quick 16..2048) at α = ``width_sweep_alpha``;
-- α sweep: init scales α (quick 0.1..100) at width ``alpha_sweep_width``.
+sweeps that share one run where they cross: widths w (quick 16..2048) at α = ``width_sweep_alpha``,
+and init scales α (quick 0.1..100) at width ``alpha_sweep_width``.
 
 The α formulation (Chizat et al.'s centered model, with their loss scaling): the network is
 
@@ -50,13 +48,8 @@ flip leaves a linearization error O(δ) (ReLU is convex, the readout weights hav
 so the root-mean-square error and the kernel change are dominated by these rare flips and scale
 as sqrt(δ)·δ·α ∝ α^(−1/2) (checked: tanh gives slopes −1, ReLU −1/2).
 
-Claims (:data:`PAPER_CLAIMS`), per sweep: the distance falls from the smallest to the largest
-width or α (paired change < 0) without rising between neighbouring values (Bonferroni t per
-step), and it is < 0.1 at the largest width or α;
-the log-log slope of movement (per-seed fits, t over seeds) is the theory's −1/2 in width and −1
-in α (± 0.1); the drift's slope is at most −0.4 (the O(·^(−1/2)) bound with that tolerance);
-feature learning ahead: test accuracy of the narrowest (smallest-α) network minus the widest
-(largest-α) one, in percentage points, paired by seed, > 0 (paper: +5–8 pp on CIFAR-10).
+Claims (:data:`PAPER_CLAIMS`, stated in :func:`_claims`), per sweep: the distance falls and is
+small at the largest value; the slopes of movement and drift; feature learning ahead (rich − lazy).
 
 Cost per run: T GD steps; two full training-set NTKs, O(n² k² Σ_l u_l) each in float64; one
 eigendecomposition of the (n k × n k) kernel, ≈ 9 (n k)³ flops (the dominant term: n k = 2000
@@ -86,16 +79,14 @@ from overparam.studies.base import RunOutcome, RunSpec, Study
 NAME = "kernel_regime"
 DISTANCE_SMALL = 0.1  # "close to kernel regression": relative L2 distance of test outputs below this
 MAX_KERNEL_ROWS = 20000  # n_train · classes: the kernel (and its eigenvectors) take 8 N² bytes each
-# log-log slopes the theory gives (module docstring): movement in width and α; distance and drift
-# in width (Lee et al.'s bound) and in α (smooth activations; ReLU's sign flips give RELU_ALPHA)
+# log-log slopes of the theory (module docstring); RELU_ALPHA: of distance and drift in α for ReLU
 THEORY = {"width": -0.5, "alpha": -1.0}
 RELU_ALPHA = -0.5
 
 
 @dataclass(frozen=True)
 class KernelRegimeConfig:
-    data: dict[str, Any] = field(default_factory=lambda: {"name": "mnist1d", "n_train": 200, "n_test": 500,
-                                                          "seed": 0})
+    data: dict[str, Any] = field(default_factory=lambda: {"name": "mnist1d", "n_train": 200, "n_test": 500, "seed": 0})
     widths: tuple[int, ...] = (16, 64, 256, 1024, 2048)
     alphas: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
     width_sweep_alpha: float = 1.0  # α of every run of the width sweep
@@ -112,11 +103,8 @@ class KernelRegimeConfig:
     def __post_init__(self) -> None:
         from overparam.config import RunConfig
 
-        check_positive_int("seeds", self.seeds)
-        check_positive_int("depth", self.depth)
-        check_positive_int("steps", self.steps)
-        check_positive_int("eval_every", self.eval_every)
-        check_positive_int("alpha_sweep_width", self.alpha_sweep_width)
+        for name in ("seeds", "depth", "steps", "eval_every", "alpha_sweep_width"):
+            check_positive_int(name, getattr(self, name))
         if self.activation not in ACTIVATIONS:
             raise choice_error("activation", self.activation, ACTIVATIONS)
         check_numbers("widths", self.widths, at_least=2, integer=True, minimum=1)
@@ -124,13 +112,11 @@ class KernelRegimeConfig:
         for name in ("width_sweep_alpha", "lr", "w_std"):
             check_number(name, getattr(self, name), minimum=0, open_low=True)
         check_number("b_std", self.b_std, minimum=0)
-        if not isinstance(self.data, dict) or not isinstance(self.data.get("seed"), int) or isinstance(
-                self.data.get("seed"), bool):
-            raise ConfigError("data.seed must be set to an integer (e.g. 0) so that every seed trains on the same "
-                              f"data; got data={self.data!r}")
-        if not isinstance(self.data.get("n_train"), int) or isinstance(self.data.get("n_train"), bool):
-            raise ConfigError("data.n_train must be set to an integer: the kernel regression solves an "
-                              f"(n_train · classes)² system; got data={self.data!r}")
+        data = self.data if isinstance(self.data, dict) else {}
+        for key, why in (("seed", " (e.g. 0) so that every seed trains on the same data"),
+                         ("n_train", ": the kernel regression solves an (n_train · classes)² system")):
+            if not isinstance(data.get(key), int) or isinstance(data.get(key), bool):
+                raise ConfigError(f"data.{key} must be set to an integer{why}; got data={self.data!r}")
         RunConfig.from_dict({"data": self.data})  # unknown keys, bad values
 
 
@@ -145,9 +131,7 @@ def _run_config(config: KernelRegimeConfig, width: int, alpha: float, seed: int)
 def _points(config: KernelRegimeConfig) -> list[tuple[int, float]]:
     """(width, α) of both sweeps, the crossing point once."""
     points = [(w, float(config.width_sweep_alpha)) for w in config.widths]
-    points += [(config.alpha_sweep_width, float(a)) for a in config.alphas if
-               (config.alpha_sweep_width, float(a)) not in points]
-    return points
+    return points + [p for p in ((config.alpha_sweep_width, float(a)) for a in config.alphas) if p not in points]
 
 
 def grid(config: KernelRegimeConfig) -> list[RunSpec]:
@@ -161,15 +145,14 @@ def grid(config: KernelRegimeConfig) -> list[RunSpec]:
     if dataset.num_classes is None:
         raise ConfigError(f"the kernel_regime study needs a classification dataset (argmax agreement, accuracy); "
                           f"{config.data.get('name')!r} is a regression set")
-    rows = dataset.n_train * dataset.num_classes
-    if rows > MAX_KERNEL_ROWS:
+    if (rows := dataset.n_train * dataset.num_classes) > MAX_KERNEL_ROWS:
         raise ConfigError(f"data.n_train = {dataset.n_train} with {dataset.num_classes} classes gives an NTK of "
                           f"{rows}² entries; at most {MAX_KERNEL_ROWS} rows (n_train · classes) are accepted")
     common.validate_specs(specs)
     return specs
 
 
-# --- the model and the linearized predictor ------------------------------------------------------
+# --- the model, the linearized predictor, one run -----------------------------------------------
 
 
 class Centered(nn.Module):
@@ -210,6 +193,7 @@ def _relative(a: Tensor, b: Tensor) -> float:
 
 
 def _accuracy(outputs: Tensor, labels: Tensor) -> float:
+    """The fraction of rows whose argmax is ``labels``."""
     return float((outputs.argmax(1) == labels).to(torch.float64).mean())
 
 
@@ -244,7 +228,7 @@ def _measure(net: Centered, dataset: Any, lr: float, steps: int) -> dict[str, An
         "ntk_drift": drift["relative_frobenius"], "ntk_drift_cka": drift["one_minus_cka"],
         "ntk_drift_traced": drift_traced["relative_frobenius"],
         "lin_distance": _relative(net_test, lin_test), "lin_distance_train": _relative(net_train, lin_train),
-        "argmax_agreement": float((net_test.argmax(1) == lin_test.argmax(1)).to(torch.float64).mean()),
+        "argmax_agreement": _accuracy(net_test, lin_test.argmax(1)),
         "net_test_acc": _accuracy(net_test, y_test), "net_train_acc": _accuracy(net_train, y),
         "kernel_test_acc": _accuracy(lin_test, y_test), "kernel_train_acc": _accuracy(lin_train, y),
         "kernel_train_loss": float(((lin_train - targets) ** 2).mean()),
@@ -260,9 +244,6 @@ def _measure(net: Centered, dataset: Any, lr: float, steps: int) -> dict[str, An
         limit_test = kernel_predict(scale * analytic_ntk(x_test, x, **options).ntk, limit.coefficients)
         metrics["infinite_kernel_test_acc"] = _accuracy(limit_test, y_test)
     return metrics
-
-
-# --- one run -------------------------------------------------------------------------------------
 
 
 def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
@@ -297,24 +278,18 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
 
 TITLE = "kernel_regime: lazy vs rich training, distance to kernel regression with the initial NTK"
 QUANTITIES = (  # metric, table header
-    ("movement", "movement ‖θ_T−θ_0‖/‖θ_0‖"),
-    ("ntk_drift", "NTK drift ‖Θ_T−Θ_0‖/‖Θ_0‖"),
-    ("lin_distance", "‖f_T − f_lin‖/‖f_lin‖ (test)"),
-    ("argmax_agreement", "argmax agreement"),
-    ("net_test_acc", "net test acc"),
-    ("kernel_test_acc", "kernel test acc"),
-    ("net_train_acc", "net train acc"),
-    ("kernel_train_acc", "kernel train acc"),
-)
+    ("movement", "movement ‖θ_T−θ_0‖/‖θ_0‖"), ("ntk_drift", "NTK drift ‖Θ_T−Θ_0‖/‖Θ_0‖"),
+    ("lin_distance", "‖f_T − f_lin‖/‖f_lin‖ (test)"), ("argmax_agreement", "argmax agreement"),
+    ("net_test_acc", "net test acc"), ("kernel_test_acc", "kernel test acc"),
+    ("net_train_acc", "net train acc"), ("kernel_train_acc", "kernel train acc"))
 SLOPES = ("movement", "ntk_drift", "lin_distance")
 
 
 LEE, CHIZAT = "Lee et al. 2019", "Chizat et al. 2019"
 _TENDS, _STAYS = "the network tends to its linearization; distance ", "the NTK stays at its initial value; drift "
 _RICH = "+5 to +8 percentage points on CIFAR-10 (rich vs lazy, Chizat et al. 2019)"
-# The sources' claims, fixed before any run, per sweep ('width_...', 'alpha_...'). Drift: the
-# sources bound it by O(width^(−1/2)) (ReLU in α: α^(−1/2), module docstring), judged as a slope
-# below −0.4 (−1/2 with the exponent tolerance 0.1).
+# The sources' claims, fixed before any run, per sweep. Drift: the bound O(·^(−1/2)) (module
+# docstring) is judged as a slope below −0.4 (−1/2 with the exponent tolerance 0.1).
 PAPER_CLAIMS = {
     "width_distance_falls": Published(_TENDS + "O(width^(−1/2)) (a bound)", LEE, below(0.0)),
     "alpha_distance_falls": Published(_TENDS + "O(1/α) (smooth models; ReLU: α^(−1/2))", CHIZAT, below(0.0)),
@@ -338,29 +313,15 @@ class Sweep:
     table: SeedTable  # seed x swept value (increasing)
     cis: dict[str, list[CI]]  # per QUANTITIES metric: the mean over seeds at each value (A,)
     slopes: dict[str, CI]  # per SLOPES metric: log-log slope vs the swept value, per-seed fits, t over seeds
-    step: CI  # lin_distance at the largest value − at the smallest (paired), .against: its largest rise between neighbours
+    step: CI  # lin_distance at the largest value − at the smallest (paired); .against: largest rise between neighbours
     distance: CI  # lin_distance at the largest value, mean over seeds
     gap: CI  # net test accuracy at the smallest value − at the largest, percentage points, paired by seed
     gap_se: float  # the binomial standard error of that difference on the test set, pp
     test_examples: int  # the test set's size
 
     @property
-    def small(self) -> float:
-        return self.table.axis[0]
-
-    @property
-    def large(self) -> float:
-        return self.table.axis[-1]
-
-    @property
     def symbol(self) -> str:
         return "width" if self.key == "width" else "α"
-
-    def label(self, value: float) -> str:
-        return f"{value:g}"
-
-    def at(self, metric: str, value: float) -> CI:
-        return self.cis[metric][self.table.index(value)]
 
 
 @dataclass
@@ -418,16 +379,16 @@ def _smooth_theory(s: Sweep, config: KernelRegimeConfig) -> float:
 def _where(s: Sweep, config: KernelRegimeConfig) -> str:
     net = (f"NTK-parameterized {config.activation} MLP, {config.depth} hidden layer{'s' if config.depth > 1 else ''}, "
            f"full-batch GD, {config.steps} steps")
+    span = f"{s.table.axis[0]:g} to {s.table.axis[-1]:g}"
     if s.key == "width":
-        return f"({net}, α = {common.fmt(s.fixed, 3)}, widths {s.small:g} to {s.large:g})"
-    return (f"({net}, centered model α(h(θ) − h(θ_0)) at lr η/α², width {s.fixed:g}, α from {s.label(s.small)} "
-            f"to {s.label(s.large)})")
+        return f"({net}, α = {common.fmt(s.fixed, 3)}, widths {span})"
+    return f"({net}, centered model α(h(θ) − h(θ_0)) at lr η/α², width {s.fixed:g}, α from {span})"
 
 
 def _claims(s: Sweep, config: KernelRegimeConfig) -> list[Claim]:
     where, key = _where(s, config), s.key
     rich, lazy = ("narrowest", "widest") if key == "width" else ("smallest-α", "largest-α")
-    values = ", ".join(s.label(v) for v in s.table.axis)
+    values = ", ".join(f"{v:g}" for v in s.table.axis)
 
     def judged(name: str, statement: str, ci: CI, **extra: Any) -> Claim:
         return Claim.judged(f"{NAME}.{key}_{name}", NAME, statement, PAPER_CLAIMS[f"{key}_{name}"], ci, **extra)
@@ -438,7 +399,7 @@ def _claims(s: Sweep, config: KernelRegimeConfig) -> list[Claim]:
                f"smallest to the largest {s.symbol} ({values}; the change, paired by seed, < 0) without rising "
                f"between neighbouring values.",
                s.step),
-        judged("distance_small", f"At the largest {s.symbol} ({s.label(s.large)}) the network's test outputs are "
+        judged("distance_small", f"At the largest {s.symbol} ({s.table.axis[-1]:g}) the network's test outputs are "
                f"within relative L2 distance {DISTANCE_SMALL:g} of kernel regression with its initial NTK {where}: "
                f"mean over seeds.", s.distance),
         judged("movement_slope", f"Relative parameter movement ‖θ_T − θ_0‖/‖θ_0‖ falls as {s.symbol}^"
@@ -456,51 +417,29 @@ def _claims(s: Sweep, config: KernelRegimeConfig) -> list[Claim]:
 
 
 def _table(s: Sweep) -> str:
-    header = [s.symbol, "n"] + [h for _, h in QUANTITIES]
-    body = [[s.label(v), n] + [common.ci_text(s.cis[m][j], 3) for m, _ in QUANTITIES]
-            for j, (v, n) in enumerate(zip(s.table.axis, s.table.n_runs()))]
-    return common.table(header, body)
+    return common.table([s.symbol, "n"] + [h for _, h in QUANTITIES],
+                        [[f"{v:g}", n] + [common.ci_text(s.cis[m][j], 3) for m, _ in QUANTITIES]
+                         for j, (v, n) in enumerate(zip(s.table.axis, s.table.n_runs()))])
 
 
-def _reading(s: Sweep, config: KernelRegimeConfig, verdicts: dict[str, str]) -> str:
-    def at(v: float, m: str) -> str:
-        return common.fmt(s.at(m, v)[0], 3)
-
-    def slope(m: str) -> str:
-        return common.ci_text(s.slopes[m], 3)
-
-    def end_slope(m: str) -> str:
+def _reading(s: Sweep, config: KernelRegimeConfig) -> str:
+    def end(m: str) -> str:
         """The log-log slope between the two largest values, from the means."""
         (x1, x2), (y1, y2) = s.table.axis[-2:], (c[0] for c in s.cis[m][-2:])
         return f"{math.log(y2 / y1) / math.log(x2 / x1):.2f}" if y1 > 0 and y2 > 0 else "n/a"
 
-    def verdict(name: str) -> str:
-        return verdicts.get(f"{NAME}.{s.key}_{name}", "no claim").replace("_", " ")
-
-    text = (f"**{s.key} sweep.** From {s.symbol} = {s.label(s.small)} to {s.label(s.large)} the trained network's "
-            f"test outputs went from {at(s.small, 'lin_distance')} to {at(s.large, 'lin_distance')} (relative L2) "
-            f"away from kernel regression with its initial NTK (log-log slope {slope('lin_distance')}, theory "
-            f"{_smooth_theory(s, config):g}; mean changes between neighbouring values "
-            f"{', '.join(f'{v:+.3g}' for v in s.step.against.steps)}, verdict {verdict('distance_falls')}), and the argmax "
-            f"agreement went "
-            f"from {at(s.small, 'argmax_agreement')} to {at(s.large, 'argmax_agreement')}. Movement fell with slope "
-            f"{slope('movement')} (theory {THEORY[s.key]:g}), the NTK drift with slope {slope('ntk_drift')} (theory "
-            f"{_smooth_theory(s, config):g}). Test accuracy: network {at(s.small, 'net_test_acc')} vs kernel "
-            f"regression {at(s.small, 'kernel_test_acc')} at {s.symbol} = {s.label(s.small)}; network "
-            f"{at(s.large, 'net_test_acc')} vs kernel regression {at(s.large, 'kernel_test_acc')} at "
-            f"{s.label(s.large)}. Rich minus lazy: {common.ci_text(s.gap, 3)} pp (binomial SE of the test set "
-            f"{common.fmt(s.gap_se, 2)} pp; verdict {verdict('feature_learning_ahead')}). The fits span the "
-            f"transition from the rich to the lazy end; between the two largest values ({s.label(s.table.axis[-2])} "
-            f"and {s.label(s.large)}) the slopes are {end_slope('movement')} (movement), {end_slope('ntk_drift')} "
-            f"(drift) and {end_slope('lin_distance')} (distance).")
+    fit = common.ci_text(s.slopes["lin_distance"], 3)
+    text = (f"**{s.key} sweep.** The distance to kernel regression has log-log slope {fit} (per-seed fits, t over "
+            f"seeds; theory {_smooth_theory(s, config):g}). The fits span the rich-to-lazy transition; between "
+            f"the two largest values ({s.table.axis[-2]:g} and {s.table.axis[-1]:g}) the slopes are {end('movement')} "
+            f"(movement), {end('ntk_drift')} (drift) and {end('lin_distance')} (distance).")
     if s.key == "width":
         text += (" The width comparison confounds feature learning with capacity: the narrow network is both less "
                  "lazy and a much smaller model (its initial NTK has rank at most its number of parameters).")
     else:
-        text += (" In the α sweep the kernel-regression prediction is the same at every α (the NTK scales by α² and "
-                 "the learning rate by 1/α²), so its accuracy differs only by seed; at small α the dynamics are "
-                 "nonlinear, which within a fixed step budget can also mean slower or different fitting (compare "
-                 "the train accuracies).")
+        text += (" The kernel-regression prediction is the same at every α (NTK × α², learning rate × 1/α²), so its "
+                 "accuracy differs only by seed; at small α the nonlinear dynamics can also fit slower or differently "
+                 "within the fixed step budget (compare the train accuracies).")
     if s.key == "alpha" and config.activation == "relu":
         text += (" For ReLU the distance and drift are expected to fall as α^(−1/2), not 1/α: they come from the "
                  "rare activation-sign flips, whose number is ∝ the movement (module docstring).")
@@ -513,12 +452,10 @@ def _intro(a: KernelRegimeAnalysis, config: KernelRegimeConfig) -> str:
             f"centered as f = α(h(θ) − h(θ_0)) so that f_0 = 0, trained in float64 by full-batch GD on the MSE to "
             f"one-hot targets for {config.steps} steps at lr η/α² with η = {common.fmt(config.lr, 3)}, on "
             f"{config.data.get('name')} ({a.n_train} training and {a.n_test} test examples, one dataset for all "
-            f"seeds). f_lin is the linearized network trained by the same GD for the same steps, solved exactly: "
+            "seeds). f_lin is the linearized network trained by the same GD for the same steps, solved exactly: "
             f"Θ_0(x, X) K⁻¹(I − (I − cK)^T) Y with K the full {a.kernel_rows} × {a.kernel_rows} initial NTK (all "
-            f"output pairs, float64 eigendecomposition) and c = 2·lr/(n·k). Per value: mean over seeds with a 95% "
-            f"t-interval; slopes: least-squares fits of log value on log width or log α per seed, t-interval over "
-            f"seeds; 'falls' claims: the change from the smallest to the largest value (paired t), failed by any "
-            f"significant rise between neighbouring values (t-intervals per step, Bonferroni).")
+            "output pairs, float64 eigendecomposition) and c = 2·lr/(n·k). Per value: mean over seeds with a 95% "
+            "t-interval.")
     if math.isfinite(a.infinite):
         text += f" The same GD on the infinite-width NTK (analytic) reaches test accuracy {common.fmt(a.infinite, 3)}."
     return text
@@ -528,8 +465,7 @@ def render(a: KernelRegimeAnalysis, claims: list[Claim], config: KernelRegimeCon
     parts = [_intro(a, config)]
     for s in a.sweeps:
         parts += [f"**{s.key} sweep** ({'α' if s.key == 'width' else 'width'} = {common.fmt(s.fixed, 4)})", _table(s)]
-    verdicts = {c.id: c.verdict for c in claims}
-    parts += [_reading(s, config, verdicts) for s in a.sweeps]
+    parts += [_reading(s, config) for s in a.sweeps]
     figures = [(f"{NAME}_movement_drift", _movement_figure(a.sweeps, config)),
                (f"{NAME}_distance", _distance_figure(a.sweeps, config)),
                (f"{NAME}_accuracy", _accuracy_figure(a.sweeps, a.infinite))]
@@ -545,25 +481,23 @@ def _xlabel(s: Sweep) -> str:
     return f"init scale α (width {s.fixed:g}; lr η/α²)"
 
 
-def _loglog(ax, s: Sweep, metric: str, slope: float, second: float | None, label: str, color: str) -> None:
-    """The metric vs the sweep value on log-log axes with CIs and n, a dashed reference line of
-    ``slope`` and, if given, a dotted one of ``second``, both through the first point."""
+def _loglog(ax, s: Sweep, metric: str, second: float | None, label: str, color: str, ylabel: str,
+            title: str) -> None:
+    """The metric vs the sweep value on log-log axes with CIs and n, a dashed line of the theory
+    slope and, if ``second`` differs from it, a dotted one of ``second``, both through the first
+    point; ``title`` is followed by the fitted slope."""
     from overparam.report.figures import loglog_with_reference
 
     xs, c = s.table.axis, s.cis[metric]
-    est = [v[0] for v in c]
-    loglog_with_reference(ax, xs, est, [v[1] for v in c], [v[2] for v in c], slope=slope, label=label,
-                          n=s.table.n_runs(), color=color)
-    if second is not None and est[0] > 0:
+    loglog_with_reference(ax, xs, *zip(*c), slope=THEORY[s.key], label=label, n=s.table.n_runs(), color=color)
+    if second is not None and second != THEORY[s.key] and c[0][0] > 0:
         grid = np.geomspace(min(xs), max(xs), 50)
-        ax.plot(grid, est[0] * (grid / xs[0]) ** second, linestyle=":", color="0.3", linewidth=1.2,
+        ax.plot(grid, c[0][0] * (grid / xs[0]) ** second, linestyle=":", color="0.3", linewidth=1.2,
                 label=f"reference slope {second:g} (ReLU sign flips)", zorder=1)
         ax.legend(fontsize=8, frameon=False)
     ax.set_xlabel(_xlabel(s))
-
-
-def _relu_second(s: Sweep, config: KernelRegimeConfig) -> float | None:
-    return RELU_ALPHA if s.key == "alpha" and config.activation == "relu" else None
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title}; fitted slope {common.ci_text(s.slopes[metric], 2)}", fontsize=9)
 
 
 def _movement_figure(sweeps: list[Sweep], config: KernelRegimeConfig):
@@ -571,14 +505,10 @@ def _movement_figure(sweeps: list[Sweep], config: KernelRegimeConfig):
 
     fig, axes = new_figure(2, len(sweeps), width=5.8 * len(sweeps), height=8.6, squeeze=False)
     for column, s in enumerate(sweeps):
-        ax = axes[0, column]
-        _loglog(ax, s, "movement", THEORY[s.key], None, "measured", "black")
-        ax.set_ylabel(r"relative movement $\|\theta_T-\theta_0\|/\|\theta_0\|$")
-        ax.set_title(f"movement vs {s.symbol}; fitted slope {common.ci_text(s.slopes['movement'], 2)}", fontsize=9)
-        ax = axes[1, column]
-        _loglog(ax, s, "ntk_drift", THEORY[s.key], _relu_second(s, config), "measured", "black")
-        ax.set_ylabel(r"NTK drift $\|\Theta_T-\Theta_0\|_F/\|\Theta_0\|_F$ (train set)")
-        ax.set_title(f"NTK drift vs {s.symbol}; fitted slope {common.ci_text(s.slopes['ntk_drift'], 2)}", fontsize=9)
+        _loglog(axes[0, column], s, "movement", None, "measured", "black",
+                r"relative movement $\|\theta_T-\theta_0\|/\|\theta_0\|$", f"movement vs {s.symbol}")
+        _loglog(axes[1, column], s, "ntk_drift", _smooth_theory(s, config), "measured", "black",
+                r"NTK drift $\|\Theta_T-\Theta_0\|_F/\|\Theta_0\|_F$ (train set)", f"NTK drift vs {s.symbol}")
     fig.suptitle("parameter movement and NTK drift (dashed: theory slope)", fontsize=11)
     return fig
 
@@ -591,52 +521,45 @@ def _distance_figure(sweeps: list[Sweep], config: KernelRegimeConfig):
         ax = axes[0, column]
         ax.axhline(DISTANCE_SMALL, color="tab:red", linestyle="-.", linewidth=1.0,
                    label=f"claim threshold {DISTANCE_SMALL:g}")
-        _loglog(ax, s, "lin_distance", THEORY[s.key], _relu_second(s, config), "measured (test set)", "tab:blue")
-        ax.set_ylabel(r"$\|f_T-f_{lin}\|\,/\,\|f_{lin}\|$ (test outputs)")
-        ax.set_title(f"distance to kernel regression with Θ_0; fitted slope "
-                     f"{common.ci_text(s.slopes['lin_distance'], 2)}", fontsize=9)
+        _loglog(ax, s, "lin_distance", _smooth_theory(s, config), "measured (test set)", "tab:blue",
+                r"$\|f_T-f_{lin}\|\,/\,\|f_{lin}\|$ (test outputs)", "distance to kernel regression with Θ_0")
         ax = axes[1, column]
         errorbar_cis(ax, s.table.axis, s.cis["argmax_agreement"], "network vs f_lin, test set", s.table.n_runs(),
                      color="tab:blue")
-        _log_x(ax, s)
+        _log_x(ax, s, "argmax agreement (fraction of test examples)")
         ax.set_ylim(None, 1.005)
-        ax.set_ylabel("argmax agreement (fraction of test examples)")
         ax.set_title(f"same predicted class as kernel regression vs {s.symbol}", fontsize=9)
     fig.suptitle("how close the trained network is to its linearization (dashed: theory slope)", fontsize=11)
     return fig
 
 
-def _log_x(ax, s: Sweep) -> None:
+def _log_x(ax, s: Sweep, ylabel: str) -> None:
     xs = s.table.axis
+    ax.set_ylabel(ylabel)
     ax.set_xscale("log")
-    ax.set_xticks(xs, [s.label(v) for v in xs])
+    ax.set_xticks(xs, [f"{v:g}" for v in xs])
     ax.minorticks_off()
     ax.set_xlabel(_xlabel(s))
 
 
 def _accuracy_figure(sweeps: list[Sweep], infinite: float):
-    """Test accuracy (top, with the infinite-width kernel's) and train accuracy (bottom) of the
-    network and of kernel regression with its initial NTK, per sweep."""
+    """Test (top, with the infinite-width NTK's) and train accuracy of the network and of f_lin, per sweep."""
     from overparam.report.figures import errorbar_cis, new_figure
 
     fig, axes = new_figure(2, len(sweeps), width=5.8 * len(sweeps), height=8.2, squeeze=False)
     for column, s in enumerate(sweeps):
         for row, split in enumerate(("test", "train")):
             ax = axes[row, column]
-            for metric, label, colour, marker in ((f"net_{split}_acc", "network", "tab:blue", "o"),
-                                                  (f"kernel_{split}_acc", "kernel regression with Θ_0", "tab:orange",
-                                                   "s")):
-                errorbar_cis(ax, s.table.axis, s.cis[metric], label, s.table.n_runs(), color=colour, marker=marker,
-                             legend=False)
+            for who, label, colour, marker in (("net", "network", "tab:blue", "o"),
+                                               ("kernel", "kernel regression with Θ_0", "tab:orange", "s")):
+                errorbar_cis(ax, s.table.axis, s.cis[f"{who}_{split}_acc"], label, s.table.n_runs(), color=colour,
+                             marker=marker, legend=False)
             if split == "test" and math.isfinite(infinite):
                 ax.axhline(infinite, color="0.4", linestyle="--", linewidth=1.2,
                            label="infinite-width NTK, same GD")
-            _log_x(ax, s)
-            ax.set_ylabel(f"{split} accuracy")
+            _log_x(ax, s, f"{split} accuracy")
             ax.legend(fontsize=8, frameon=False)
-        gap = s.gap
-        axes[0, column].set_title(f"test accuracy; rich − lazy {gap[0]:+.1f} pp [{gap[1]:+.1f}, {gap[2]:+.1f}]",
-                                  fontsize=9)
+        axes[0, column].set_title("test accuracy; rich − lazy {:+.1f} pp [{:+.1f}, {:+.1f}]".format(*s.gap), fontsize=9)
         axes[1, column].set_title("train accuracy (same runs)", fontsize=9)
         axes[1, column].set_ylim(min(axes[1, column].get_ylim()[0], 0.9), 1.005)  # no zoom into rounding-level gaps
     fig.suptitle("network vs kernel regression with its initial NTK", fontsize=11)

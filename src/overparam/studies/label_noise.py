@@ -1,12 +1,10 @@
 """``label_noise``: SGD on data with a fraction of flipped labels — clean examples are fitted
 first, noisy ones late; early stopping catches the model in between.
 
-After Zhang et al. 2017 ("Understanding deep learning requires rethinking generalization":
-networks fit even random labels), Arpit et al. 2017 ("A closer look at memorization in deep
-networks": real patterns are learned before noise is memorized), Li, Soltanolkotabi & Oymak 2020
-("Gradient descent with early stopping is provably robust to label noise") and Liu et al. 2020
-("Early-learning regularization prevents memorization of noisy labels": early on the gradient is
-dominated by the clean examples, later by the noisy ones).
+After Zhang et al. 2017 ("Understanding deep learning requires rethinking generalization"),
+Arpit et al. 2017 ("A closer look at memorization in deep networks"), Li, Soltanolkotabi & Oymak
+2020 ("Gradient descent with early stopping is provably robust to label noise") and Liu et al.
+2020 ("Early-learning regularization prevents memorization of noisy labels").
 
 Grid: label-noise fraction p x seed. A fraction p of the training labels is replaced by a
 uniformly random *incorrect* class (:func:`overparam.data.transforms.add_label_noise`); the
@@ -41,30 +39,22 @@ and test sets, and one forward and two backward passes over the gradient subset.
 
 Each measure is stored as the run's curve ``tracked_<name>`` (step, value); the figures read them.
 
-Per run: the first recorded step at which the accuracy on C, and on N (noisy labels), reaches
-``fit_threshold`` (None when it never does); the early-stopping step, the recorded step of
-maximal validation accuracy (first of ties), and the held-out test accuracy there and at the end
-(selecting on the validation part and reporting on the held-out part keeps the selection from
-inflating the reported accuracy); the noisy gradient share averaged over the records from the
-first one after step 0 up to the early-stopping step (the early-learning phase) and over the
-records after it (the memorization phase), and its value at initialization.
+Per run (:func:`run_metrics`): the first recorded step at which the accuracy on C, and on N
+(noisy labels), reaches ``fit_threshold``; the early-stopping step (maximal validation accuracy)
+and the held-out accuracy there and at the end; the noisy gradient share at initialization and
+averaged over the records after step 0 up to the early-stopping step (the early-learning phase)
+and after it (the memorization phase).
 
-Claims at the highest noise level p_max (the table reports every level), all qualitative (the
-sources give no number); per seed, then a t-interval over seeds (log-t for the ratio):
-``noisy_fitted_late``, steps to ``fit_threshold`` on N / on C > 1 (a run that never fits N counts
-with its last step: a lower bound); ``early_stopping_helps``, held-out accuracy at the
-early-stopping step minus at the end > 0, and ``early_stopping_gain_grows`` (with p = 0 in the
-grid), that gain at p_max minus at p = 0 > 0 (accuracy effects: they must also clear 2 binomial
-standard errors of the held-out part); ``noisy_weight_small_early``, the early-phase noisy
-gradient share minus the noisy fraction < 0; ``noisy_weight_grows``, the late-phase share minus
-the early-phase share > 0.
+Claims (:func:`claims`, sources in ``PAPER_CLAIMS``, all qualitative) at the highest noise level
+p_max, per seed then over seeds: ``noisy_fitted_late``, ``early_stopping_helps``,
+``early_stopping_gain_grows`` (with p = 0 in the grid), ``noisy_weight_small_early`` and
+``noisy_weight_grows``; the table reports every level.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +65,7 @@ from torch import Tensor, nn
 
 from overparam.analysis import Missing, Run, SeedTable, binomial_se, mean_ci, paired_ratio, quiet
 from overparam.errors import ConfigError, as_tuple, check_number, check_positive_int
+from overparam.measures.common import flatten, preserved, trainable_parameters
 from overparam.report import CI, Claim, Section
 from overparam.report.verdicts import Published, above, below
 from overparam.studies import common
@@ -85,7 +76,7 @@ SPLIT_SEED = 0  # the validation/held-out split of the test set and the gradient
 QUICK_DATA = {"name": "mnist1d", "num_samples": 8000, "train_split": 0.5}  # 4000 train / 4000 test signals
 # 125 divides 4000: no partial last batch, whose noisier step at this LR knocks the training accuracy down
 QUICK_TRAIN = {"optimizer": "sgd", "lr": 0.2, "momentum": 0.0, "batch_size": 125, "epochs": 60}
-LOOP_EVAL_EVERY = 10**9  # steps between the training loop's own evaluations: beyond any run's length
+LOOP_EVAL_EVERY = 10**9  # the loop's own evaluations (the tracker's repeated): only at the start and the end
 
 
 @dataclass(frozen=True)
@@ -125,13 +116,8 @@ class LabelNoiseConfig:
         RunConfig.from_dict({"data": self.data, "model": self.model, "train": self.train})
 
 
-def _levels(config: LabelNoiseConfig) -> list[float]:
-    return sorted(float(p) for p in as_tuple(config.label_noise))
-
-
 def validation_size(n_test: int, fraction: float) -> int:
-    """Test examples in the validation part (the rest is the held-out part): at least 1, at most
-    n_test − 1."""
+    """Test examples in the validation part (the rest is the held-out part): in [1, n_test − 1]."""
     return min(n_test - 1, max(1, round(fraction * n_test)))
 
 
@@ -140,12 +126,10 @@ def grid(config: LabelNoiseConfig) -> list[RunSpec]:
     settings = {"record_every": config.record_every, "fit_threshold": float(config.fit_threshold),
                 "validation_fraction": float(config.validation_fraction),
                 "grad_examples": config.grad_examples, "split_seed": SPLIT_SEED}
-    # The loop's own per-epoch evaluation would repeat the tracker's forward passes: unless train.eval_every
-    # is set, the loop evaluates only at the start and the end.
     train = {"eval_every": LOOP_EVAL_EVERY, **config.train}
     specs = [common.spec(NAME, common.run_config({**config.data, "label_noise": p}, config.model, train, seed),
                          label_noise=p, **settings)
-             for p in _levels(config) for seed in range(config.seeds)]
+             for p in sorted(map(float, as_tuple(config.label_noise))) for seed in range(config.seeds)]
     common.validate_specs(specs)
     return specs
 
@@ -179,16 +163,6 @@ def per_example_loss(loss: str, outputs: Tensor, y: Tensor, num_classes: int) ->
     raise ConfigError(f"label_noise needs a classification loss; got {loss!r}, accepted: 'cross_entropy', 'mse'")
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def split_gradients(model: nn.Module, x: Tensor, y: Tensor, noisy: Tensor, loss: str, num_classes: int,
                     chunk: int = 4096) -> dict[str, float]:
     """Inner products of the summed loss gradients of the noisy and the clean examples.
@@ -196,14 +170,14 @@ def split_gradients(model: nn.Module, x: Tensor, y: Tensor, noisy: Tensor, loss:
     With ℓ_i = ``per_example_loss`` of example i (against its label y_i) and
     G_S = Σ_{i∈S} ∇_θ ℓ_i over the trainable parameters, for S = N (``noisy`` True) and C (the
     rest): returns, in float64, ``nn`` = ||G_N||², ``cc`` = ||G_C||², ``nc`` = <G_N, G_C>. The
-    model runs in eval mode (restored afterwards); ``.grad`` is not touched (torch.autograd.grad).
+    model runs in eval mode (:func:`~overparam.measures.common.preserved`); ``.grad`` is not touched.
 
     Shapes: x (n, ...), y (n,), noisy (n,) bool. Cost: one forward and two backward passes over
     the n examples, ``chunk`` at a time; memory O(chunk activations + 2P).
     """
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = trainable_parameters(model)
     sums = {"N": [torch.zeros_like(p) for p in params], "C": [torch.zeros_like(p) for p in params]}
-    with _eval_mode(model), torch.enable_grad():
+    with preserved(model), torch.enable_grad():
         for start in range(0, len(x), chunk):
             xc, yc, mc = x[start:start + chunk], y[start:start + chunk], noisy[start:start + chunk]
             per_example = per_example_loss(loss, model(xc), yc, num_classes)
@@ -214,8 +188,7 @@ def split_gradients(model: nn.Module, x: Tensor, y: Tensor, noisy: Tensor, loss:
                 for total, g in zip(sums[key], grads):
                     if g is not None:
                         total.add_(g)
-    g_n = torch.cat([g.reshape(-1) for g in sums["N"]]).to(torch.float64)
-    g_c = torch.cat([g.reshape(-1) for g in sums["C"]]).to(torch.float64)
+    g_n, g_c = flatten(sums["N"]).to(torch.float64), flatten(sums["C"]).to(torch.float64)
     return {"nn": float(g_n @ g_n), "cc": float(g_c @ g_c), "nc": float(g_n @ g_c)}
 
 
@@ -235,25 +208,15 @@ def gradient_weighting(nn_: float, cc: float, nc: float, n_noisy: int, n_clean: 
     }
 
 
-def _subset(n: int, size: int | None, seed: int) -> Tensor | None:
-    """Sorted indices of a fixed random subset of ``size`` of range(n) (None: all)."""
-    if size is None or size >= n:
-        return None
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randperm(n, generator=gen)[:size].sort().values
-
-
 @torch.no_grad()
 def _outputs(model: nn.Module, x: Tensor, chunk: int) -> Tensor:
-    with _eval_mode(model):
+    with preserved(model):
         return torch.cat([model(x[i:i + chunk]) for i in range(0, len(x), chunk)])
 
 
 class Tracker:
     """The training callback: measures (see the module docstring) at each call and appends to
-    ``series`` (name -> list, one entry per call; ``series['step']`` the steps). Accuracies and
-    losses use every training example; the gradients a fixed random subset of
-    ``grad_examples`` (all when None)."""
+    ``series`` (name -> list, one entry per call; ``series['step']`` the steps)."""
 
     def __init__(self, loss: str, validation_fraction: float, grad_examples: int | None, split_seed: int,
                  chunk: int) -> None:
@@ -270,37 +233,32 @@ class Tracker:
             raise ConfigError(f"label_noise splits the test set into validation and held-out parts; it needs at "
                               f"least 2 test examples, got {data.n_test}")
         noisy = noise_mask(data)
-        device = data.x_train.device
-        index = _subset(data.n_train, self.grad_examples, self.split_seed)
-        index = torch.arange(data.n_train) if index is None else index
+        index = torch.randperm(data.n_train, generator=torch.Generator().manual_seed(self.split_seed))
+        index = index[:self.grad_examples or data.n_train].sort().values
         order = torch.randperm(data.n_test, generator=torch.Generator().manual_seed(self.split_seed + 1))
-        n_val = validation_size(data.n_test, self.validation_fraction)
         validation = torch.zeros(data.n_test, dtype=torch.bool)
-        validation[order[:n_val]] = True
+        validation[order[:validation_size(data.n_test, self.validation_fraction)]] = True
         clean_y = data.y_train if data.clean_y_train is None else data.clean_y_train
         self.grad_noisy_fraction = float(noisy[index.to(noisy.device)].float().mean())
+        device = data.x_train.device
         return {"noisy": noisy, "clean_y": clean_y, "grad_index": index.to(device),
                 "validation": validation.to(device)}
 
     def __call__(self, state: Any) -> None:
         data, model = state.data, state.model
-        if self._setup is None:
-            self._setup = self._prepare(data)
-        s = self._setup
+        s = self._setup = self._setup or self._prepare(data)
         noisy, clean = s["noisy"], ~s["noisy"]
         outputs = _outputs(model, data.x_train, self.chunk)
         losses = per_example_loss(self.loss, outputs, data.y_train, data.num_classes)
         predictions = outputs.argmax(dim=1)
         correct = predictions == data.y_train
-        values: dict[str, float] = {}
-        values["clean_train_acc"] = float(correct[clean].float().mean())
-        values["clean_loss"] = float(losses[clean].mean())
+        values = {"clean_train_acc": float(correct[clean].float().mean()), "clean_loss": float(losses[clean].mean())}
         if bool(noisy.any()):
-            values["noisy_train_acc"] = float(correct[noisy].float().mean())
-            values["noisy_true_acc"] = float((predictions[noisy] == s["clean_y"][noisy]).float().mean())
-            values["noisy_loss"] = float(losses[noisy].mean())
             total = float(losses.sum())
-            values["noisy_loss_share"] = float(losses[noisy].sum()) / total if total > 0 else math.nan
+            values.update(noisy_train_acc=float(correct[noisy].float().mean()),
+                          noisy_true_acc=float((predictions[noisy] == s["clean_y"][noisy]).float().mean()),
+                          noisy_loss=float(losses[noisy].mean()),
+                          noisy_loss_share=float(losses[noisy].sum()) / total if total > 0 else math.nan)
             index = s["grad_index"]
             members = noisy[index]
             grads = split_gradients(model, data.x_train[index], data.y_train[index], members, self.loss,
@@ -308,9 +266,8 @@ class Tracker:
             n_noisy = int(members.sum())
             values.update(gradient_weighting(grads["nn"], grads["cc"], grads["nc"], n_noisy, len(index) - n_noisy))
         hits = (_outputs(model, data.x_test, self.chunk).argmax(dim=1) == data.y_test).float()
-        values["val_acc"] = float(hits[s["validation"]].mean())
-        values["heldout_acc"] = float(hits[~s["validation"]].mean())
-        values["test_acc"] = float(hits.mean())
+        values.update(val_acc=float(hits[s["validation"]].mean()), heldout_acc=float(hits[~s["validation"]].mean()),
+                      test_acc=float(hits.mean()))
         self.series["step"].append(state.step)
         for name, value in values.items():
             self.series.setdefault(name, []).append(value)
@@ -321,10 +278,7 @@ class Tracker:
 
 def first_step_reaching(steps: Sequence[int], values: Sequence[float], threshold: float) -> int | None:
     """The first step whose value is >= ``threshold`` (None if none is)."""
-    for step, value in zip(steps, values):
-        if value >= threshold:
-            return int(step)
-    return None
+    return next((int(step) for step, value in zip(steps, values) if value >= threshold), None)
 
 
 def early_stopping(steps: Sequence[int], validation: Sequence[float], heldout: Sequence[float]) -> dict[str, Any]:
@@ -332,8 +286,7 @@ def early_stopping(steps: Sequence[int], validation: Sequence[float], heldout: S
     there and at the last step; ``early_stopping_gain`` is their difference."""
     best = int(np.argmax(np.asarray(validation, dtype=float)))
     return {"early_stopping_step": int(steps[best]), "early_stopping_acc": float(heldout[best]),
-            "final_heldout_acc": float(heldout[-1]),
-            "early_stopping_gain": float(heldout[best]) - float(heldout[-1])}
+            "final_heldout_acc": float(heldout[-1]), "early_stopping_gain": float(heldout[best]) - float(heldout[-1])}
 
 
 def phase_means(steps: Sequence[int], values: Sequence[float], boundary: int) -> tuple[float, float]:
@@ -341,8 +294,7 @@ def phase_means(steps: Sequence[int], values: Sequence[float], boundary: int) ->
     (late); NaN for a phase without any."""
     s, v = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
     finite = np.isfinite(v)
-    early = finite & (s > 0) & (s <= boundary)
-    late = finite & (s > boundary)
+    early, late = finite & (s > 0) & (s <= boundary), finite & (s > boundary)
     return (float(v[early].mean()) if early.any() else math.nan, float(v[late].mean()) if late.any() else math.nan)
 
 
@@ -383,15 +335,12 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
     record = run.run_one(config, device=device, callbacks=[Callback(tracker, every=settings["record_every"])],
                          quiet=True)
     series = tracker.series
-    metrics = dict(record.metrics)
     # the loop's early stopping (minimal loss on the whole test split) is replaced by the tracker's
-    metrics.pop("early_stopping_test_acc", None)
-    metrics.update(run_metrics(series, settings["fit_threshold"]))
-    metrics["label_noise"] = settings["label_noise"]
-    metrics["grad_noisy_fraction"] = tracker.grad_noisy_fraction
-    curves = dict(record.curves)
-    curves.update({f"tracked_{name}": list(zip(series["step"], values))
-                   for name, values in series.items() if name != "step"})
+    metrics = {k: v for k, v in record.metrics.items() if k != "early_stopping_test_acc"}
+    metrics.update(run_metrics(series, settings["fit_threshold"]), label_noise=settings["label_noise"],
+                   grad_noisy_fraction=tracker.grad_noisy_fraction)
+    curves = {**record.curves, **{f"tracked_{name}": list(zip(series["step"], values))
+                                  for name, values in series.items() if name != "step"}}
     return RunOutcome(record.status, metrics, curves, record.wall_time_s, record.provenance)
 
 
@@ -417,11 +366,6 @@ def _fit_step(which: str, censor: bool) -> Callable[[Run], Any]:
     as unknown (None)."""
     key = f"{which}_fit_step"
     return lambda run: run.metrics.get("last_step") if censor and run.metrics.get(key) is None else run.metrics.get(key)
-
-
-def _count(table: SeedTable, condition: Callable[[Run], bool]) -> list[int]:
-    """Runs per axis point for which ``condition`` holds."""
-    return table.counts(lambda run: 1.0 if condition(run) else None)
 
 
 def _heldout_size(run: Run) -> float:
@@ -459,13 +403,13 @@ def analyze(runs: list[Run], config: LabelNoiseConfig) -> LabelNoiseAnalysis | M
     if not done:
         return Missing(TITLE, "No finished runs yet.")
     table = SeedTable(done, lambda run: float(run.settings["label_noise"]))
-    # a clean step that was never reached leaves the ratio unknown (NaN, dropped); a noisy one makes
-    # the ratio a lower bound (its last step), which can only understate "noisy fitted late"
+    # censoring the noisy step (a lower bound) can only understate "noisy fitted late"
     clean, noisy = _fit_step("clean", censor=False), _fit_step("noisy", censor=True)
     cis = {m: table.cis(m) for m in METRICS}
     cis.update(clean_fit=table.cis(clean), noisy_fit=table.cis(noisy), share_excess_early=table.cis(
         lambda run: run.metric("noisy_grad_share_early") - run.metric("grad_noisy_fraction")))
-    never = {w: _count(table, lambda run, w=w: run.metrics.get(f"{w}_fit_step") is None) for w in ("clean", "noisy")}
+    never = {w: table.counts(lambda run, w=w: 1.0 if run.metrics.get(f"{w}_fit_step") is None else None)
+             for w in ("clean", "noisy")}
     ratios = [paired_ratio(table[noisy][:, j], table[clean][:, j]) for j in range(len(table))]
     top = table.axis[-1]
     sizes = table.at(_heldout_size, top)
@@ -475,7 +419,7 @@ def analyze(runs: list[Run], config: LabelNoiseConfig) -> LabelNoiseAnalysis | M
     if 0.0 in table.axis and top > 0:
         growth = table.difference("early_stopping_gain", top, 0.0)
         growth_se = math.hypot(gain_se, _gain_se(table, 0.0, heldout))  # four accuracies on the same part
-    noisy_labels = [c > 0 for c in _count(table, lambda run: "noisy_fit_step" in run.metrics)]
+    noisy_labels = [c > 0 for c in table.counts(lambda run: 1.0 if "noisy_fit_step" in run.metrics else None)]
     return LabelNoiseAnalysis(table, cis, never, noisy_labels, ratios, growth, heldout, gain_se, growth_se)
 
 
@@ -488,12 +432,10 @@ PAPER_CLAIMS = {  # all qualitative: the sources state directions, not numbers
     "early_stopping_helps": Published(
         "test accuracy peaks before the noisy labels are memorized, so early stopping is robust to label noise",
         "Li, Soltanolkotabi & Oymak 2020; Arpit et al. 2017", above(0.0)),
-    "early_stopping_gain_grows": Published(
-        "early stopping matters because of the noise: without noise, late training costs little",
-        "Li, Soltanolkotabi & Oymak 2020", above(0.0)),
-    "noisy_weight_small_early": Published(
-        "in the early-learning phase the gradient is dominated by the clean examples", "Liu et al. 2020 (ELR)",
-        below(0.0)),
+    "early_stopping_gain_grows": Published("early stopping matters because of the noise: without noise, late training "
+                                           "costs little", "Li, Soltanolkotabi & Oymak 2020", above(0.0)),
+    "noisy_weight_small_early": Published("in the early-learning phase the gradient is dominated by the clean "
+                                          "examples", "Liu et al. 2020 (ELR)", below(0.0)),
     "noisy_weight_grows": Published(
         "later, the noisy examples' gradient dominates, and they are memorized", "Liu et al. 2020 (ELR)", above(0.0)),
 }
@@ -505,40 +447,34 @@ def claims(a: LabelNoiseAnalysis, config: LabelNoiseConfig) -> list[Claim]:
         return []
     top, cis = a.table.axis[-1], {name: values[-1] for name, values in a.cis.items()}
     where = f"at p = {top:g}"
-    accuracy = {"test_examples": a.heldout, "binomial_se": a.gain_se}
-    out = [
-        Claim.judged(
-            "label_noise.noisy_fitted_late", NAME,
-            f"Noisy labels are fitted late {where}: steps until the training accuracy on the flipped examples "
-            f"(against their noisy labels) reaches {config.fit_threshold:.0%} / steps until the clean examples reach "
-            f"it > 1 (geometric mean of the per-seed ratios; a run that never gets there counts with its last step, "
-            f"a lower bound).", PAPER_CLAIMS["noisy_fitted_late"], a.fit_ratio[-1],
-            details={"noisy_never_fitted": a.never["noisy"][-1], "clean_never_fitted": a.never["clean"][-1]}),
-        Claim.judged(
-            "label_noise.early_stopping_helps", NAME,
-            f"Early stopping helps under label noise {where}: held-out test accuracy (fraction) at the early-stopping "
-            f"step (maximal accuracy on a separate validation part of the test split) minus at the end of training "
-            f"> 0.", PAPER_CLAIMS["early_stopping_helps"], cis["early_stopping_gain"], **accuracy),
-    ]
-    if a.gain_growth is not None:
-        out.append(Claim.judged(
-            "label_noise.early_stopping_gain_grows", NAME,
-            f"The gain from early stopping is larger with label noise p = {top:g} than without: gain(p = {top:g}) "
-            f"- gain(p = 0) > 0 (fractions; paired by seed: same initialization and data order).",
-            PAPER_CLAIMS["early_stopping_gain_grows"], a.gain_growth, test_examples=a.heldout,
-            binomial_se=a.growth_se))
-    return out + [
-        Claim.judged(
-            "label_noise.noisy_weight_small_early", NAME,
-            f"During early learning the noisy examples carry less than their share of the gradient {where}: "
-            f"<G_N, G>/||G||² (G_N the summed loss gradient of the noisy examples, G of all) averaged over the "
-            f"records up to the early-stopping step, minus the noisy fraction of the examples it is measured on, < 0.",
-            PAPER_CLAIMS["noisy_weight_small_early"], cis["share_excess_early"]),
-        Claim.judged(
-            "label_noise.noisy_weight_grows", NAME,
-            f"The noisy examples' share of the gradient grows once early learning is over {where}: mean "
-            f"<G_N, G>/||G||² after the early-stopping step minus up to it > 0.",
-            PAPER_CLAIMS["noisy_weight_grows"], cis["noisy_grad_share_growth"]),
+
+    def judged(name: str, statement: str, ci: CI | None, **extra: Any) -> list[Claim]:
+        """The claim ``name`` as a list: empty when ``ci`` is None (no interval)."""
+        return [] if ci is None else [Claim.judged(f"{NAME}.{name}", NAME, statement, PAPER_CLAIMS[name], ci, **extra)]
+
+    return [
+        *judged("noisy_fitted_late",
+                f"Noisy labels are fitted late {where}: steps until the training accuracy on the flipped examples "
+                f"(against their noisy labels) reaches {config.fit_threshold:.0%} / steps until the clean examples "
+                f"reach it > 1 (geometric mean of the per-seed ratios; a run that never gets there counts with its "
+                f"last step, a lower bound).", a.fit_ratio[-1],
+                details={"noisy_never_fitted": a.never["noisy"][-1], "clean_never_fitted": a.never["clean"][-1]}),
+        *judged("early_stopping_helps",
+                f"Early stopping helps under label noise {where}: held-out test accuracy (fraction) at the "
+                f"early-stopping step (maximal accuracy on a separate validation part of the test split) minus at the "
+                f"end of training > 0.", cis["early_stopping_gain"], test_examples=a.heldout, binomial_se=a.gain_se),
+        *judged("early_stopping_gain_grows",  # needs p = 0 in the grid
+                f"The gain from early stopping is larger with label noise p = {top:g} than without: gain(p = {top:g}) "
+                f"- gain(p = 0) > 0 (fractions; paired by seed: same initialization and data order).",
+                a.gain_growth, test_examples=a.heldout, binomial_se=a.growth_se),
+        *judged("noisy_weight_small_early",
+                f"During early learning the noisy examples carry less than their share of the gradient {where}: "
+                f"<G_N, G>/||G||² (G_N the summed loss gradient of the noisy examples, G of all) averaged over the "
+                f"records up to the early-stopping step, minus the noisy fraction of the examples it is measured on, "
+                f"< 0.", cis["share_excess_early"]),
+        *judged("noisy_weight_grows",
+                f"The noisy examples' share of the gradient grows once early learning is over {where}: mean "
+                f"<G_N, G>/||G||² after the early-stopping step minus up to it > 0.", cis["noisy_grad_share_growth"]),
     ]
 
 
@@ -552,7 +488,8 @@ def render(a: LabelNoiseAnalysis, claims: list[Claim], config: LabelNoiseConfig)
              f"{train.get('epochs', train.get('steps'))} {'epochs' if 'epochs' in train else 'steps'}), measured every "
              f"{config.record_every} steps; fit threshold {config.fit_threshold:.0%}. Means over seeds with 95% "
              f"t-intervals (the noisy/clean ratio: geometric mean of the per-seed ratios, log-t).")
-    text = f"{setup}\n\n{_table(a)}\n\n{_reading(a, config, {c.id: c for c in claims})}"
+    verdicts = {c.id.removeprefix(f"{NAME}."): c.verdict for c in claims}
+    text = f"{setup}\n\n{_table(a)}\n\n{_reading(a, config, verdicts)}"
     figures = [("label_noise_fitting", _figure_fitting(a, config))]
     if any(a.noisy):
         figures.append(("label_noise_weighting", _figure_weighting(a)))
@@ -584,64 +521,35 @@ def _table(a: LabelNoiseAnalysis) -> str:
     return common.table(header, body)
 
 
-def _verdict(claims: dict[str, Claim], name: str) -> str:
-    claim = claims.get(f"{NAME}.{name}")
-    return "" if claim is None else f" (verdict: {claim.verdict.replace('_', ' ')})"
-
-
-def _reading(a: LabelNoiseAnalysis, config: LabelNoiseConfig, claims: dict[str, Claim]) -> str:
+def _reading(a: LabelNoiseAnalysis, config: LabelNoiseConfig, verdicts: dict[str, str]) -> str:
+    """What the table's columns mean, the noisy loss share at p_max (in no column), what the
+    gradient-share verdicts (``verdicts``: claim name -> verdict) say together, and the caveats."""
     if not a.noisy[-1]:
         return "No finished run with label noise yet."
     c = {name: values[-1] for name, values in a.cis.items()}
-    clean = {name: values[0] for name, values in a.cis.items()} if a.table.axis[0] == 0.0 else None
-    text = (f"At p = {a.table.axis[-1]:g} the flipped examples reached {config.fit_threshold:.0%} training accuracy "
-            f"(on their noisy labels) after {common.ci_text(c['noisy_fit'], 4)} steps and the clean ones after "
-            f"{common.ci_text(c['clean_fit'], 4)}, a ratio of {common.ci_text(a.fit_ratio[-1], 3)}"
-            f"{_verdict(claims, 'noisy_fitted_late')}. Held-out test accuracy was "
-            f"{common.ci_text(c['early_stopping_acc'], 3)} at the early-stopping step and "
-            f"{common.ci_text(c['final_heldout_acc'], 3)} at the end: a gain of "
-            f"{common.ci_text(c['early_stopping_gain'], 3)}, against a binomial standard error of "
-            f"{common.fmt(a.gain_se, 3)} on the {a.heldout} held-out examples"
-            f"{_verdict(claims, 'early_stopping_helps')}.")
-    if clean is not None:
-        text += (f" Without noise the same gain was {common.ci_text(clean['early_stopping_gain'], 3)} (a gain "
-                 f"there would be ordinary overfitting, not the noise); the difference, paired by seed, is "
-                 f"{common.ci_text(a.gain_growth, 3)}{_verdict(claims, 'early_stopping_gain_grows')}.")
-    text += _reading_weighting(c, claims)
-    if clean is not None:
-        text += (f" The held-out accuracy without noise, {common.ci_text(clean['final_heldout_acc'], 3)}, bounds "
-                 f"what early stopping can recover under noise.")
-    return text + (
-        "\n\nCaveats: the early-stopping step is chosen on one part of the test split and the accuracy reported on the "
-        "other, so the gain is not inflated by the selection, but it is measured only at the recorded steps. The "
-        "noise draw differs between seeds unless data.seed is set, so the intervals include it. Steps to fit depend "
-        f"on the threshold and the recording interval (one record every {config.record_every} steps). The gradient "
-        "shares are measured on " + (f"a fixed subset of {config.grad_examples}" if config.grad_examples else "all")
-        + " training examples, in eval mode, between SGD steps; the share of a single record is noisy, which is why "
-          "the claims use phase averages.")
-
-
-def _reading_weighting(c: dict[str, CI], claims: dict[str, Claim]) -> str:
-    """The gradient-share sentences of the reading, from the intervals ``c`` at p_max and the
-    claims' verdicts."""
-    fraction, init = c["grad_noisy_fraction"][0], c["noisy_grad_share_init"]
-    text = (f" The noisy examples' share of the full-batch gradient, <G_N, G>/||G||², was "
-            f"{common.ci_text(init, 3)} at initialization, averaged "
-            f"{common.ci_text(c['noisy_grad_share_early'], 3)} over the records after it up to the early-stopping "
-            f"step and {common.ci_text(c['noisy_grad_share_late'], 3)} after it, against a noisy fraction of "
-            f"{common.fmt(fraction, 3)} among the examples it is measured on; their share of the summed loss "
-            f"averaged {common.ci_text(c['noisy_loss_share_early'], 3)} early.")
-    small = claims.get(f"{NAME}.noisy_weight_small_early")
-    if small is not None and small.verdict == "not_reproduced":
-        grows = claims.get(f"{NAME}.noisy_weight_grows")
+    text = ("Noisy/clean steps above 1: the flipped examples are memorized after the clean ones are fitted. The "
+            "gain is the held-out accuracy early stopping saves; without noise (p = 0) a gain would be ordinary "
+            "overfitting, and the held-out accuracy there bounds what early stopping can recover. A noisy gradient "
+            "share below the noisy fraction means a noisy example weighs less in the gradient than a clean one (init: "
+            "step 0; early: the records after it up to the early-stopping step; late: after that step). At p = "
+            f"{a.table.axis[-1]:g} the noisy examples' share of the summed loss averaged "
+            f"{common.ci_text(c['noisy_loss_share_early'], 3)} early.")
+    small, init = verdicts.get("noisy_weight_small_early"), c["noisy_grad_share_init"]
+    if small == "not_reproduced":
         text += (" So " + ("a noisy example weighs less than a clean one only at initialization; "
-                           if init.decided and init.high < fraction else "")
+                           if init.decided and init.high < c["grad_noisy_fraction"][0] else "")
                  + "the noisy examples, whose losses are larger, carry more than their share of the gradient already "
                  "during early learning" + (", and their share grows further as they are memorized."
-                                            if grows is not None and grows.verdict == "reproduced" else "."))
-    elif small is not None and small.verdict == "reproduced":
+                                            if verdicts.get("noisy_weight_grows") == "reproduced" else "."))
+    elif small == "reproduced":
         text += " So during early learning a noisy example weighs less in the gradient than a clean one."
-    return text
+    return text + (
+        "\n\nCaveats: the early-stopping step is chosen on the validation part of the test split and the accuracy "
+        "reported on the held-out part, so the selection does not inflate the gain, but only recorded steps can be "
+        "chosen. The noise draw differs between seeds unless data.seed is set, so the intervals include it. Steps to "
+        f"fit depend on the threshold and the recording interval ({config.record_every} steps). The gradient shares "
+        "are measured on " + (f"a fixed subset of {config.grad_examples}" if config.grad_examples else "all")
+        + " training examples, in eval mode, between SGD steps; single records are noisy, hence the phase averages.")
 
 
 def _tracked(a: LabelNoiseAnalysis, name: str, j: int) -> tuple[np.ndarray, np.ndarray]:
@@ -658,6 +566,18 @@ def _tracked(a: LabelNoiseAnalysis, name: str, j: int) -> tuple[np.ndarray, np.n
     return steps, values[np.isfinite(values).any(axis=1)]
 
 
+def _band(ax: Any, a: LabelNoiseAnalysis, name: str, j: int, color: Any, alpha: float, label: str,
+          **line: Any) -> int:
+    """Plot the mean over seeds of the tracked measure ``name`` at the j-th noise level with its
+    95% band (:func:`curve_band`); ``{n}`` in ``label`` becomes the number of seeds, returned."""
+    steps, values = _tracked(a, name, j)
+    if len(values):
+        mean, low, high = curve_band(values)
+        ax.plot(steps, mean, color=color, label=label.format(n=len(values)), **line)
+        ax.fill_between(steps, low, high, color=color, alpha=alpha, linewidth=0)
+    return len(values)
+
+
 def _figure_fitting(a: LabelNoiseAnalysis, config: LabelNoiseConfig):
     from overparam.report.figures import new_figure
 
@@ -667,15 +587,7 @@ def _figure_fitting(a: LabelNoiseAnalysis, config: LabelNoiseConfig):
              ("noisy_true_acc", "noisy examples predicted as their true class", "tab:red", ":"),
              ("heldout_acc", "test acc (held-out part)", "black", "-"))
     for j, (ax, p) in enumerate(zip(axes[0], a.table.axis)):
-        n = 0
-        for name, label, color, style in lines:
-            steps, values = _tracked(a, name, j)
-            if not len(values):
-                continue
-            n = max(n, len(values))
-            mean, low, high = curve_band(values)
-            ax.plot(steps, mean, color=color, linestyle=style, label=label)
-            ax.fill_between(steps, low, high, color=color, alpha=0.18, linewidth=0)
+        n = max(_band(ax, a, name, j, color, 0.18, label, linestyle=style) for name, label, color, style in lines)
         stop = a.cis["early_stopping_step"][j][0]
         if math.isfinite(stop):
             ax.axvline(stop, color="0.4", linestyle="--", linewidth=1, label="mean early-stopping step")
@@ -696,33 +608,29 @@ def _figure_weighting(a: LabelNoiseAnalysis):
     fig, axes = new_figure(1, 3, width=16, height=4.4)
     levels = [j for j in range(len(a.table)) if a.noisy[j]]
     colors = dict(zip(levels, ("tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")))
-    for ax, name, label in zip(axes, ("noisy_grad_share", "noisy_loss_share", "per_example_ratio"),
-                               ("noisy share of the gradient  <G_N, G>/‖G‖²",
-                                "noisy share of the summed loss  Σ_N ℓ / Σ ℓ",
-                                "per-example gradient: (‖G_N‖/|N|) / (‖G_C‖/|C|)")):
+    panels = (("noisy_grad_share", "noisy share of the gradient  <G_N, G>/‖G‖²",
+               "gradient share (dotted: noisy fraction; dashed: early stop)"),
+              ("noisy_loss_share", "noisy share of the summed loss  Σ_N ℓ / Σ ℓ",
+               "loss share (dotted: noise fraction p)"),
+              ("per_example_ratio", "per-example gradient: (‖G_N‖/|N|) / (‖G_C‖/|C|)",
+               "noisy vs clean per-example gradient (dotted: equal)"))
+    for ax, (name, ylabel, title) in zip(axes, panels):
         for j in levels:
-            steps, values = _tracked(a, name, j)
-            if not len(values):
-                continue
             p, color, stop = a.table.axis[j], colors.get(j), a.cis["early_stopping_step"][j][0]
-            mean, low, high = curve_band(values)
-            ax.plot(steps, mean, color=color, label=f"p = {p:g} (n={len(values)})")
-            ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
+            if not _band(ax, a, name, j, color, 0.2, f"p = {p:g} (n={{n}})"):
+                continue
             if name != "per_example_ratio":
                 fraction = a.cis["grad_noisy_fraction"][j][0] if name == "noisy_grad_share" else p
                 ax.axhline(fraction, color=color, linestyle=":", linewidth=1.2)
             if math.isfinite(stop):
                 ax.axvline(stop, color=color, linestyle="--", linewidth=0.9, alpha=0.7)
-        ax.set(xlabel="SGD step", ylabel=label)
+        ax.set(xlabel="SGD step", ylabel=ylabel, title=title)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, frameon=False)
     axes[2].set_yscale("log")
     for axis in (axes[2].yaxis.set_major_formatter, axes[2].yaxis.set_minor_formatter):
         axis(FuncFormatter(lambda v, _: f"{v:g}"))
     axes[2].axhline(1.0, color="0.5", linestyle=":", linewidth=1.2)
-    axes[0].set_title("gradient share (dotted: noisy fraction; dashed: early stop)")
-    axes[1].set_title("loss share (dotted: noise fraction p)")
-    axes[2].set_title("noisy vs clean per-example gradient (dotted: equal)")
     return fig
 
 

@@ -8,15 +8,12 @@ trajectory, because each level's controls need that seed's masks:
 - level k = 1..rounds: prune ``prune_fraction`` (0.2) of the remaining weights of every hidden
   layer and ``output_prune_fraction`` (0.1) of the output layer's, by smallest magnitude of the
   previous level's trained ticket; then train three networks on the same data, with the same
-  data order and budget, their pruned weights held at exactly 0.0 throughout training:
-
-  - *ticket*: the mask on theta_0 (surviving weights rewound to their initial values);
-  - *reinit* (control 1): the same mask on a fresh random initialization (init seed derived
-    from the run seed and the level);
-  - *random* (control 2): a random mask with exactly the ticket's per-layer weight counts
-    (drawn from the run seed and the level) on theta_0.
-
-  After 10 rounds 0.8^10 = 10.7% of each hidden layer remains.
+  data order and budget, their pruned weights held at exactly 0.0 throughout training: the
+  *ticket*, the mask on theta_0 (surviving weights rewound to their initial values); *reinit*
+  (control 1), the same mask on a fresh random initialization (init seed derived from the run
+  seed and the level); *random* (control 2), a random mask with exactly the ticket's per-layer
+  weight counts (drawn from the run seed and the level) on theta_0. After 10 rounds
+  0.8^10 = 10.7% of each hidden layer remains.
 
 Per level the run stores the fraction of prunable weights remaining (weight matrices only;
 biases are never pruned) and the remaining weights per layer in ``metrics["levels"]``, and as
@@ -26,30 +23,23 @@ loss): ``<network>_test_acc``, ``<network>_train_acc``, ``<network>_early_stoppi
 the ticket curves start with the dense network at level 0. The report pivots them by seed and
 (level, network).
 
-Claims, at the level whose remaining fraction is closest to 10% (final test accuracies;
-differences paired by seed, in percentage points, with a t-interval; the test set's binomial
-error counts too): the ticket is within 1.15 pp of the dense network (a bound); random
-reinitialization of the ticket's structure loses accuracy (paper: 2.80 pp); a random mask loses
-accuracy too. The last two together are "the ticket beats both controls"; the margin over the
-better control at every level is in the report.
+Claims (statements in :func:`claims`, the paper's in ``PAPER_CLAIMS``), at the level whose
+remaining fraction is closest to 10%, on final test accuracies paired by seed: ticket vs dense,
+vs reinit and vs random mask. The margin over the better control at every level is in the report.
 
-Presets: ``tiny`` (tests; seconds), ``quick`` (MNIST-1D, MLP 40-100-100-10, SGD with momentum,
-12 epochs, 11 rounds to 10.1% of the weights, 5 seeds: 170 trainings, about 2 minutes on 2 CPU
-cores with one torch thread), ``mnist`` (10k-example MNIST subset, 300-300 MLP, Adam, 5 epochs,
-10 rounds, 5 seeds: ~17 minutes on 2 cores), ``paper`` (full MNIST, Adam at Frankle & Carbin's
-50k iterations, 15 rounds to 3.5%, 5 seeds: for a GPU).
-
-Model note: overparam's MLP has one width for all hidden layers, so the ``mnist`` and ``paper``
-presets use 300-300 hidden units rather than LeNet-300-100 (784-300-100-10).
+Presets' costs: ``tiny`` seconds (tests); ``quick`` (MNIST-1D, MLP 40-100-100-10, 11 rounds to
+10.1% of the weights, 5 seeds: 170 trainings) about 2 minutes on 2 CPU cores with one torch thread;
+``mnist`` (10k MNIST examples) ~17 minutes on 2 cores; ``paper`` (full MNIST, Frankle & Carbin's
+50k Adam iterations, 15 rounds to 3.5%) for a GPU. ``mnist`` and ``paper`` use a 300-300 MLP, not
+LeNet-300-100 (784-300-100-10): overparam's MLP has one width for all hidden layers.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -66,6 +56,7 @@ NETWORKS = ("ticket", "reinit", "random")
 LABELS = {"ticket": "winning ticket (IMP, rewound to init)", "reinit": "same mask, random reinit",
           "random": "random mask (same layer counts), original init", "dense": "dense"}
 TARGET_REMAINING = 0.10  # the paper's claims are at ~10% of weights remaining
+ACCURACIES = ("test_acc", "train_acc", "early_stopping_test_acc")  # stored per network and level
 
 
 @dataclass(frozen=True)
@@ -87,17 +78,13 @@ class LotteryConfig:
             raise ConfigError(f"prune_fraction must be a number in (0, 1), got {self.prune_fraction!r}")
 
 
-def _run_config(config: LotteryConfig, seed: int):
-    return common.run_config(config.data, config.model, config.train, seed)
-
-
 def grid(config: LotteryConfig) -> list[RunSpec]:
     """One run per seed; every seed's model is built (on the meta device) before any run."""
-    specs = [common.spec(NAME, _run_config(config, seed), rounds=config.rounds,
-                         prune_fraction=config.prune_fraction, output_prune_fraction=config.output_prune_fraction)
-             for seed in range(config.seeds)]
+    runs = [common.run_config(config.data, config.model, config.train, seed) for seed in range(config.seeds)]
+    specs = [common.spec(NAME, run, rounds=config.rounds, prune_fraction=config.prune_fraction,
+                         output_prune_fraction=config.output_prune_fraction) for run in runs]
     common.validate_specs(specs)
-    _check_prunable(_run_config(config, 0))
+    _check_prunable(runs[0])
     return specs
 
 
@@ -110,11 +97,10 @@ def _check_prunable(run_config) -> None:
     from overparam.run import load_data
 
     dataset = load_data(run_config, torch.device("cpu"), quiet=True)
-    outputs = dataset.num_classes or 1
     with torch.device("meta"):
-        model = models.build(run_config.model.name, dataset.input_shape, outputs, **run_config.model.options)
-    hidden = [n for n in prunable_parameters(model) if n != output_layer(model)]
-    if not hidden:
+        model = models.build(run_config.model.name, dataset.input_shape, dataset.num_classes or 1,
+                             **run_config.model.options)
+    if all(n == output_layer(model) for n in prunable_parameters(model)):
         raise ConfigError(f"model {run_config.model.name!r} with options {run_config.model.options} has no prunable "
                           f"layer besides its output layer; the lottery study needs e.g. an mlp with depth >= 1")
 
@@ -127,20 +113,15 @@ def _train(model, dataset, run_config, masks) -> dict[str, Any]:
     from overparam.prune import mask_callback, prunable_parameters
     from overparam.train import fit
 
-    callbacks = [] if masks is None else [mask_callback(masks)]
-    result = fit(model, dataset, run_config.train, seed=run_config.seed, callbacks=callbacks)
+    result = fit(model, dataset, run_config.train, seed=run_config.seed,
+                 callbacks=[] if masks is None else [mask_callback(masks)])
+    accuracies = (result.metrics.get("test_acc"), result.metrics.get("train_acc"), result.early_stopping_test_acc)
     out = {"status": result.status, "steps": result.steps, "divergence": result.divergence,
-           "test_acc": result.metrics.get("test_acc"), "train_acc": result.metrics.get("train_acc"),
-           "early_stopping_test_acc": result.early_stopping_test_acc}
-    if result.status != "done":
-        out.update(test_acc=None, train_acc=None, early_stopping_test_acc=None)
+           **dict(zip(ACCURACIES, accuracies if result.status == "done" else (None,) * 3))}
     params = prunable_parameters(model)
     out["max_abs_pruned"] = 0.0 if masks is None else max(
         (float(params[n].detach()[~m].abs().max()) for n, m in masks.items() if bool((~m).any())), default=0.0)
     return out
-
-
-ACCURACIES = ("test_acc", "train_acc", "early_stopping_test_acc")
 
 
 def _train_level(ticket, control, init, masks, dataset, run_config, target, level: int) -> dict[str, dict[str, Any]]:
@@ -151,11 +132,9 @@ def _train_level(ticket, control, init, masks, dataset, run_config, target, leve
     from overparam.run import build_model
     from overparam.seeding import derive_seed
 
-    runs = {}
     rewind(ticket, init, masks)
-    runs["ticket"] = _train(ticket, dataset, run_config, masks)
-    reinit_config = dataclasses.replace(run_config, seed=derive_seed(run_config.seed, NAME, "reinit", level))
-    reinit = build_model(reinit_config, dataset, target)
+    runs = {"ticket": _train(ticket, dataset, run_config, masks)}
+    reinit = build_model(replace(run_config, seed=derive_seed(run_config.seed, NAME, "reinit", level)), dataset, target)
     apply_masks(reinit, masks)
     runs["reinit"] = _train(reinit, dataset, run_config, masks)
     random_masks = random_prune(masks, seed=derive_seed(run_config.seed, NAME, "random_mask", level))
@@ -173,7 +152,6 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
 
     started = time.perf_counter()
     run_config = RunConfig.from_dict(spec.params["run"])
-    fraction, output_fraction = spec.params["prune_fraction"], spec.params["output_prune_fraction"]
     target = resolve_device(device)
     dataset = load_data(run_config, target, quiet=True)
     ticket = build_model(run_config, dataset, target)
@@ -185,13 +163,13 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
     for level in range(1, spec.params["rounds"] + 1):
         if trained[(level - 1, "ticket")]["status"] != "done":  # the next level would prune a diverged network
             break
-        masks = magnitude_prune(ticket, masks, fraction, output_fraction)  # from the previous level's trained ticket
+        masks = magnitude_prune(ticket, masks, spec.params["prune_fraction"],  # from the previous level's ticket
+                                spec.params["output_prune_fraction"])
         levels.append({"level": level, "remaining": remaining_fraction(masks),
                        "remaining_by_layer": remaining_by_layer(masks), "counts": count_remaining(masks)})
-        for network, result in _train_level(ticket, control, init, masks, dataset, run_config, target, level).items():
-            trained[(level, network)] = result
-    status, metrics, curves = _outcome(trained, levels, spec.params, dataset)
-    return RunOutcome(status, metrics, curves, time.perf_counter() - started,
+        trained.update({(level, net): result for net, result in _train_level(
+            ticket, control, init, masks, dataset, run_config, target, level).items()})
+    return RunOutcome(*_outcome(trained, levels, spec.params, dataset), time.perf_counter() - started,
                       {**provenance(target), "data": dataset.info})
 
 
@@ -237,11 +215,10 @@ def _points(run: Run) -> list[Run]:
         steps, values = run.curve(name)
         return dict(zip(steps.tolist(), 100 * values))
 
-    test = {net: percent(f"{net}_test_acc") for net in NETWORKS}
-    early = {net: percent(f"{net}_early_stopping_test_acc") for net in NETWORKS}
+    pct = {(net, name): percent(f"{net}_{name}_acc") for net in NETWORKS for name in ("test", "early_stopping_test")}
     return [Run(f"{run.key}:{net}@{level}", run.seed, run.status, {"level": level, "network": net}, None,
-                {"remaining": fraction, "test_pct": test[net].get(level, math.nan),
-                 "early_stopping_pct": early[net].get(level, math.nan)})
+                {"remaining": fraction, "test_pct": pct[(net, "test")].get(level, math.nan),
+                 "early_stopping_pct": pct[(net, "early_stopping_test")].get(level, math.nan)})
             for level, fraction in zip(*(v.tolist() for v in run.curve("remaining")))
             for net in (NETWORKS if level > 0 else ("ticket",))]
 
@@ -279,8 +256,8 @@ def analyze(runs: list[Run], config: LotteryConfig) -> LotteryAnalysis | Missing
     gaps = {level: {other: table.difference("test_pct", (level, "ticket"), key)
                     for other, key in (("dense", DENSE), ("reinit", (level, "reinit")), ("random", (level, "random")))}
             for level in levels}
-    best_control = {level: np.maximum(table.at("test_pct", (level, "reinit")), table.at("test_pct", (level, "random")))
-                    for level in levels}
+    margins = {level: paired_difference(table.at("test_pct", (level, "ticket")), np.maximum(
+        table.at("test_pct", (level, "reinit")), table.at("test_pct", (level, "random")))) for level in levels}
     n_test = max((r.metric("n_test") for r in runs), default=math.nan)
     n_test = int(n_test) if math.isfinite(n_test) else None
     accuracy = dict(zip(table.axis, table.mean("test_pct") / 100))
@@ -289,9 +266,8 @@ def analyze(runs: list[Run], config: LotteryConfig) -> LotteryAnalysis | Missing
     return LotteryAnalysis(
         table, levels, remaining, at10, levels[-1], table.ci("test_pct", DENSE),
         {level: {net: table.ci("test_pct", (level, net)) for net in NETWORKS} for level in levels}, gaps,
-        table.difference("test_pct", DENSE, (at10, "ticket")),
-        {level: paired_difference(table.at("test_pct", (level, "ticket")), best_control[level]) for level in levels},
-        n_test, se, [f"seed {r.seed}: {', '.join(r.metrics['diverged'])}" for r in runs if r.metrics.get("diverged")],
+        table.difference("test_pct", DENSE, (at10, "ticket")), margins, n_test, se,
+        [f"seed {r.seed}: {', '.join(r.metrics['diverged'])}" for r in runs if r.metrics.get("diverged")],
         max((r.metric("max_abs_pruned_weight") for r in runs), default=math.nan))
 
 
@@ -307,25 +283,22 @@ PAPER_CLAIMS = {
 def claims(a: LotteryAnalysis, config: LotteryConfig, paper: dict[str, Published] = PAPER_CLAIMS) -> list[Claim]:
     where = f"At {100 * a.remaining[a.at10]:.1f}% of prunable weights remaining (level {a.at10}, the closest to 10%)"
     details = {"level": a.at10, "remaining": a.remaining[a.at10]}
-    return [
-        Claim.judged(
-            "lottery.ticket_vs_dense_10pct", NAME,
-            f"{where}, the winning ticket's final test accuracy is within 1.15 pp of the dense network's: dense − "
-            f"ticket, in percentage points, paired by seed, is below 1.15. A bound on what pruning costs: a ticket "
-            f"more accurate than the dense network (a negative gap) satisfies it.", paper["ticket_vs_dense_10pct"],
-            a.dense_gap, test_examples=a.n_test, binomial_se=a.binomial_se["dense"], details=details),
-        Claim.judged(
-            "lottery.reinit_loss_10pct", NAME,
-            f"{where}, randomly reinitializing the winning ticket's sparse structure loses test accuracy: ticket − "
-            f"reinit, in percentage points, paired by seed (> 0).", paper["reinit_loss_10pct"],
-            a.gaps[a.at10]["reinit"], test_examples=a.n_test, binomial_se=a.binomial_se["reinit"], details=details),
-        Claim.judged(
-            "lottery.random_mask_loss_10pct", NAME,
-            f"{where}, a random mask with the ticket's per-layer weight counts on the original initialization loses "
-            f"test accuracy: ticket − random-mask, in percentage points, paired by seed (> 0). With the reinit "
-            f"claim: the ticket beats both controls.", paper["random_mask_loss_10pct"], a.gaps[a.at10]["random"],
-            test_examples=a.n_test, binomial_se=a.binomial_se["random"], details=details),
-    ]
+    measured = {  # claim -> (the network the ticket is compared with, the paired difference, the statement's rest)
+        "ticket_vs_dense_10pct": ("dense", a.dense_gap, (
+            "the winning ticket's final test accuracy is within 1.15 pp of the dense network's: dense − ticket, in "
+            "percentage points, paired by seed, is below 1.15. A bound on what pruning costs: a ticket more accurate "
+            "than the dense network (a negative gap) satisfies it.")),
+        "reinit_loss_10pct": ("reinit", a.gaps[a.at10]["reinit"], (
+            "randomly reinitializing the winning ticket's sparse structure loses test accuracy: ticket − reinit, in "
+            "percentage points, paired by seed (> 0).")),
+        "random_mask_loss_10pct": ("random", a.gaps[a.at10]["random"], (
+            "a random mask with the ticket's per-layer weight counts on the original initialization loses test "
+            "accuracy: ticket − random-mask, in percentage points, paired by seed (> 0). With the reinit claim: the "
+            "ticket beats both controls.")),
+    }
+    return [Claim.judged(f"lottery.{key}", NAME, f"{where}, {rest}", paper[key], ci, test_examples=a.n_test,
+                         binomial_se=a.binomial_se[other], details=details)
+            for key, (other, ci, rest) in measured.items()]
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -334,16 +307,11 @@ def claims(a: LotteryAnalysis, config: LotteryConfig, paper: dict[str, Published
 _cell = functools.partial(common.ci_text, digits=3)
 
 
-def _direction(difference: float) -> str:
-    return "above" if difference > 0 else "below" if difference < 0 else "level with"
-
-
 def render(a: LotteryAnalysis, claims: list[Claim], config: LotteryConfig) -> list[Section]:
     early = dict(zip(a.table.axis, a.table.mean("early_stopping_pct")))
-    early_table = common.table(
-        ["level", "remaining %", "ticket", "reinit", "random-mask"],
-        [[level, common.fmt(100 * a.remaining[level], 3)] + [common.fmt(early[(level, net)], 3) for net in NETWORKS]
-         for level in a.levels])
+    early_table = common.table(["level", "remaining %", "ticket", "reinit", "random-mask"], [
+        [level, common.fmt(100 * a.remaining[level], 3)] + [common.fmt(early[(level, net)], 3) for net in NETWORKS]
+        for level in a.levels])
     text = (f"Layer-wise iterative magnitude pruning with rewinding to the original initialization: per round, "
             f"{100 * config.prune_fraction:g}% of each hidden layer's remaining weights and "
             f"{100 * config.output_prune_fraction:g}% of the output layer's are removed. Accuracies are final test "
@@ -352,11 +320,9 @@ def render(a: LotteryAnalysis, claims: list[Claim], config: LotteryConfig) -> li
             f"{_level_table(a)}\n\nTest accuracy at each network's early-stopping point (the evaluation of minimum "
             f"test loss; mean over seeds, %; dense: {common.fmt(early[DENSE], 3)}):\n\n{early_table}\n\n"
             f"{_reading(a)}\n\n")
-    if a.max_abs_pruned == 0.0:
-        text += "Every pruned weight was exactly 0.0 after training, in every trained network (checked). "
-    else:
-        text += (f"WARNING: a pruned weight was nonzero after training (largest |w| over pruned weights: "
-                 f"{common.fmt(a.max_abs_pruned, 3)}). ")
+    text += ("Every pruned weight was exactly 0.0 after training, in every trained network (checked). "
+             if a.max_abs_pruned == 0.0 else "WARNING: a pruned weight was nonzero after training (largest |w| over "
+             f"pruned weights: {common.fmt(a.max_abs_pruned, 3)}). ")
     text += f"Diverged trainings (left out): {'; '.join(a.diverged)}." if a.diverged else "No training diverged."
     return [Section(TITLE, text, [("lottery_accuracy_vs_remaining", _accuracy_figure(a))], claims)]
 
@@ -373,26 +339,18 @@ def _level_table(a: LotteryAnalysis) -> str:
 
 
 def _reading(a: LotteryAnalysis) -> str:
-    at10, dense, gap = a.accuracy[a.at10], a.dense, a.dense_gap
-    pct10, pct_sparsest, first = 100 * a.remaining[a.at10], 100 * a.remaining[a.sparsest], a.levels[0]
+    """What the level table shows beyond the claims (at level ``at10``, below): where the ticket is
+    best, and whether its margin over the better control grows with sparsity."""
+    first, dense = a.levels[0], a.dense[0]
     best_level = max(a.levels, key=lambda level: a.accuracy[level]["ticket"][0])
     best, margin_first, beats = a.accuracy[best_level]["ticket"][0], a.margins[first][0], a.margins[a.sparsest]
-    return " ".join([
-        (f"The dense network reached {_cell(dense)}% test accuracy (n={dense.n} seeds). At {pct10:.1f}% of its "
-         f"prunable weights (level {a.at10}) the winning ticket reached {_cell(at10['ticket'])}%, "
-         f"{_direction(-gap[0])} the dense network by {common.fmt(abs(gap[0]), 3)} pp "
-         f"(dense − ticket = {_cell(gap)} pp; the paper: within 1.15 pp)."),
-        (f"With the same mask but a fresh initialization the network reached {_cell(at10['reinit'])}% "
-         f"(ticket − reinit = {_cell(a.gaps[a.at10]['reinit'])} pp; paper 2.80 pp), and a random mask with the same "
-         f"per-layer counts on the original initialization {_cell(at10['random'])}% (ticket − random = "
-         f"{_cell(a.gaps[a.at10]['random'])} pp)."),
-        (f"The most accurate ticket was at level {best_level} ({100 * a.remaining[best_level]:.1f}% remaining): "
-         f"{common.fmt(best, 3)}%, {_direction(best - dense[0])} the dense network's "
-         f"{common.fmt(dense[0], 3)}% by {common.fmt(abs(best - dense[0]), 3)} pp (means over seeds). The "
-         f"ticket's margin over the better of its two controls (per seed) was {common.fmt(margin_first, 3)} pp at the "
-         f"first pruning level ({100 * a.remaining[first]:.1f}% remaining) and {_cell(beats)} pp at the sparsest "
-         f"({pct_sparsest:.1f}%): {'larger' if beats[0] > margin_first else 'not larger'} at the sparsest level."),
-    ])
+    side = "above" if best > dense else "below" if best < dense else "level with"
+    return (f"The most accurate ticket was at level {best_level} ({100 * a.remaining[best_level]:.1f}% remaining): "
+            f"{common.fmt(best, 3)}%, {side} the dense network's {common.fmt(dense, 3)}% by "
+            f"{common.fmt(abs(best - dense), 3)} pp (means over seeds). The ticket's margin over the better of its two "
+            f"controls (per seed) was {common.fmt(margin_first, 3)} pp at the first pruning level "
+            f"({100 * a.remaining[first]:.1f}% remaining) and {_cell(beats)} pp at the sparsest "
+            f"({100 * a.remaining[a.sparsest]:.1f}%): {'larger' if beats[0] > margin_first else 'not larger'} there.")
 
 
 def _accuracy_figure(a: LotteryAnalysis):
@@ -401,20 +359,18 @@ def _accuracy_figure(a: LotteryAnalysis):
     from overparam.report.figures import n_label, new_figure
 
     fig, ax = new_figure(width=7.4, height=4.6)
-    colours = {"ticket": "tab:blue", "reinit": "tab:orange", "random": "tab:green", "dense": "0.3"}
-    markers = {"ticket": "o", "reinit": "s", "random": "^"}
     xs = np.array([100 * a.remaining[level] for level in a.levels])
-    for net in NETWORKS:
+    for net, colour, marker in zip(NETWORKS, ("tab:blue", "tab:orange", "tab:green"), "os^"):
         est, low, high = (np.array([a.accuracy[level][net][i] for level in a.levels]) for i in range(3))
-        ax.plot(xs, est, marker=markers[net], markersize=4.5, color=colours[net], zorder=3,
+        ax.plot(xs, est, marker=marker, markersize=4.5, color=colour, zorder=3,
                 label=f"{LABELS[net]} ({n_label([a.accuracy[level][net].n for level in a.levels])}, 95% CI)")
         band = ~(np.isnan(low) | np.isnan(high))
         if band.any():
-            ax.fill_between(xs[band], low[band], high[band], color=colours[net], alpha=0.18, linewidth=0, zorder=2)
-    ax.axhline(a.dense[0], color=colours["dense"], linestyle="--", linewidth=1.2, zorder=1,
+            ax.fill_between(xs[band], low[band], high[band], color=colour, alpha=0.18, linewidth=0, zorder=2)
+    ax.axhline(a.dense[0], color="0.3", linestyle="--", linewidth=1.2, zorder=1,
                label=f"dense, 100% of weights ({n_label(a.dense.n)}, 95% CI)")
     if a.dense.decided:
-        ax.axhspan(a.dense[1], a.dense[2], color=colours["dense"], alpha=0.12, linewidth=0, zorder=0)
+        ax.axhspan(a.dense[1], a.dense[2], color="0.3", alpha=0.12, linewidth=0, zorder=0)
     at10 = 100 * a.remaining[a.at10]
     ax.axvline(at10, color="0.5", linestyle=":", linewidth=1)
     ax.annotate(f"claims at {at10:.1f}%", (at10, 0.98), xycoords=("data", "axes fraction"), xytext=(-4, 0),
@@ -424,9 +380,8 @@ def _accuracy_figure(a: LotteryAnalysis):
     ax.set_xticks(xs if len(xs) <= 8 else xs[::2])
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("weights remaining (% of prunable weights, log scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("test accuracy vs fraction of weights remaining")
+    ax.set(xlabel="weights remaining (% of prunable weights, log scale)", ylabel="test accuracy (%)",
+           title="test accuracy vs fraction of weights remaining")
     ax.legend(fontsize=8, frameon=False, loc="best")
     return fig
 

@@ -1,57 +1,30 @@
 """``lr_eos``: the learning rate, the sharpness it allows, and the edge of stability.
 
-Two parts, selected by ``parts`` (grid points carry ``kind: "lr"`` or ``kind: "eos"``).
+Two parts, selected by ``parts`` (grid points carry ``kind: "lr"`` or ``kind: "eos"``). Claims ``lr_eos.<id>``,
+stated in :func:`claims` with sources in ``PAPER_CLAIMS`` (the seed is the unit, n = seeds): (a)
+``sharpness_vs_test_error``, ``sharpness_falls_with_lr``; (b) ``eos_ratio``, ``eos_loss_decreases``.
 
-(a) Learning-rate sweep (``kind: "lr"``). SGD (momentum 0 in every preset) at one batch size and one
-epoch budget, one run per (η, seed); all seeds share the data (``data.seed``), so the runs of
-every η and seed train together as one batched model (:func:`common.batch_key` lets LRs differ).
-At the end: λ_max, the top eigenvalue of the Hessian of the mean training loss over a fixed
-subset of ``sharpness_examples`` training examples (cold-start Lanczos, 'residual' criterion,
-tol 1e-3, at most 32 HVPs), and the test error 1 − test accuracy. Claims:
+(a) Learning-rate sweep. SGD (momentum 0 in every preset) at one batch size and one epoch budget, one run per
+(η, seed); all seeds share the data (``data.seed``), so every η and seed trains in one batched model
+(:func:`common.batch_key` lets LRs differ). At the end: λ_max, the top eigenvalue of the Hessian of the mean
+training loss over a fixed subset of ``sharpness_examples`` training examples (cold-start Lanczos, 'residual'
+criterion, tol 1e-3, at most 32 HVPs), and the test error 1 − test accuracy. A step of size η on a quadratic is
+stable only while η·λ_max < 2, so a larger η can only settle where λ_max < 2/η (Cohen et al. 2021; Jastrzębski et
+al. 2020 for SGD). Flat-minima arguments (Hochreiter & Schmidhuber 1997; Keskar et al. 2017) predict a Spearman
+ρ(λ_max, test error) > 0; the paper reports ρ = −0.89.
 
-- ``lr_eos.sharpness_vs_test_error``: Spearman ρ(λ_max, test error) over all runs, seeds as
-  clusters (jackknife over seeds, n = seeds). Sign convention: ρ < 0 means the *sharper* final
-  minima have the *lower* test error, the sign of the paper's reported ρ = −0.89 (the magnitude
-  is checked against it); flat-minima arguments (Hochreiter & Schmidhuber 1997; Keskar et al.
-  2017) predict ρ > 0.
-- ``lr_eos.sharpness_falls_with_lr``: λ_max falls from the smallest to the largest η (the change,
-  paired by seed, < 0) without rising between neighbouring η. A step of size η on a quadratic is stable
-  only while η·λ_max < 2, so a larger η can only settle where λ_max < 2/η (Cohen et al. 2021;
-  Jastrzębski et al. 2020 for SGD).
-
-(b) Edge of stability (``kind: "eos"``; Cohen, Kaur, Li, Kolter & Talwalkar 2021). Full-batch
-gradient descent (``optimizer: gd``, no momentum, constant η) with the MSE loss on a small
-training set, one run per (η, seed). Every ``track_every`` steps a train callback measures
-λ_max(θ_s) of the full training loss (the loss GD descends) by Lanczos warm-started from the
-previous top eigenvector, 'residual' criterion with tolerance ``track_tol`` and at most
-``track_max_hvps`` HVPs (see :class:`SharpnessTracker` for the cost and the accuracy measured
-against a cold 32-step Lanczos). The run stores the trajectories as curves: ``sharpness``
-(step, λ_max) and the loop's ``batch_loss``, the full-batch training loss L(θ_t) of every step.
-From them (:func:`edge_statistics`):
-
-- onset s*: the first measured step at which η·λ_max crosses 2·``eos_onset`` from below (default
-  0.9, i.e. λ_max comes within 10% of 2/η); the run *reached the edge* if s* exists and leaves at least
-  ``eos_min_late_fraction`` of the steps after it (else progressive sharpening was too slow for
-  the budget, and the run is reported but left out of the claim);
-- late-phase ratio: the mean of η·λ_max over the measurements at steps ≥ s*;
-- hovering fraction: the share of those measurements with λ_max > (2/η)(1 − ``eos_band``);
-- loss trend: the mean loss over the last tenth of the late phase divided by the mean over its
-  first tenth (< 1: the loss still decreases), and the share of late steps whose loss rose
-  (> 0: it decreases non-monotonically, as Cohen et al. describe).
-
-Claims, over the runs that reached the edge with the seed as the unit (a seed's runs share its
-initialization and the data: per seed the mean over its η, then over seeds, n = seeds).
-``lr_eos.eos_ratio``: the late-phase η·λ_max lies within 2(1 ± ``eos_ratio_tolerance``)
-(default [1.8, 2.2]; t-interval). Cohen et al. report that the sharpness "hovers right at, or
-just above" 2/η; the late-phase mean also contains the approach from the onset at 0.9·2/η, so
-±10% allows that approach and a small overshoot, while a sharpness that is merely bounded or one
-that keeps rising past it fails. ``lr_eos.eos_loss_decreases``: the late-phase loss ratio < 1
-(geometric means; log-t interval).
+(b) Edge of stability (Cohen, Kaur, Li, Kolter & Talwalkar 2021). Full-batch GD (``optimizer: gd``, no momentum,
+constant η) with the MSE loss on a small training set, one run per (η, seed). Every ``track_every`` steps a
+:class:`SharpnessTracker` measures λ_max(θ_s) of the full training loss. The run stores the curves ``sharpness``
+(step, λ_max) and ``batch_loss`` (L(θ_t) of every step); :func:`edge_statistics` defines from them the onset,
+whether the edge was reached, and the late-phase statistics; the claims use the runs that reached the edge. The
+``eos_ratio`` band is 2(1 ± ``eos_ratio_tolerance``), default [1.8, 2.2]: λ_max "hovers right at, or just above" 2/η
+(Cohen et al.), and the late-phase mean also contains the approach from the onset at 0.9·2/η; ±10% allows that and
+a small overshoot, while a sharpness that is merely bounded, or keeps rising past it, fails.
 
 Cost: (a) the training of len(lrs)·seeds runs in one batched model plus ~10-32 HVPs per run on
-``sharpness_examples`` examples; (b) per run, ``steps`` full-batch gradients plus
-steps/track_every Lanczos runs of ~3-11 HVPs each over the whole training set (on the quick
-preset a quarter of the runs' time: 32 s of 130 s, measured).
+``sharpness_examples`` examples; (b) per run, ``steps`` full-batch gradients plus steps/track_every Lanczos runs
+of ~3-11 HVPs each over the whole training set (on the quick preset a quarter of the runs' time: 32 s of 130 s).
 """
 
 from __future__ import annotations
@@ -109,24 +82,19 @@ class LrEosConfig:
         parts = as_tuple(self.parts)  # a single value from --set (parts=lr, eos_lrs=0.5): a one-element tuple
         if not parts or len(set(parts)) != len(parts):
             raise ConfigError(f"parts must be a non-empty list without repeats of {list(PARTS)}, got {self.parts!r}")
-        for part in parts:
-            if part not in PARTS:
-                raise choice_error("part", part, PARTS)
+        if any(part not in PARTS for part in parts):
+            raise choice_error("part", next(part for part in parts if part not in PARTS), PARTS)
         object.__setattr__(self, "parts", parts)
         object.__setattr__(self, "lrs", check_numbers("lrs", self.lrs, at_least=2, minimum=0.0, open_low=True))
         object.__setattr__(self, "eos_lrs", check_numbers("eos_lrs", self.eos_lrs, minimum=0.0, open_low=True))
-        check_positive_int("seeds", self.seeds)
-        check_positive_int("eos_seeds", self.eos_seeds)
-        check_positive_int("sharpness_examples", self.sharpness_examples, minimum=2)
-        check_positive_int("track_every", self.track_every)
-        check_positive_int("track_max_hvps", self.track_max_hvps, minimum=2)
+        for name, minimum in (("seeds", 1), ("eos_seeds", 1), ("sharpness_examples", 2), ("track_every", 1),
+                              ("track_max_hvps", 2)):
+            check_positive_int(name, getattr(self, name), minimum)
         for name in ("track_tol", "eos_onset", "eos_band", "eos_min_late_fraction", "eos_ratio_tolerance"):
             check_number(name, getattr(self, name), minimum=0.0, maximum=1.0, open_low=True,
                          open_high=name != "eos_onset")
-        for name in ("train", "eos_train"):
-            section = getattr(self, name)
-            if not isinstance(section, dict) or "lr" in section:
-                which = "lrs" if name == "train" else "eos_lrs"
+        for name, which in (("train", "lrs"), ("eos_train", "eos_lrs")):
+            if not isinstance(section := getattr(self, name), dict) or "lr" in section:
                 raise ConfigError(f"set the learning rates with the study's {which!r} list, not {name}.lr; "
                                   f"got {name}={section!r}")
         sweep = RunConfig.from_dict({"data": self.data, "model": self.model, "train": {**self.train, "lr": 1.0}}).train
@@ -160,9 +128,8 @@ def grid(config: LrEosConfig) -> list[RunSpec]:
                   for lr in config.lrs for seed in range(config.seeds)]
     if "eos" in config.parts:
         tracking = {"every": config.track_every, "tol": config.track_tol, "max_hvps": config.track_max_hvps}
-        specs += [common.spec(NAME, common.run_config(config.eos_data, config.eos_model,
-                                                      {**config.eos_train, "lr": lr}, seed),
-                              kind="eos", tracking=tracking)
+        specs += [common.spec(NAME, common.run_config(config.eos_data, config.eos_model, {**config.eos_train, "lr": lr},
+                                                      seed), kind="eos", tracking=tracking)
                   for lr in config.eos_lrs for seed in range(config.eos_seeds)]
     common.validate_specs(specs)
     return specs
@@ -187,11 +154,10 @@ class SharpnessTracker:
 
     Each call runs :func:`overparam.measures.hessian_eigenvalues` (k=1, 'residual' criterion:
     stop once ||H y − θ y|| <= tol·θ, a rigorous bound on the distance to *an* eigenvalue) and
-    appends (step, λ_max) to ``points``. The warm start is what makes tracking cheap: on the
-    quick preset a measurement takes 3-11 HVPs (mean per run), and in a check along one quick-preset
-    run at the edge (η = 0.65, every 25 steps) its values stayed within 0.5% of a cold 32-step
-    Lanczos (worst where λ_2/λ_1 ≈ 0.995), while the 'gap' criterion with a warm start stopped
-    after 2 steps and was up to 14% low.
+    appends (step, λ_max) to ``points``. The warm start makes tracking cheap: on the quick preset a
+    measurement takes 3-11 HVPs (mean per run), and along one quick-preset run at the edge (η = 0.65,
+    every 25 steps) its values stayed within 0.5% of a cold 32-step Lanczos (worst where
+    λ_2/λ_1 ≈ 0.995), while the 'gap' criterion with a warm start stopped after 2 steps, up to 14% low.
 
     Cost per call: one gradient graph over the n training examples plus at most ``max_hvps`` HVPs
     (each about one backward pass over n); memory 2·max_hvps·P for the Lanczos basis.
@@ -219,9 +185,8 @@ class SharpnessTracker:
 
 
 def _run_eos(spec: RunSpec, device: str | None) -> RunOutcome:
-    """One full-batch GD run with λ_max tracked along it: the curves ``sharpness`` (step, λ_max)
-    and the loop's ``batch_loss`` (at step s the full-batch loss before update s, L(θ_{s−1}))
-    are what the analysis reads; the metrics add the first and last λ_max and the tracking cost."""
+    """One full-batch GD run with λ_max tracked along it (the curve ``sharpness``, step and λ_max); the
+    metrics add the first and last λ_max and the tracking cost."""
     from overparam.config import RunConfig
     from overparam.run import run_one as train_run
     from overparam.train import Callback
@@ -230,21 +195,16 @@ def _run_eos(spec: RunSpec, device: str | None) -> RunOutcome:
     tracking = spec.params["tracking"]
     tracker = SharpnessTracker(tracking["tol"], tracking["max_hvps"], seed=spec.seed)
     record = train_run(config, device=device, callbacks=[Callback(tracker, every=tracking["every"])], quiet=True)
-    metrics = dict(record.metrics)
-    metrics.update(
-        sharpness_initial=tracker.points[0][1] if tracker.points else math.nan,
-        sharpness_final=tracker.points[-1][1] if tracker.points else math.nan,
-        tracking_hvps=tracker.hvps, tracking_s=tracker.seconds, tracking_unconverged=tracker.unconverged,
-        tracking_measurements=len(tracker.points),
-    )
-    curves = {**record.curves, "sharpness": list(tracker.points)}
-    return RunOutcome(record.status, metrics, curves, record.wall_time_s, record.provenance)
+    first, last = (tracker.points[i][1] if tracker.points else math.nan for i in (0, -1))
+    metrics = {**record.metrics, "sharpness_initial": first, "sharpness_final": last, "tracking_hvps": tracker.hvps,
+               "tracking_s": tracker.seconds, "tracking_unconverged": tracker.unconverged,
+               "tracking_measurements": len(tracker.points)}
+    return RunOutcome(record.status, metrics, {**record.curves, "sharpness": list(tracker.points)}, record.wall_time_s,
+                      record.provenance)
 
 
 def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
-    if spec.params["kind"] == "eos":
-        return _run_eos(spec, device)
-    return common.train_and_measure([spec], device, _measure_final_sharpness)[0]
+    return _run_eos(spec, device) if spec.params["kind"] == "eos" else run_batch([spec], device)[0]
 
 
 def run_batch(specs: list[RunSpec], device: str | None) -> list[RunOutcome]:
@@ -305,31 +265,15 @@ def edge_statistics(steps: list[int], sharpness: list[float], loss_by_step: list
         return EdgeStatistics(initial, False, onset_step, math.nan, math.nan, 0, math.nan, math.nan)
     late = ratios[steps_array >= onset_step]
     losses = np.asarray(loss_by_step[onset_step:total_steps], dtype=float)
-    if losses.size >= 2:
-        m = max(1, losses.size // 10)
-        loss_ratio = float(losses[-m:].mean() / losses[:m].mean())
-        increase_fraction = float(np.mean(np.diff(losses) > 0))
-    else:
-        loss_ratio = increase_fraction = math.nan
+    m, trend = max(1, losses.size // 10), losses.size >= 2  # fewer than 2 late losses: no trend
+    loss_ratio = float(losses[-m:].mean() / losses[:m].mean()) if trend else math.nan
+    increase_fraction = float(np.mean(np.diff(losses) > 0)) if trend else math.nan
     return EdgeStatistics(initial, True, onset_step, float(late.mean()), float(np.mean(late > 2 * (1 - band))),
                           int(late.size), loss_ratio, increase_fraction)
 
 
 def _lr(run: Run) -> float:
     return float(run.config.train.lr)
-
-
-def _eta(lr: float) -> str:
-    return f"{lr:g}"
-
-
-def _edge(run: Run, config: LrEosConfig) -> EdgeStatistics:
-    """The statistics of one part (b) run from its stored curves: ``sharpness`` (step, λ_max) and
-    ``batch_loss``, whose values in step order (steps 1..T) are L(θ_0), ..., L(θ_{T−1})."""
-    steps, sharpness = run.curve("sharpness")
-    _, losses = run.curve("batch_loss")
-    return edge_statistics(steps, sharpness, losses, _lr(run), run.config.train.steps, onset=config.eos_onset,
-                           band=config.eos_band, min_late_fraction=config.eos_min_late_fraction)
 
 
 # --- analysis ------------------------------------------------------------------------------------
@@ -373,10 +317,6 @@ class EdgeAnalysis:
     # measurements, "tracking_measurements", of which "tracking_unconverged" missed the Lanczos tolerance
     cost: dict[str, float]
 
-    @property
-    def reached_lrs(self) -> list[float]:
-        return sorted({_lr(r) for r in self.reached})
-
 
 @dataclass
 class LrEosAnalysis:
@@ -394,23 +334,17 @@ def _analyze_sweep(done: list[Run]) -> SweepAnalysis | None:
     if not done:
         return None
     table = SeedTable(done, _lr)
-    unconverged = sum(not r.metrics.get("lambda_max_converged", True) for r in done)
     return SweepAnalysis(table, {m: table.cis(m) for m in SWEEP_METRICS}, correlation(done, "lambda_max", "test_error"),
-                         table.trend("lambda_max"), unconverged)
-
-
-def _per_seed(table: SeedTable, get, *, geometric: bool = False) -> np.ndarray:
-    """One value per seed: the mean (geometric with ``geometric``) of ``get(run)`` over the seed's
-    runs where it is finite (the runs at the edge); NaN for a seed without any."""
-    values = table[get]
-    with quiet():
-        return np.exp(np.nanmean(np.log(values), axis=1)) if geometric else np.nanmean(values, axis=1)
+                         table.trend("lambda_max"), sum(not r.metrics.get("lambda_max_converged", True) for r in done))
 
 
 def _analyze_edge(done: list[Run], config: LrEosConfig) -> EdgeAnalysis | None:
     if not done:
         return None
-    stats = {r.key: _edge(r, config) for r in done}
+    # the curve batch_loss at steps 1..T holds L(θ_0), ..., L(θ_{T−1})
+    stats = {r.key: edge_statistics(*r.curve("sharpness"), r.curve("batch_loss")[1], _lr(r), r.config.train.steps,
+                                    onset=config.eos_onset, band=config.eos_band,
+                                    min_late_fraction=config.eos_min_late_fraction) for r in done}
     table = SeedTable(done, _lr)
 
     def column(get):
@@ -423,8 +357,10 @@ def _analyze_edge(done: list[Run], config: LrEosConfig) -> EdgeAnalysis | None:
     cost = {m: float(np.nansum([r.metric(m) for r in done]))
             for m in ("tracking_s", "tracking_measurements", "tracking_unconverged")}
     cost["wall_time_s"] = float(np.nansum([r.wall_time_s for r in done]))
-    late = mean_ci(_per_seed(table, lambda r: stats[r.key].late_ratio))
-    loss = _per_seed(table, lambda r: stats[r.key].loss_ratio, geometric=True)
+    # per seed the mean (for the loss ratio geometric) over its runs at the edge, NaN for a seed without any
+    with quiet():
+        late = mean_ci(np.nanmean(table[lambda r: stats[r.key].late_ratio], axis=1))
+        loss = np.exp(np.nanmean(np.log(table[lambda r: stats[r.key].loss_ratio]), axis=1))
     return EdgeAnalysis(table, stats, [r for r in done if stats[r.key].reached], late,
                         paired_ratio(loss, np.ones_like(loss)),  # against 1: the log-t interval of the seeds' ratios
                         columns, table.counts(lambda r: 1.0 if stats[r.key].reached else None), cost)
@@ -474,9 +410,9 @@ def _sweep_claims(s: SweepAnalysis) -> list[Claim]:
 
 
 def _basis(e: EdgeAnalysis) -> str:
-    missing = [lr for lr in e.table.axis if lr not in e.reached_lrs]
+    missing = [lr for lr, count in zip(e.table.axis, e.reached_counts) if not count]
     return (f"over the {len(e.reached)} of {len(e.stats)} runs that reached the edge"
-            + (f" (η = {', '.join(_eta(lr) for lr in missing)} never did within the budget)" if missing else ""))
+            + (f" (η = {', '.join(map('{:g}'.format, missing))} never did within the budget)" if missing else ""))
 
 
 def _edge_claims(e: EdgeAnalysis, config: LrEosConfig) -> list[Claim]:
@@ -496,7 +432,7 @@ def _edge_claims(e: EdgeAnalysis, config: LrEosConfig) -> list[Claim]:
     ]
 
 
-# --- report: (a) the learning-rate sweep ----------------------------------------------------------
+# --- report: (a) the learning-rate sweep, (b) the edge of stability --------------------------------
 
 
 def render(a: LrEosAnalysis, claims: list[Claim], config: LrEosConfig) -> list[Section]:
@@ -505,12 +441,10 @@ def render(a: LrEosAnalysis, claims: list[Claim], config: LrEosConfig) -> list[S
 
 
 def _sweep_section(s: SweepAnalysis, claims: list[Claim], config: LrEosConfig) -> Section:
-    cis = s.cis
     table = common.table(
         ["η", "n", "test error", "λ_max", "η·λ_max", "2/η", "final train loss"],
-        [[_eta(lr), count, common.ci_text(cis["test_error"][j], 3), common.ci_text(cis["lambda_max"][j], 3),
-          common.ci_text(cis["lr_times_lambda_max"][j], 3), common.fmt(2 / lr, 3),
-          common.ci_text(cis["train_loss"][j], 3)]
+        [[f"{lr:g}", count, *(common.ci_text(s.cis[m][j], 3) for m in SWEEP_METRICS[:3]), common.fmt(2 / lr, 3),
+          common.ci_text(s.cis["train_loss"][j], 3)]
          for j, (lr, count) in enumerate(zip(s.table.axis, s.table.n_runs()))])
     train = config.train
     text = (f"Plain SGD (momentum {train.get('momentum', 0.0)}), batch {train.get('batch_size')}, "
@@ -524,24 +458,19 @@ def _sweep_reading(s: SweepAnalysis) -> str:
     lrs, n_runs = s.table.axis, sum(s.table.n_runs())
     lam, err, ratio = ([c[0] for c in s.cis[m]] for m in ("lambda_max", "test_error", "lr_times_lambda_max"))
     peak, best = lrs[int(np.argmax(lam))], lrs[int(np.argmin(err))]
-    above = [lr for lr, r in zip(lrs, ratio) if r > 2]
+    above = [f"{lr:g}" for lr, r in zip(lrs, ratio) if r > 2]
     return (
-        f"Spearman ρ(λ_max, test error) = {common.ci_text(s.rho, 3)} over {n_runs} runs (interval: jackknife over "
-        f"the {s.rho.n} seeds; the paper reports −0.89). From the smallest to the largest η, λ_max changes by "
-        f"{common.ci_text(s.falls, 3)}; its largest rise between neighbouring η is "
-        f"{common.ci_text(s.falls.against, 3)} (t per step, Bonferroni over the {len(lrs) - 1} steps; above 0: "
-        f"λ_max turns). The sharpest mean λ_max is at η = {_eta(peak)}, the lowest test error at "
-        f"η = {_eta(best)}. "
-        + (f"λ_max is not monotone in η: it rises with η up to {_eta(peak)} (in a fixed budget a small step gets less "
-           f"far along progressive sharpening) and falls beyond it, where the 2/η ceiling and the shrinking "
-           f"cross-entropy loss pull it down. " if min(lrs) < peak < max(lrs) else "")
-        + (f"Mean η·λ_max exceeds 2 at η = {', '.join(_eta(lr) for lr in above)}. " if above else
+        f"The lowest test error is at η = {best:g}, the sharpest mean λ_max at η = {peak:g}"
+        + (": λ_max is not monotone in η, it rises with η (in a fixed budget a small step gets less far along "
+           "progressive sharpening) and falls beyond, where the 2/η ceiling and the shrinking cross-entropy loss pull "
+           "it down. " if min(lrs) < peak < max(lrs) else ". ")
+        + (f"Mean η·λ_max exceeds 2 at η = {', '.join(above)}. " if above else
            "Every η ends with mean η·λ_max below 2 (inside the GD stability bound). ")
         + "Confounds, plainly: with one epoch budget for every η, the small-η runs are far from converged (see the "
         "final train loss), and their λ_max reflects how far progressive sharpening got, not a 2/η ceiling; with "
-        "cross-entropy the Hessian also shrinks as the margins grow, so the well-fitted large-η runs are flat "
-        "partly because their loss is near zero. The rank correlation therefore mixes the stability bound, "
-        "under-training and the loss level; it is not a controlled test of flatness → generalization."
+        "cross-entropy the Hessian also shrinks as the margins grow, so the well-fitted large-η runs are flat partly "
+        "because their loss is near zero. The rank correlation therefore mixes the stability bound, under-training "
+        "and the loss level; it is not a controlled test of flatness → generalization."
         + (f" {s.unconverged} of {n_runs} λ_max values did not meet the Lanczos tolerance within "
            f"{FINAL_MAX_HVPS} HVPs." if s.unconverged else ""))
 
@@ -554,17 +483,15 @@ def _sweep_figure(s: SweepAnalysis):
 
     fig, axes = new_figure(1, 3, width=16, height=4.6)
     lrs = np.asarray(s.table.axis, dtype=float)
-    ax = axes[0]
-    errorbar_cis(ax, lrs, s.cis["lambda_max"], "λ_max at the end", legend=False)
+    for ax, m, label, color, ylabel, title in (
+            (axes[0], "lambda_max", "λ_max at the end", None, "λ_max (top Hessian eigenvalue)", "final sharpness"),
+            (axes[1], "test_error", "test error", "tab:red", "test error (1 − accuracy)", "test error")):
+        errorbar_cis(ax, lrs, s.cis[m], label, color=color)
+        ax.set(xscale="log", yscale="log" if m == "lambda_max" else "linear", xlabel="learning rate η", ylabel=ylabel,
+               title=f"{title} vs learning rate")
     grid = np.geomspace(lrs.min(), lrs.max(), 50)
-    ax.plot(grid, 2 / grid, linestyle="--", color="0.4", label="2/η (GD stability bound)")
-    ax.set(xscale="log", yscale="log", xlabel="learning rate η", ylabel="λ_max (top Hessian eigenvalue)",
-           title="final sharpness vs learning rate")
-    ax.legend(fontsize=9, frameon=False)
-    ax = axes[1]
-    errorbar_cis(ax, lrs, s.cis["test_error"], "test error", color="tab:red")
-    ax.set(xscale="log", xlabel="learning rate η", ylabel="test error (1 − accuracy)",
-           title="test error vs learning rate")
+    axes[0].plot(grid, 2 / grid, linestyle="--", color="0.4", label="2/η (GD stability bound)")
+    axes[0].legend(fontsize=9, frameon=False)
     ax = axes[2]
     lam, err = s.table["lambda_max"], s.table["test_error"]
     keep = np.isfinite(lam) & np.isfinite(err)
@@ -578,15 +505,11 @@ def _sweep_figure(s: SweepAnalysis):
     return fig
 
 
-# --- report: (b) the edge of stability ------------------------------------------------------------
-
-
 def _edge_section(e: EdgeAnalysis, claims: list[Claim], config: LrEosConfig) -> Section:
     def cell(name, j, digits=3):
-        ci = e.columns[name][j]
-        return common.ci_text(ci, digits) if ci.n else "n/a"
+        return common.ci_text(e.columns[name][j], digits) if e.columns[name][j].n else "n/a"
 
-    rows = [[_eta(lr), common.fmt(2 / lr, 3), f"{e.reached_counts[j]}/{n}", cell("initial_ratio", j),
+    rows = [[f"{lr:g}", common.fmt(2 / lr, 3), f"{e.reached_counts[j]}/{n}", cell("initial_ratio", j),
              cell("onset_step", j, 4), *(cell(name, j) for name in LATE), cell("final_ratio", j)]
             for j, (lr, n) in enumerate(zip(e.table.axis, e.table.n_runs()))]
     table = common.table(["η", "2/η", "reached edge", "η·λ_max at step 0", "onset step s*", "late η·λ_max",
@@ -596,29 +519,25 @@ def _edge_section(e: EdgeAnalysis, claims: list[Claim], config: LrEosConfig) -> 
             f"{config.eos_data.get('name')} (n_train={config.eos_data.get('n_train')}), model {config.eos_model}; "
             f"λ_max of the full training loss every {config.track_every} steps. Onset s*: the first measurement at "
             f"which η·λ_max crosses {2 * config.eos_onset:g} from below; the edge counts as reached when the late "
-            f"phase spans at least {config.eos_min_late_fraction:.0%} of the steps. Per η, mean with a 95% t-interval: "
-            f"the onset and late-phase columns over the seeds that reached the edge, the others over all seeds."
-            f"\n\n{table}\n\n{_edge_reading(e, config)}")
+            f"phase spans at least {config.eos_min_late_fraction:.0%} of the steps (runs that did not, progressive "
+            f"sharpening too slow for the budget, are in the table and out of the claims). Per η, mean with a 95% "
+            f"t-interval: the onset and late-phase columns over the seeds that reached the edge, the others over all "
+            f"seeds.\n\n{table}\n\n{_edge_reading(e, config)}")
     return Section(EDGE_TITLE, text, [("lr_eos_sharpness", _edge_figure(e, config.eos_onset))], claims)
 
 
 def _edge_reading(e: EdgeAnalysis, config: LrEosConfig) -> str:
-    hover = [e.stats[r.key].hover_fraction for r in e.reached]
-    rises = [e.stats[r.key].loss_increase_fraction for r in e.reached]
+    late = [e.stats[r.key] for r in e.reached]
     started_high = [s.initial_ratio for s in e.stats.values() if s.initial_ratio >= 2 * config.eos_onset]
     return (
-        f"Late-phase η·λ_max = {common.ci_text(e.late, 3)} and late loss ratio = {common.ci_text(e.trend, 3)} "
-        f"(t- and log-t intervals over n = {e.late.n} seeds) {_basis(e)}. "
-        + (f"In those runs λ_max was above (2/η)(1 − {config.eos_band:g}) at {np.mean(hover):.0%} of the late "
-           f"measurements on average, and the loss rose at {np.nanmean(rises):.0%} of the late steps (it falls "
-           f"overall only if the loss ratio is < 1). " if e.reached else "")
+        (f"In the runs at the edge λ_max was above (2/η)(1 − {config.eos_band:g}) at "
+         f"{np.mean([s.hover_fraction for s in late]):.0%} of the late measurements on average, and the loss rose at "
+         f"{np.nanmean([s.loss_increase_fraction for s in late]):.0%} of the late steps (it falls overall only if the "
+         f"loss ratio is < 1). " if e.reached else "")
         + (f"{len(started_high)} run(s) started at or above the onset threshold (η·λ_max up to "
            f"{max(started_high):.2f} at step 0); only a crossing from below counts as the onset, so for them it is "
            f"the return after λ_max first fell (the early drop every run shows in the figure, or a catapult when "
            f"η·λ_max > 2 at the start). " if started_high else "")
-        + (f"Runs that did not reach the edge within {config.eos_train.get('steps')} steps (progressive sharpening "
-           f"too slow for the budget) are in the table and left out of both claims. "
-           if len(e.reached) < len(e.stats) else "")
         + f"Each measurement is a warm-started Lanczos ({config.track_max_hvps} HVPs at most, residual tolerance "
         f"{config.track_tol:g}); {e.cost['tracking_unconverged']:.0f} of {e.cost['tracking_measurements']:.0f} missed "
         f"the tolerance. Sharpness tracking took {e.cost['tracking_s']:.1f} s of the {e.cost['wall_time_s']:.1f} s "
@@ -636,14 +555,13 @@ def _edge_figure(e: EdgeAnalysis, onset: float):
         for j, run in enumerate(runs):
             steps, sharpness = run.curve("sharpness")
             top.plot(steps, sharpness, color=colour, linewidth=1.1, alpha=0.85,
-                     label=f"η = {_eta(lr)} ({reached}/{len(runs)} reached the edge)" if j == 0 else None)
-            stats = e.stats[run.key]
-            if stats.reached:
+                     label=f"η = {lr:g} ({reached}/{len(runs)} reached the edge)" if j == 0 else None)
+            if (stats := e.stats[run.key]).reached:
                 top.plot([stats.onset_step], sharpness[steps == stats.onset_step], marker="o", color=colour,
                          markersize=4)
             _, losses = run.curve("batch_loss")
             bottom.plot(range(len(losses)), losses, color=colour, linewidth=0.8, alpha=0.85,
-                        label=f"η = {_eta(lr)}" if j == 0 else None)
+                        label=f"η = {lr:g}" if j == 0 else None)
         top.axhline(2 / lr, color=colour, linestyle="--", linewidth=1.0)
     top.set(xlabel="step", ylabel="λ_max (top Hessian eigenvalue)",
             title=f"Sharpness along full-batch GD (dashed: 2/η; dots: onset, η·λ_max first ≥ {2 * onset:g}; "

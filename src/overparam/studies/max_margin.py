@@ -14,40 +14,26 @@ and full-batch gradient descent from w_0 = 0 with a fixed step,
     w_{t+1} = w_t + (η/n) Zᵀ σ(−Z w_t),    η = lr_scale / β,    β = λ_max(XᵀX) / (4n),
 
 β being the smoothness of L (σ' ≤ 1/4); Soudry et al. need η < 2/β. The loop runs in float64
-numpy on the CPU (a (n, d) matrix-vector product per step; ~10 µs for n = 200, d = 10, where a
-GPU would only add launch latency), and the iterate is recorded at ``record_points`` log-spaced
-steps.
+numpy on the CPU (an (n, d) matrix-vector product per step, ~10 µs for n = 200, d = 10: a GPU
+would only add launch latency); the iterate is recorded at ``record_points`` log-spaced steps.
 
 Reference: the homogeneous hard-margin SVM ŵ = argmin ‖w‖² s.t. z_iᵀw ≥ 1
 (:func:`overparam.references.svm.hard_margin_svm`, exact active-set NNLS, KKT-checked), its
 margin γ* = 1/‖ŵ‖ and dual variables α.
 
-Theory (Soudry et al., for almost every dataset): w_t = ŵ log t + ρ_t with ρ_t
-bounded, so
-
-- the direction converges: angle(w_t, ŵ) → 0 like 1/log t, and the normalized margin
-  γ_t = min_i z_iᵀw_t/‖w_t‖ → γ* with a gap of order 1/log t;
-- ‖w_t‖ grows like ‖ŵ‖ log t, and the loss falls like 1/t (so the loss converges
-  exponentially faster, in log t, than the direction);
-- when the support vectors span R^d, ρ_t → w̃ with z_iᵀw̃ = log(η / (n α_i)) on every support
-  vector (matching GD's increment ŵ/t with (η/n) Σ_SV z_i exp(−z_iᵀ w_t)), which predicts the
-  asymptotic angle curve angle(ŵ log t + w̃, ŵ) with no free parameter. Examples whose margin is
-  1 + δ (δ small: near-support vectors) pull on w_t with a weight that fades only like t^(−δ),
-  so the asymptotic regime needs log t ≫ 1/δ: the table reports δ_min per seed.
+Theory (Soudry et al., for almost every dataset): w_t = ŵ log t + ρ_t with ρ_t bounded, whence
+``PAPER_CLAIMS``: the angle to ŵ and the gap of the normalized margin γ_t = min_i z_iᵀw_t/‖w_t‖
+to γ* shrink like 1/log t, ‖w_t‖ grows like ‖ŵ‖ log t, the loss falls like 1/t. When the support
+vectors span R^d, ρ_t → w̃ with z_iᵀw̃ = log(η / (n α_i)) on every support vector (matching GD's
+increment ŵ/t with (η/n) Σ_SV z_i exp(−z_iᵀ w_t)): the asymptote ŵ log t + w̃ predicts the angle
+curve with no free parameter (near-support vectors, margin 1 + δ, delay this until log t ≫ 1/δ).
 
 "1/log t" is only defined up to the unit of time (η, or the 1/n of the mean, rescales t and
-shifts log t), so the rate is tested in the shift-free form "1/angle is affine in log t": the
-slope of 1/angle against log t over the second half of the late phase divided by that over its
-first half is 1 for angle = c/(log t + t_0) (over the two decades before T = 10⁵, a power law
-t^(−0.1) gives ≈ 1.26, (log t)^(−2) ≈ 1.3 and (log t)^(−1/2) ≈ 0.88). The late phase is the last
-``late_decades`` decades of steps.
+shifts log t), so the rate is tested shift-free, as "1/angle is affine in log t" (the claim
+``angle_inverse_log``; (log t)^(−1/2) would give a slope ratio ≈ 0.88 there).
 
-Claims (:func:`paper_claims`; the tests in :func:`_statements`): the final angle to ŵ is small,
-and smaller than to the planted separator; 1/angle is affine in log t and rises at the
-asymptote's rate; the normalized margin nears γ*; the loss falls like 1/t, much faster than the
-angle; ‖w_t‖ grows like ‖ŵ‖ log t. The bands around the theory's values are the constants below,
-fixed before the first run. Statistics are per seed (= dataset): means over seeds with Student-t
-intervals, the planted/SVM angle ratio as the geometric mean of per-seed ratios (log-t).
+Claims: :func:`paper_claims` (the theory's values, with bands fixed before the first run) and
+:func:`_statements` (the tests). Statistics are per seed (= dataset), summarized over seeds.
 """
 
 from __future__ import annotations
@@ -106,14 +92,13 @@ class MaxMarginConfig:
         for name, minimum in (("n_train", 2), ("dim", 2), ("steps", 10), ("record_points", 10), ("seeds", 1)):
             check_positive_int(name, getattr(self, name), minimum=minimum)
         check_number("margin (the separable source's range)", self.margin, minimum=0.0, maximum=MAX_MARGIN)
-        check_number("lr_scale (GD on the logistic loss needs η < 2/β)", self.lr_scale, minimum=0.0, maximum=2.0,
-                     open_low=True, open_high=True)
-        check_number("angle_threshold (radians)", self.angle_threshold, minimum=0.0, maximum=math.pi / 2,
-                     open_low=True)
-        check_number("margin_threshold (a fraction of the SVM margin)", self.margin_threshold, minimum=0.0,
-                     maximum=1.0, open_low=True, open_high=True)
-        check_number(f"late_decades (decades of the {self.steps} steps)", self.late_decades, minimum=0.0,
-                     maximum=math.log10(self.steps), open_low=True)
+        for what, value, maximum, open_high in (  # each in (0, maximum] or (0, maximum)
+            ("lr_scale (GD on the logistic loss needs η < 2/β)", self.lr_scale, 2.0, True),
+            ("angle_threshold (radians)", self.angle_threshold, math.pi / 2, False),
+            ("margin_threshold (a fraction of the SVM margin)", self.margin_threshold, 1.0, True),
+            (f"late_decades (decades of the {self.steps} steps)", self.late_decades, math.log10(self.steps), False),
+        ):
+            check_number(what, value, minimum=0.0, maximum=maximum, open_low=True, open_high=open_high)
         recorded = np.asarray(record_steps(self.steps, self.record_points))
         start, middle = _late_split(self.steps, self.late_decades)
         first, second = ((recorded >= start) & (recorded <= middle)).sum(), (recorded >= middle).sum()
@@ -149,16 +134,12 @@ def logistic_gd(z: np.ndarray, lr: float, steps: int, record: list[int]) -> np.n
 
     n, d = z.shape
     zt, step = z.T.copy(), lr / n
-    w = np.zeros(d)
-    out = np.empty((len(record), d))
-    k = 0
-    for t in range(1, steps + 1):
+    w, out, k = np.zeros(d), np.empty((len(record), d)), 0
+    for t in range(1, min(steps, record[-1]) + 1):  # record is sorted: its last step ends the loop
         w = w + step * (zt @ expit(-(z @ w)))
         if t == record[k]:
             out[k] = w
             k += 1
-            if k == len(record):
-                break
     return out
 
 
@@ -177,8 +158,7 @@ def asymptotic_offset(z: np.ndarray, alpha: np.ndarray, support: np.ndarray, lr:
     rows = z[support]
     if np.linalg.matrix_rank(rows) < d:
         return None
-    solution, *_ = np.linalg.lstsq(rows, np.log(lr / (n * alpha[support])), rcond=None)
-    return solution
+    return np.linalg.lstsq(rows, np.log(lr / (n * alpha[support])), rcond=None)[0]
 
 
 def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
@@ -223,9 +203,7 @@ def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
         "svm_kkt_residual": svm.kkt_residual, "asymptote_defined": offset is not None,
         "near_support_gap": float(others.min() - 1.0) if len(others) else math.nan,
         "planted_svm_angle": float(angles(planted[None, :], svm.direction)[0]),
-        "final_angle": float(curves["angle"][-1]), "final_angle_planted": float(curves["angle_planted"][-1]),
-        "final_margin_ratio": float(curves["margin_ratio"][-1]), "final_norm": float(norms[-1]),
-        "final_loss": float(curves["loss"][-1]),
+        **{f"final_{name}": float(values[-1]) for name, values in curves.items() if "theory" not in name},
     }
     stored = {name: list(zip(steps, map(float, values))) for name, values in curves.items()}
     return RunOutcome(status, metrics, stored, time.perf_counter() - start, provenance(torch.device("cpu")))
@@ -241,14 +219,10 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:  # LAYER CANDIDATE
 
 def late_statistics(steps: np.ndarray, curve: Mapping[str, np.ndarray], svm_norm: float,
                     late_decades: float) -> dict[str, float]:
-    """One seed's late-phase rates from its curves (``curve``: name -> values at ``steps``; steps t
-    in [T 10^-late_decades, T]): least-squares slopes of log angle on log log t and on log t, of
-    log loss on log t, of ‖w_t‖ on log t (divided by ‖ŵ‖ = ``svm_norm``), of log(1 − γ_t/γ*) on
-    log log t, the slope ratio of 1/angle on log t between the two halves of the late phase, the
-    fit 1/angle = (log t + t_0)/c, the final angle to the planted separator over that to ŵ, and,
-    where the theory's asymptote is given (``angle_theory``), the final angle over the
-    asymptote's and the slope of 1/angle on log t over the asymptote's (its rate 1/c, free of
-    the time shift t_0)."""
+    """One seed's late-phase statistics from its curves (``curve``: name -> values at ``steps``; late
+    phase: t in [T 10^-late_decades, T]): the least-squares slopes, ratios and fit 1/angle = (log t + t_0)/c
+    labelled in ``QUANTITIES`` (‖w_t‖'s slope in units of ‖ŵ‖ = ``svm_norm``; the asymptote's ratios NaN
+    without ``angle_theory``), and the final angle to the planted separator over that to ŵ."""
     t = np.asarray(steps, dtype=float)
     curve = {name: np.asarray(values, dtype=float) for name, values in curve.items()}
     start, middle = _late_split(int(t[-1]), late_decades)
@@ -307,8 +281,7 @@ QUANTITIES = (  # statistic, label, theory
 
 @dataclass
 class MaxMarginAnalysis:
-    """The runs of one configuration, one per seed (= dataset), in seed order; CIs are means over
-    seeds with 95% Student-t intervals."""
+    """The runs of one configuration, one per seed (= dataset), in seed order."""
 
     table: SeedTable  # the runs: seed x one column
     steps: np.ndarray  # (K,) the recorded GD steps t
@@ -317,8 +290,7 @@ class MaxMarginAnalysis:
     cis: dict[str, CI]  # QUANTITIES statistic -> mean over seeds; planted_over_svm_angle: paired ratio (log-t)
 
     def present(self, name: str) -> np.ndarray:
-        """The seeds' curves of ``name`` that were stored, (S', K) (the asymptote's only where the
-        support vectors span R^d)."""
+        """(S', K): the seeds that stored curve ``name`` (the asymptote's: where the SVs span R^d)."""
         values = self.curves[name]
         return values[np.isfinite(values).any(axis=1)]
 
@@ -390,29 +362,27 @@ def _statements(config: MaxMarginConfig) -> dict[str, tuple[str, str, str]]:
             "angle(w_T, w_p) / angle(w_T, ŵ) > 1 (geometric mean of the per-seed ratios).", "planted_over_svm_angle"),
         "angle_inverse_log": (
             "The angle to ŵ falls like 1/log t",
-            f"1/angle is affine in log t, i.e. the slope of 1/angle on log t over the second half of the late phase "
-            f"divided by the slope over the first half lies in [{CURVATURE_BAND[0]:g}, {CURVATURE_BAND[1]:g}] (1 for "
-            "c/(log t + t_0); over the two decades before T = 10⁵, t^(−0.1) gives ≈ 1.26 and (log t)^(−2) ≈ 1.3).",
+            "1/angle is affine in log t, i.e. the slope of 1/angle on log t over the second half of the late phase "
+            f"divided by the slope over the first half lies in {list(CURVATURE_BAND)} (1 for c/(log t + t_0); over "
+            "the two decades before T = 10⁵, t^(−0.1) gives ≈ 1.26 and (log t)^(−2) ≈ 1.3).",
             "inverse_angle_curvature"),
         "angle_rate_matches_theory": (
             "The angle falls at the rate of the theory's parameter-free asymptote ŵ log t + w̃ (z_iᵀw̃ = "
             "log(η/(n α_i)) on the support vectors)",
-            f"the late-phase slope of 1/angle on log t divided by the asymptote's lies in [{THEORY_BAND[0]:g}, "
-            f"{THEORY_BAND[1]:g}] (the slope is the coefficient of the 1/log t law, free of the time shift; seeds "
-            "whose support vectors do not span R^d have no prediction and are left out).", "theory_rate_ratio"),
+            f"the late-phase slope of 1/angle on log t divided by the asymptote's lies in {list(THEORY_BAND)} (the "
+            "slope is the coefficient of the 1/log t law, free of the time shift; seeds whose support vectors do not "
+            "span R^d have no prediction and are left out).", "theory_rate_ratio"),
         "margin_approaches_svm": (
             "The normalized margin approaches the SVM margin",
             f"γ_T/γ* = min_i y_i w_Tᵀx_i / (‖w_T‖ γ*) lies in [{config.margin_threshold:g}, 1].", "final_margin_ratio"),
-        "loss_rate": ("The training loss falls like 1/t",
-                      f"the late-phase log-log slope of L(w_t) vs t lies in [{LOSS_SLOPE_BAND[0]:g}, "
-                      f"{LOSS_SLOPE_BAND[1]:g}].", "loss_exponent_t"),
+        "loss_rate": ("The training loss falls like 1/t", "the late-phase log-log slope of L(w_t) vs t lies in "
+                      f"{list(LOSS_SLOPE_BAND)}.", "loss_exponent_t"),
         "angle_slower_than_loss": (
             "The direction converges far more slowly than the loss",
             f"the late-phase log-log slope of the angle vs t divided by that of the loss is < {SLOWER_THAN_LOSS:g} "
             "(theory: it tends to 0, as 1/log t against 1/t).", "angle_over_loss_exponent"),
-        "norm_log_rate": ("‖w_t‖ grows like ‖ŵ‖ log t",
-                          f"the late-phase slope of ‖w_t‖ on log t divided by ‖ŵ‖ lies in [{NORM_RATE_BAND[0]:g}, "
-                          f"{NORM_RATE_BAND[1]:g}].", "norm_rate"),
+        "norm_log_rate": ("‖w_t‖ grows like ‖ŵ‖ log t", "the late-phase slope of ‖w_t‖ on log t divided by ‖ŵ‖ lies "
+                          f"in {list(NORM_RATE_BAND)}.", "norm_rate"),
     }
 
 
@@ -420,18 +390,16 @@ def _statements(config: MaxMarginConfig) -> dict[str, tuple[str, str, str]]:
 
 
 def render(a: MaxMarginAnalysis, claims: list[Claim], config: MaxMarginConfig) -> list[Section]:
-    seed = a.table.seeds[0]
-    intro = (f"{len(a.table.seeds)} datasets (seeds) from the `separable` source: n = {config.n_train} examples in "
-             f"d = {config.dim}, planted margin {config.margin:g}, labels ±1. A linear model without bias trained by "
-             f"full-batch GD from w_0 = 0 on the mean logistic loss with the fixed step η = {config.lr_scale:g}/β "
-             f"(β = λ_max(XᵀX)/(4n), the loss's smoothness; seed {seed}: η = "
-             f"{common.fmt(float(a.per_seed['lr'][0]), 4)}), in float64, for T = {config.steps} steps, measured at "
+    intro = (f"{len(a.table.seeds)} datasets (seeds) from the `separable` source (n = {config.n_train} examples "
+             f"in d = {config.dim}, planted margin {config.margin:g}, labels ±1); a linear model without bias, "
+             f"full-batch GD from w_0 = 0 on the mean logistic loss, η = {config.lr_scale:g}/β with β = "
+             f"λ_max(XᵀX)/(4n) the loss's smoothness (seed {a.table.seeds[0]}: η = "
+             f"{common.fmt(float(a.per_seed['lr'][0]), 4)}), float64, T = {config.steps} steps, measured at "
              f"{len(a.steps)} log-spaced steps. ŵ is the homogeneous hard-margin SVM (exact, KKT-checked), γ* = 1/‖ŵ‖ "
-             "its margin, w_p the planted separator. The theory's asymptote w_t ≈ ŵ log t + w̃ (z_iᵀw̃ = log(η/(n α_i)) "
-             "on the support vectors) is defined when the support vectors span R^d. Late-phase rates are "
-             f"least-squares fits over t in [T·10^−{config.late_decades:g}, T], one per seed; CIs are 95% Student-t "
-             "intervals of the mean over seeds (the angle ratio: log-t interval of the per-seed ratios).")
-    parts = [intro, _table(a), "Per seed:", _seed_table(a), "**Reading.** " + _reading(a, claims, config)]
+             "its margin, w_p the planted separator; the asymptote ŵ log t + w̃ (z_iᵀw̃ = log(η/(n α_i)) on the "
+             "support vectors) exists when they span R^d. Late-phase rates are least-squares fits over t in "
+             f"[T·10^−{config.late_decades:g}, T], one per seed.")
+    parts = [intro, _table(a), "Per seed:", _seed_table(a), "**Reading.** " + _reading(a, config)]
     figures = [("max_margin_angle", _angle_figure(a, config)),
                ("max_margin_margin_and_loss", _margin_loss_figure(a, config)),
                ("max_margin_norm", _norm_figure(a, config))]
@@ -454,49 +422,20 @@ def _seed_table(a: MaxMarginAnalysis) -> str:
     return common.table(header, body)
 
 
-def _verdict_text(claim) -> str:
-    return claim.verdict.replace("_", " ")
-
-
-def _reading(a: MaxMarginAnalysis, claims: list[Claim], config: MaxMarginConfig) -> str:
-    c = {claim.id.split(".", 1)[1]: claim for claim in claims}
-    ci = a.cis
-
-    def text(name: str, digits: int = 3) -> str:
-        return common.ci_text(ci[name], digits)
-
-    delta = np.median(a.per_seed["near_support_gap"])
+def _reading(a: MaxMarginAnalysis, config: MaxMarginConfig) -> str:
+    delta = float(np.median(a.per_seed["near_support_gap"]))
     horizon = math.log(config.steps)
     return (
-        f"After {config.steps} steps the iterate points {text('final_angle')} rad away from the SVM direction "
-        f"({_verdict_text(c['final_angle'])} against {config.angle_threshold:g} rad), and "
-        f"{text('planted_over_svm_angle')} times closer to it than to the planted separator "
-        f"({_verdict_text(c['svm_not_planted'])}"
-        + ("; GD finds the max-margin direction, not merely some separator). " if c["svm_not_planted"].verdict ==
-           "reproduced" else "). ") +
-        f"The normalized margin reached {text('final_margin_ratio', 4)} of the SVM margin "
-        f"({_verdict_text(c['margin_approaches_svm'])}). Over the late phase the loss fell with a log-log slope "
-        f"vs t of {text('loss_exponent_t')} ({_verdict_text(c['loss_rate'])} against {list(LOSS_SLOPE_BAND)}), the "
-        f"angle "
-        f"with {text('angle_exponent_t')}, a ratio of {text('angle_over_loss_exponent')} "
-        f"({_verdict_text(c['angle_slower_than_loss'])} against < {SLOWER_THAN_LOSS:g}). Against log t the "
-        f"angle's local exponent is {text('angle_exponent_logt')} "
-        f"(the bare −1 holds only for t_0 = 0; fitted t_0 = {text('fit_t0')}), and the shift-free test, the ratio of "
-        f"the late to the early slope of 1/angle on log t, gave {text('inverse_angle_curvature')} "
-        f"({_verdict_text(c['angle_inverse_log'])}). Against the parameter-free asymptote ŵ log t + w̃, 1/angle "
-        f"rose at {text('theory_rate_ratio')} times the asymptote's rate "
-        f"({_verdict_text(c['angle_rate_matches_theory'])}), while the angle at T was {text('theory_ratio')} times "
-        f"the asymptote's (a level that also carries the time shift), and "
-        f"‖w_t‖ grew at {text('norm_rate')} × ‖ŵ‖ per unit log t ({_verdict_text(c['norm_log_rate'])}).\n\n"
-        f"How far this horizon is from the asymptotic regime: an example whose margin under ŵ is 1 + δ pulls on "
-        f"w_t with a weight that fades only like t^(−δ). The median over seeds of the smallest such δ is "
-        f"{common.fmt(float(delta), 3)}, so that pull fades by a factor T^(−δ) = "
-        f"{common.fmt(config.steps ** (-float(delta)), 3)} over the whole run (log T = {horizon:.3g}); until "
-        f"log t ≫ 1/δ such near-support vectors act as extra support vectors, which is the theory's own reason "
-        f"why rates measured at a finite horizon can differ from their limits. The rates are estimated over "
-        f"{config.late_decades:g} decades of t, i.e. over a factor "
-        f"{horizon / (horizon - config.late_decades * math.log(10)):.2g} in log t, which limits how sharply a "
-        f"1/log t law can be told apart from its neighbours."
+        "A small angle to ŵ with a larger one to w_p means GD finds the max-margin direction, not merely some "
+        "separator. A time shift t_0 bends the local exponents (the bare −1 against log t holds only for t_0 = 0; "
+        "the table gives the fitted t_0) and sets the angle's level at T against the asymptote, so the rate "
+        "claims use shift-free slopes.\n\nHow far this horizon is from the asymptotic regime: an example with "
+        "margin 1 + δ under ŵ pulls on w_t with a weight fading only like t^(−δ); for the median over seeds of the "
+        f"smallest δ, {common.fmt(delta, 3)}, that is T^(−δ) = {common.fmt(config.steps ** -delta, 3)} over the "
+        f"run (log T = {horizon:.3g}), so until log t ≫ 1/δ near-support vectors act as extra support vectors and "
+        f"finite-horizon rates can differ from their limits. The rates are fitted over {config.late_decades:g} "
+        f"decades of t, a factor {horizon / (horizon - config.late_decades * math.log(10)):.2g} in log t, which "
+        "limits how sharply a 1/log t law can be told apart from its neighbours."
     )
 
 
@@ -512,11 +451,21 @@ def _band(ax, steps: np.ndarray, curves: np.ndarray, label: str, color: str, *, 
     return cis[:, 0]
 
 
+def _finish(ax, title: str, ylabel: str, loc: str, *, fontsize: int = 8, late: tuple[float, float] | None = None,
+            xlabel: str = "gradient-descent step t (log scale)") -> None:
+    """Log x axis, labels and legend; shade the late phase ``late`` = (start, T) if given."""
+    if late:
+        ax.axvspan(*late, color="0.95", zorder=0, label="late phase")
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=fontsize, frameon=False, loc=loc)
+
+
 def _angle_figure(a: MaxMarginAnalysis, config: MaxMarginConfig):
-    """Left: the angle to ŵ (and to the planted separator) vs t, log-log; right: 1/angle vs t
-    with log x, where the 1/log t law is a straight line. The fit c/(log t + t_0) is a line fitted
-    to the mean of 1/angle over the late phase; the theory curve is the mean over seeds of the
-    asymptote's angle, shown over the late phase."""
+    """Left: the angle to ŵ (and to w_p) vs t, log-log; right: 1/angle vs log t, where the 1/log t
+    law is a straight line; each with the fit c/(log t + t_0) over the late phase and the asymptote."""
     from overparam.report.figures import PlainLogFormatter, new_figure
 
     steps = a.steps
@@ -537,18 +486,13 @@ def _angle_figure(a: MaxMarginAnalysis, config: MaxMarginConfig):
         if len(theory):
             ax.plot(steps[late], transform(theory[:, late]).mean(axis=0), color="black", linestyle="--", linewidth=1.3,
                     label=f"theory: the asymptote ŵ log t + w̃, mean of {len(theory)} seeds")
-        ax.axvspan(start, config.steps, color="0.95", zorder=0, label="late phase")
-        ax.set_xscale("log")
-        ax.set_xlabel("gradient-descent step t (log scale)")
     left.set_yscale("log")
     left.yaxis.set_major_formatter(PlainLogFormatter())
     left.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
-    left.set_ylabel("angle (radians, log scale)")
-    left.set_title("angle between w_t and the SVM direction ŵ")
-    left.legend(fontsize=7, frameon=False, loc="lower left")
-    right.set_ylabel("1 / angle(w_t, ŵ)")
-    right.set_title("1/angle vs log t: the 1/log t law is a straight line")
-    right.legend(fontsize=7, frameon=False, loc="upper left")
+    labels = (("angle between w_t and the SVM direction ŵ", "angle (radians, log scale)", "lower left"),
+              ("1/angle vs log t: the 1/log t law is a straight line", "1 / angle(w_t, ŵ)", "upper left"))
+    for ax, (title, ylabel, loc) in zip((left, right), labels):
+        _finish(ax, title, ylabel, loc, fontsize=7, late=(start, config.steps))
     return fig
 
 
@@ -556,34 +500,26 @@ def _margin_loss_figure(a: MaxMarginAnalysis, config: MaxMarginConfig):
     from overparam.report.figures import new_figure
 
     steps = a.steps
-    start, _ = _late_split(config.steps, config.late_decades)
     fig, (left, right) = new_figure(1, 2, width=12.5, height=4.6)
     margin = a.present("margin_ratio")
     _band(left, steps, margin, "normalized margin γ_t/γ*", "tab:green", lines=True)
     left.axhline(1.0, color="black", linestyle="--", linewidth=1.2, label="SVM margin γ*")
     left.axhline(config.margin_threshold, color="tab:red", linestyle=":", linewidth=1.1,
                  label=f"claim threshold {config.margin_threshold:g}")
-    left.set_xscale("log")
     left.set_ylim(max(-0.5, float(np.nanmin(margin[:, steps >= 10])) - 0.05), 1.05)
-    left.set_xlabel("gradient-descent step t (log scale)")
-    left.set_ylabel("min_i y_i w_tᵀx_i / (‖w_t‖ γ*)")
-    left.set_title("normalized margin relative to the SVM margin")
-    left.legend(fontsize=8, frameon=False, loc="lower right")
-    reference = int(np.argmin(np.abs(steps - start)))
+    _finish(left, "normalized margin relative to the SVM margin", "min_i y_i w_tᵀx_i / (‖w_t‖ γ*)", "lower right")
+    reference = int(np.argmin(np.abs(steps - _late_split(config.steps, config.late_decades)[0])))
     for name, label, color in (("loss", "training loss L(w_t)", "tab:orange"), ("angle", "angle(w_t, ŵ)", "tab:blue")):
         curves = a.present(name)
         _band(right, steps, curves / curves[:, [reference]], label, color)
     grid = steps[steps >= 2]
-    right.plot(grid, steps[reference] / grid, color="0.4", linestyle="--", linewidth=1.1, label="∝ 1/t")
-    right.plot(grid, math.log(steps[reference]) / np.log(grid), color="0.4", linestyle=":", linewidth=1.1,
-               label="∝ 1/log t")
-    right.set_xscale("log")
+    for values, style, label in ((steps[reference] / grid, "--", "∝ 1/t"),
+                                 (math.log(steps[reference]) / np.log(grid), ":", "∝ 1/log t")):
+        right.plot(grid, values, color="0.4", linestyle=style, linewidth=1.1, label=label)
     right.set_yscale("log")
     right.set_ylim(max(1e-6, 0.3 * steps[reference] / steps[-1]), None)
-    right.set_xlabel("gradient-descent step t (log scale)")
-    right.set_ylabel(f"value / value at t = {int(steps[reference])} (log scale)")
-    right.set_title("loss and angle, each relative to its value at the late phase's start")
-    right.legend(fontsize=8, frameon=False, loc="lower left")
+    _finish(right, "loss and angle, each relative to its value at the late phase's start",
+            f"value / value at t = {int(steps[reference])} (log scale)", "lower left")
     return fig
 
 
@@ -600,17 +536,12 @@ def _norm_figure(a: MaxMarginAnalysis, config: MaxMarginConfig):
     log_t = np.log(steps[late])
     ax.plot(steps[late], mean[late][-1] + log_t - log_t[-1], color="black", linestyle="--", linewidth=1.2,
             label="slope 1 per unit log t (w_t ≈ ŵ log t), through the last point")
-    theory = a.curves["norm_theory"] / svm_norms
-    theory = theory[np.isfinite(theory).any(axis=1)]
+    theory = a.present("norm_theory") / svm_norms[np.isfinite(a.curves["norm_theory"]).any(axis=1)]
     if len(theory):
         ax.plot(steps[late], theory[:, late].mean(axis=0), color="tab:red", linestyle=":", linewidth=1.4,
                 label=f"theory ‖ŵ log t + w̃‖/‖ŵ‖, mean of {len(theory)} seeds")
-    ax.axvspan(start, config.steps, color="0.95", zorder=0, label="late phase")
-    ax.set_xscale("log")
-    ax.set_xlabel("gradient-descent step t (log scale, so log t is linear)")
-    ax.set_ylabel("‖w_t‖ / ‖ŵ‖")
-    ax.set_title("growth of ‖w_t‖ in units of the SVM solution's norm")
-    ax.legend(fontsize=8, frameon=False, loc="upper left")
+    _finish(ax, "growth of ‖w_t‖ in units of the SVM solution's norm", "‖w_t‖ / ‖ŵ‖", "upper left",
+            late=(start, config.steps), xlabel="gradient-descent step t (log scale, so log t is linear)")
     return fig
 
 
@@ -626,8 +557,7 @@ STUDY = Study(
     render=render,
     presets={
         "tiny": {"n_train": 40, "dim": 5, "steps": 2000, "record_points": 40, "late_decades": 1.0, "seeds": 3},
-        "quick": {"n_train": 200, "dim": 10, "steps": 300_000, "record_points": 110, "late_decades": 2.0,
-                  "seeds": 10},
+        "quick": {"n_train": 200, "dim": 10, "steps": 300_000, "record_points": 110, "late_decades": 2.0, "seeds": 10},
         # a longer horizon (log T = 16 instead of 11.5) and more datasets
         "paper": {"n_train": 200, "dim": 10, "steps": 10_000_000, "record_points": 160, "late_decades": 3.0,
                   "seeds": 16},

@@ -7,9 +7,8 @@ w* ~ N(0, I_p / p), y = X w* + noise_std · ε), n examples, p > n features, flo
 L(w) = ||X w − y||² / (2n), gradient X^T (X w − y) / n. The interpolants form an affine space of
 dimension p − n; the minimum-norm one is w_mn = X^T (X X^T)^{-1} y (:mod:`overparam.references.linear`).
 
-Methods, each stopped when the relative training residual ||X w − y|| / ||y|| <= ``residual_tol``
-or after ``max_steps`` passes over the data (a GD or Adam step, or a coordinate sweep, costs one
-pass, ~2np flops):
+Methods, each stopped by :func:`iterate` at relative residual ``residual_tol`` or after ``max_steps``
+passes over the data (a GD or Adam step, or a coordinate sweep, is one pass, ~2np flops):
 
 - ``gd_zero``: full-batch GD from w = 0 with step η = step_fraction · 2 / λ_max(X^T X / n)
   (stable for step_fraction < 1; 0.5 gives η = 1 / λ_max). Every gradient lies in row(X), so
@@ -17,39 +16,30 @@ pass, ~2np flops):
 - ``gd_init`` (control): the same GD from w0 ~ N(0, init_scale² I_p / p). The null-space part
   of w0 never moves, so GD converges to the interpolant nearest w0,
   w0 + X^+ (y − X w0), at relative distance ||P_null w0|| / ||w_mn|| from w_mn.
-- ``adam`` (control): torch.optim.Adam (default betas and eps) from 0 at ``adam_lr``. Its
-  per-coordinate normalization makes the steps leave row(X), so it converges (when it does) to
-  an interpolant with a non-zero null-space part.
-- ``coordinate`` (control): cyclic exact coordinate descent from 0: for j = 1..p in turn, w_j
-  minimizes the loss with the other coordinates fixed. One sweep is a Gauss-Seidel step on the
-  normal equations A w = X^T y (A = X^T X): w ← w + (D + L)^{-1} X^T (y − X w), D + L the lower
-  triangle of A, computed by one triangular solve (O(p²) per sweep after forming A, O(n p²)).
-  Gauss-Seidel converges on consistent positive-semidefinite systems, so it reaches an
-  interpolant, but its updates (D + L)^{-1} X^T r are not in row(X): the null-space part it
-  accumulates is never removed, and the limit is not w_mn in general (it depends on the
-  coordinate order). Randomized Kaczmarz, a row-action method, would stay in row(X) instead.
+- ``adam`` (control): Adam from 0 at ``adam_lr``; its per-coordinate normalization makes the steps
+  leave row(X), so it converges (when it does) to an interpolant with a non-zero null-space part.
+- ``coordinate`` (control): cyclic exact coordinate descent from 0, a sweep being one Gauss-Seidel
+  step (:func:`coordinate_update`; O(p²) per sweep after forming X^T X in O(n p²)). It reaches an
+  interpolant (Gauss-Seidel converges on consistent PSD systems), but its updates are not in row(X):
+  the null-space part it accumulates is never removed, and the limit depends on the coordinate order
+  (randomized Kaczmarz, a row-action method, would stay in row(X)).
 
-Measured per method: relative distance ||w − w_mn|| / ||w_mn|| (and for ``gd_init`` the distance
-to its nearest interpolant, relative to that interpolant's norm), the null-space part
-||w − X^+ X w|| / ||w_mn|| (the part of the distance that fitting cannot remove), the relative
-residual, the number of passes, and the distance along the way at steps 0..100, every 10th up to
-1000, every 100th beyond. Also the ridge path: ||w_λ − w_mn|| / ||w_mn|| for the ridge of
-(1/n)||X w − y||² + λ||w||² at each λ of ``ridge_lambdas`` (exact, by SVD).
+Measured per method (:class:`Convergence`): the distance to w_mn, its null-space part
+||w − X^+ X w|| / ||w_mn|| (what fitting cannot remove), the residual, the passes and the distance
+along the way; the ridge path at each of ``ridge_lambdas`` (exact, by SVD).
 
-Linear double descent (one run per trial seed, data seed derive_seed(seed, 'min_norm',
-'double_descent') so the two parts draw independent problems): one teacher over D = max p
-features, w* ~ N(0, I_D / D) (E||w*||² = 1), label noise N(0, noise_std²); the student with p
-features uses the first p columns and is w_p = X_p^+ y (the minimum-norm interpolant for p > n,
-least squares for p < n). Its test error is the exact population risk for a fresh (x, y):
-R = noise_std² + ||w* − (w_p, 0)||² (x isotropic; no test sample needed). The unseen features
-act as extra noise of variance ||w*_{>p}||², so the expected risk given the teacher is
-σ_eff² + isotropic_min_norm_risk(n, p, ||w*_{≤p}||², σ_eff²) with σ_eff² = noise_std² + ||w*_{>p}||²,
-infinite for |p − n| <= 1: the peak (drawn as the "theory" line).
+Linear double descent (data seed derive_seed(seed, 'min_norm', 'double_descent'): independent of
+the convergence part): one teacher over D = max p features, w* ~ N(0, I_D / D) (E||w*||² = 1),
+label noise N(0, noise_std²); the student with p features uses the first p columns and is
+w_p = X_p^+ y (the minimum-norm interpolant for p > n, least squares for p < n). Its test error is
+the exact population risk for a fresh (x, y): R = noise_std² + ||w* − (w_p, 0)||² (x isotropic; no
+test sample needed). The unseen features act as extra noise of variance ||w*_{>p}||², so the
+expected risk given the teacher is σ_eff² + isotropic_min_norm_risk(n, p, ||w*_{≤p}||², σ_eff²)
+with σ_eff² = noise_std² + ||w*_{>p}||², infinite for |p − n| <= 1: the peak (the "theory" line).
 
-Claims (:func:`paper_claims`): "reaches" is a distance below ``distance_tolerance`` (the paper's
-0.1%), "does not reach" one above ``control_threshold``; the ridge rate is 1 ± 0.1; the risk at
-the p/n nearest 1 exceeds the larger end. Trials are the seeds: means over trials with Student-t
-intervals, the ridge rate fitted per trial (t over trials), the peak ratio per trial (log-t).
+Claims (statements in :func:`claims`, published sides in :func:`paper_claims`; trials are the seeds):
+GD from zero reaches w_mn, the three controls do not (GD from w0 reaches its nearest interpolant),
+ridge tends to w_mn linearly in λ, and the risk peaks at p = n.
 
 Cost: a convergence trial is O(n p²) (forming X^T X once) plus O(n p) per pass; a double-descent
 trial is one SVD-based solve per p. Everything runs on the CPU whatever the device (these are
@@ -79,8 +69,7 @@ from overparam.studies.base import RunOutcome, RunSpec, Study, run_key
 NAME = "min_norm"
 F64 = torch.float64
 METHODS = ("gd_zero", "gd_init", "adam", "coordinate")
-LABELS = {"gd_zero": "GD from 0", "gd_init": "GD from w0 ≠ 0", "adam": "Adam from 0",
-          "coordinate": "cyclic coordinate descent from 0"}
+LABELS = dict(zip(METHODS, ("GD from 0", "GD from w0 ≠ 0", "Adam from 0", "cyclic coordinate descent from 0")))
 PARTS = ("convergence", "double_descent")
 
 
@@ -104,9 +93,7 @@ class MinNormConfig:
     def __post_init__(self) -> None:
         for name in ("n", "seeds", "dd_seeds", "max_steps"):
             check_positive_int(name, getattr(self, name))
-        if isinstance(self.p, bool) or not isinstance(self.p, int) or self.p <= self.n:
-            raise ConfigError(f"p must be an integer > n = {self.n} (the over-parameterized regime of the theorem), "
-                              f"got {self.p!r}")
+        check_positive_int("p (the theorem's over-parameterized regime: p > n)", self.p, minimum=self.n + 1)
         check_number("noise_std", self.noise_std, minimum=0.0)
         for name in ("step_fraction", "residual_tol"):
             check_number(name, getattr(self, name), minimum=0.0, maximum=1.0, open_low=True, open_high=True)
@@ -128,14 +115,12 @@ def dd_features(config: MinNormConfig) -> list[int]:
 
 def grid(config: MinNormConfig) -> list[RunSpec]:
     """One run per convergence trial and one per double-descent trial; a run's seed draws its problem."""
-    convergence = {"part": "convergence", "n": config.n, "p": config.p, "noise_std": config.noise_std,
-                   "step_fraction": config.step_fraction, "residual_tol": config.residual_tol,
-                   "max_steps": config.max_steps, "init_scale": config.init_scale, "adam_lr": config.adam_lr,
+    names = ("n", "p", "noise_std", "step_fraction", "residual_tol", "max_steps", "init_scale", "adam_lr")
+    convergence = {"part": "convergence", **{k: getattr(config, k) for k in names},
                    "ridge_lambdas": [float(v) for v in as_tuple(config.ridge_lambdas)]}
-    double_descent = {"part": "double_descent", "n": config.n, "noise_std": config.noise_std,
-                      "features": dd_features(config)}
+    dd = {"part": "double_descent", "n": config.n, "noise_std": config.noise_std, "features": dd_features(config)}
     return ([RunSpec(run_key(NAME, convergence, s), convergence, s) for s in range(config.seeds)]
-            + [RunSpec(run_key(NAME, double_descent, s), double_descent, s) for s in range(config.dd_seeds)])
+            + [RunSpec(run_key(NAME, dd, s), dd, s) for s in range(config.dd_seeds)])
 
 
 # --- the methods ---------------------------------------------------------------------------------
@@ -160,17 +145,16 @@ def iterate(update, w0: Tensor, X: Tensor, y: Tensor, residual_tol: float, max_s
     Returns the last iterate, the number of updates and, per target, the relative distance
     ||w − target|| / ||target|| at the recorded steps (see :func:`_recorded`) and the last one."""
     w, step = w0, 0
-    curves: dict[str, list[tuple[int, float]]] = {name: [(0, _relative(w, t))] for name, t in targets.items()}
+    curves: dict[str, list[tuple[int, float]]] = {name: [] for name in targets}
     limit = residual_tol * float(y.norm())
-    while float((X @ w - y).norm()) > limit and step < max_steps:
-        w, step = update(w), step + 1
-        if _recorded(step):
+    while True:
+        done = not (float((X @ w - y).norm()) > limit and step < max_steps)
+        if done or _recorded(step):
             for name, t in targets.items():
                 curves[name].append((step, _relative(w, t)))
-    if not _recorded(step):
-        for name, t in targets.items():
-            curves[name].append((step, _relative(w, t)))
-    return w, step, curves
+        if done:
+            return w, step, curves
+        w, step = update(w), step + 1
 
 
 def gd_update(X: Tensor, y: Tensor, step_size: float):
@@ -195,12 +179,7 @@ def coordinate_update(X: Tensor, y: Tensor):
     """One sweep of cyclic exact coordinate descent (j = 1..p in order), as the equivalent
     Gauss-Seidel step w + (D + L)^{-1} X^T (y − X w) with D + L the lower triangle of X^T X."""
     lower = torch.tril(X.T @ X)
-
-    def update(w: Tensor) -> Tensor:
-        rhs = (X.T @ (y - X @ w))[:, None]
-        return w + torch.linalg.solve_triangular(lower, rhs, upper=False)[:, 0]
-
-    return update
+    return lambda w: w + torch.linalg.solve_triangular(lower, (X.T @ (y - X @ w))[:, None], upper=False)[:, 0]
 
 
 def null_part(X: Tensor, w: Tensor) -> Tensor:
@@ -253,9 +232,8 @@ def _convergence(params: dict[str, Any], seed: int) -> tuple[dict[str, Any], dic
                         f"{method}_null": float(null_part(X, w).norm()) / mn_norm})
         curves.update(traces)
     metrics["gd_init_nearest_distance"] = curves["gd_init_nearest"][-1][1]
-    lambdas = params["ridge_lambdas"]
-    path = ridge(X, y, [n * lam for lam in lambdas])  # (1/n)||Xw − y||² + λ||w||²
-    metrics.update(ridge_lambdas=lambdas, ridge_distance=[_relative(w, w_mn) for w in path])
+    path = ridge(X, y, [n * lam for lam in params["ridge_lambdas"]])  # (1/n)||Xw − y||² + λ||w||²
+    metrics.update(ridge_lambdas=params["ridge_lambdas"], ridge_distance=[_relative(w, w_mn) for w in path])
     return metrics, curves
 
 
@@ -279,15 +257,12 @@ def _double_descent(params: dict[str, Any], seed: int) -> dict[str, Any]:
 def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
     """One trial, on the CPU in float64 (``device`` is not used: see the module docstring)."""
     start = time.perf_counter()
-    if spec.params["part"] == "convergence":
-        metrics, curves = _convergence(spec.params, spec.seed)
-    else:
-        metrics, curves = _double_descent(spec.params, spec.seed), {}
+    metrics, curves = (_convergence(spec.params, spec.seed) if spec.params["part"] == "convergence"
+                       else (_double_descent(spec.params, spec.seed), {}))
     return RunOutcome("done", metrics, curves, time.perf_counter() - start, dict(_provenance()))
 
 
 # --- analysis ------------------------------------------------------------------------------------
-
 
 TITLE = "min_norm: gradient descent and the minimum-norm interpolant"
 PEAK_CLAIM = f"{NAME}.double_descent_peak"
@@ -303,15 +278,12 @@ def hold_last(values: np.ndarray) -> np.ndarray:  # LAYER CANDIDATE
 
 @dataclass
 class Convergence:
-    """The convergence part over its T trials. Distances are relative to ||w_mn|| (for GD from w0's
-    nearest interpolant, to that interpolant's norm); CIs are means over trials with 95% Student-t
-    intervals."""
+    """The convergence part over its T trials. Distances are relative to ||w_mn|| (for GD from w0's nearest
+    interpolant, to that interpolant's norm); CIs are means over trials with 95% Student-t intervals."""
 
     trials: int  # T
-    cis: dict[str, CI]  # "<method>_distance" and "<method>_null" (its null-space part) at the end,
-    #                     "gd_init_nearest_distance", "gd_init_predicted" (||P_null w0|| / ||w_mn||)
-    medians: dict[str, float]  # over trials: "<method>_residual" (||X w − y|| / ||y||), "<method>_steps"
-    #                            (passes over the data), "condition" (cond(X Xᵀ) = λ_max / λ_min)
+    cis: dict[str, CI]  # <method>_distance, <method>_null, gd_init_nearest_distance, gd_init_predicted (||P_null w0||)
+    medians: dict[str, float]  # over trials: <method>_residual, <method>_steps (passes), condition (cond(X Xᵀ))
     converged: dict[str, int]  # per method: trials that reached the residual tolerance
     lambdas: np.ndarray  # (L,) the ridge λ grid, in the configured order
     ridge: list[CI]  # (L,) ||w_λ − w_mn|| / ||w_mn|| per λ
@@ -328,6 +300,7 @@ class DoubleDescent:
     ratios: np.ndarray  # (P,) p / n
     risk: np.ndarray  # (T, P) test risk per trial and p
     cis: list[CI]  # (P,) mean test risk over trials, 95% t-interval
+    median: np.ndarray  # (P,) median test risk over trials (the risk is heavy-tailed near p = n)
     theory: np.ndarray  # (P,) mean over trials of E[risk | teacher]; NaN where infinite (|p − n| <= 1)
     peak: int  # index of the p/n nearest 1
     ratio: CI  # risk at the peak / the larger risk at the two ends: geometric mean of per-trial ratios, log-t
@@ -356,26 +329,21 @@ def _convergence_analysis(runs: list[Run]) -> Convergence:
     from overparam.report.stats import seed_slope_ci
 
     table = SeedTable(runs)
-
-    def values(metric: str) -> np.ndarray:  # (T,), or (T, K) for a list-valued metric
-        return table[metric][:, 0]
-
+    values = functools.partial(table.at, value=None)  # (T,), or (T, K) for a list-valued metric
     lambdas = np.asarray(runs[0].settings["ridge_lambdas"], dtype=float)
     ridge = values("ridge_distance")  # (T, L)
     small = np.argsort(lambdas)[: len(lambdas) // 2]
-    slope = seed_slope_ci(lambdas[small], ridge[:, small])
     means = [f"{m}_{k}" for m in METHODS for k in ("distance", "null")] + ["gd_init_nearest_distance",
                                                                            "gd_init_predicted"]
     with quiet():
         medians = {f"{m}_{k}": float(np.nanmedian(values(f"{m}_{k}"))) for m in METHODS for k in ("residual", "steps")}
         medians["condition"] = float(np.nanmedian(values("lambda_max") / values("lambda_min")))
-    traces = {}
-    for name in METHODS + ("gd_init_nearest",):
-        steps, curves = table.curve(name)
-        traces[name] = (steps, hold_last(curves[:, 0]))
+    traces = {name: table.curve(name) for name in METHODS + ("gd_init_nearest",)}
+    traces = {name: (steps, hold_last(curves[:, 0])) for name, (steps, curves) in traces.items()}
     return Convergence(len(runs), {name: mean_ci(values(name)) for name in means}, medians,
                        {m: sum(bool(r.metrics[f"{m}_converged"]) for r in runs) for m in METHODS}, lambdas,
-                       [mean_ci(ridge[:, j]) for j in range(len(lambdas))], small, slope, traces)
+                       [mean_ci(column) for column in ridge.T], small, seed_slope_ci(lambdas[small], ridge[:, small]),
+                       traces)
 
 
 def _double_descent_analysis(runs: list[Run]) -> DoubleDescent:
@@ -384,8 +352,8 @@ def _double_descent_analysis(runs: list[Run]) -> DoubleDescent:
     ratios, risk = features / runs[0].settings["n"], table["dd_risk"][:, 0]  # risk: (T, P)
     peak = int(np.argmin(np.abs(ratios - 1.0)))
     with quiet():
-        theory = np.nanmean(table["dd_theory"][:, 0], axis=0)
-    return DoubleDescent(features, ratios, risk, [mean_ci(risk[:, j]) for j in range(len(features))], theory, peak,
+        median, theory = np.nanmedian(risk, axis=0), np.nanmean(table["dd_theory"][:, 0], axis=0)
+    return DoubleDescent(features, ratios, risk, [mean_ci(column) for column in risk.T], median, theory, peak,
                          paired_ratio(risk[:, peak], np.maximum(risk[:, 0], risk[:, -1])),
                          float(np.nanmean(table["dd_noise"])), mean_ci(table["dd_null_risk"][:, 0]))
 
@@ -417,45 +385,37 @@ PAPER_CLAIMS = paper_claims(MinNormConfig())  # with the default (the paper's) b
 
 
 def claims(a: MinNormAnalysis, config: MinNormConfig) -> list[Claim]:
-    paper = paper_claims(config)
-    out = _convergence_claims(a.convergence, config, paper) if a.convergence is not None else []
-    if a.double_descent is not None:
-        d, ratios = a.double_descent, a.double_descent.ratios
-        out.append(Claim.judged(
-            PEAK_CLAIM, NAME,
-            f"Linear double descent: the minimum-norm interpolant's test risk at p/n = {ratios[d.peak]:g} exceeds "
-            f"both ends of the curve (p/n = {ratios[0]:g} and {ratios[-1]:g}): risk(peak) / max(risk(ends)) per "
-            f"trial, geometric mean over trials, > 1.", paper["double_descent_peak"], d.ratio))
-    return out
-
-
-def _convergence_claims(c: Convergence, config: MinNormConfig, paper: dict[str, Published]) -> list[Claim]:
-    ci, tol, threshold = c.cis, config.distance_tolerance, config.control_threshold
-    smallest = int(np.argmin(c.lambdas))
-    statements = {
+    c, d, tol, threshold = a.convergence, a.double_descent, config.distance_tolerance, config.control_threshold
+    statements = {} if c is None else {
         "gd_zero_reaches_min_norm": (
             f"GD from zero converges to the minimum-norm interpolant X^T(XX^T)^-1 y: mean relative distance "
-            f"||w − w_mn|| / ||w_mn|| < {tol:g} (p = {config.p}, n = {config.n}).", ci["gd_zero_distance"]),
+            f"||w − w_mn|| / ||w_mn|| < {tol:g} (p = {config.p}, n = {config.n}).", c.cis["gd_zero_distance"]),
         "nonzero_init_not_min_norm": (
             f"Control: GD from w0 ~ N(0, {config.init_scale:g}² I/p) does not reach w_mn: mean relative distance "
-            f"> {threshold:g} (10x the tolerance).", ci["gd_init_distance"]),
+            f"> {threshold:g} (10x the tolerance).", c.cis["gd_init_distance"]),
         "nonzero_init_nearest_interpolant": (
             f"Control: GD from w0 converges to the interpolant nearest w0, w0 + X^+(y − X w0): mean relative "
-            f"distance < {tol:g}.", ci["gd_init_nearest_distance"]),
+            f"distance < {tol:g}.", c.cis["gd_init_nearest_distance"]),
         "adam_not_min_norm": (
             f"Control: Adam from zero (lr {config.adam_lr:g}) does not reach w_mn: mean relative distance "
-            f"> {threshold:g}.", ci["adam_distance"]),
+            f"> {threshold:g}.", c.cis["adam_distance"]),
         "coordinate_not_min_norm": (
             f"Control: cyclic exact coordinate descent from zero does not reach w_mn: mean relative distance "
-            f"> {threshold:g}.", ci["coordinate_distance"]),
+            f"> {threshold:g}.", c.cis["coordinate_distance"]),
         "ridge_limit": (
             f"Ridge regression tends to w_mn as λ → 0: mean relative distance at the smallest λ = "
-            f"{c.lambdas[smallest]:g} < {tol:g}.", c.ridge[smallest]),
+            f"{c.lambdas.min():g} < {tol:g}.", c.ridge[int(np.argmin(c.lambdas))]),
         "ridge_rate": (
             f"The ridge path approaches w_mn linearly in λ: log-log slope of the distance over the smaller half of "
             f"the λ grid ({c.lambdas[c.small].min():g} .. {c.lambdas[c.small].max():g}), fitted per trial, in "
             f"[0.9, 1.1].", c.slope),
     }
+    if d is not None:
+        statements["double_descent_peak"] = (
+            f"Linear double descent: the minimum-norm interpolant's test risk at p/n = {d.ratios[d.peak]:g} exceeds "
+            f"both ends of the curve (p/n = {d.ratios[0]:g} and {d.ratios[-1]:g}): risk(peak) / max(risk(ends)) per "
+            f"trial, geometric mean over trials, > 1.", d.ratio)
+    paper = paper_claims(config)
     return [Claim.judged(f"{NAME}.{name}", NAME, statement, paper[name], interval)
             for name, (statement, interval) in statements.items()]
 
@@ -464,82 +424,65 @@ def _convergence_claims(c: Convergence, config: MinNormConfig, paper: dict[str, 
 
 
 def render(a: MinNormAnalysis, claims: list[Claim], config: MinNormConfig) -> list[Section]:
-    sections = []
-    if a.convergence is not None:
+    c, d, sections = a.convergence, a.double_descent, []
+    if c is not None:
+        figures = [("min_norm_convergence", _convergence_figure(c, config.distance_tolerance)),
+                   ("min_norm_ridge_path", _ridge_figure(c))]
         sections.append(Section("min_norm: gradient descent from zero finds the minimum-norm interpolant",
-                                _convergence_text(a.convergence, config),
-                                [("min_norm_convergence", _convergence_figure(a.convergence, config.distance_tolerance)),
-                                 ("min_norm_ridge_path", _ridge_figure(a.convergence))],
-                                [c for c in claims if c.id != PEAK_CLAIM]))
-    if a.double_descent is not None:
+                                _convergence_text(c, config), figures, [x for x in claims if x.id != PEAK_CLAIM]))
+    if d is not None:
+        figures = [("min_norm_double_descent", _double_descent_figure(d))]
         sections.append(Section("min_norm: linear double descent of the minimum-norm interpolant",
-                                _double_descent_text(a.double_descent, config.n),
-                                [("min_norm_double_descent", _double_descent_figure(a.double_descent))],
-                                [c for c in claims if c.id == PEAK_CLAIM]))
+                                _double_descent_text(d, config.n), figures, [x for x in claims if x.id == PEAK_CLAIM]))
     return sections
 
 
 def _convergence_text(c: Convergence, config: MinNormConfig) -> str:
+    ci = common.ci_text
     method_table = common.table(
         ["method", "n", "rel. distance to w_mn", "null-space part", "rel. residual", "passes (median)", "converged"],
-        [[LABELS[m], c.trials, common.ci_text(c.cis[f"{m}_distance"]), common.ci_text(c.cis[f"{m}_null"]),
+        [[LABELS[m], c.trials, ci(c.cis[f"{m}_distance"]), ci(c.cis[f"{m}_null"]),
           common.fmt(c.medians[f"{m}_residual"], 3), int(c.medians[f"{m}_steps"]), f"{c.converged[m]}/{c.trials}"]
          for m in METHODS])
     ridge_table = common.table(["λ", "rel. distance to w_mn (mean, 95% t-interval)"],
-                               [[f"{lam:g}", common.ci_text(ci)] for lam, ci in zip(c.lambdas, c.ridge)])
-    return (f"Gaussian design, p = {config.p}, n = {config.n}, noise std {config.noise_std:g}, float64; {c.trials} "
-            f"trials; every method stops at relative residual {config.residual_tol:g} or {config.max_steps} passes. "
-            f"Means over trials with 95% Student-t intervals.\n\n{method_table}\n\nRidge path (ridge of "
-            f"(1/n)||Xw − y||² + λ||w||²):\n\n{ridge_table}\n\n{_convergence_reading(c, config)}")
-
-
-def _convergence_reading(c: Convergence, config: MinNormConfig) -> str:
-    ci, null = ({m: c.cis[f"{m}_{k}"] for m in METHODS} for k in ("distance", "null"))
-    share = {m: null[m][0] / ci[m][0] for m in METHODS}
-    margin = min(ci[m][1] for m in ("gd_init", "adam", "coordinate")) / config.control_threshold
-    reading = (
-        f"GD from zero ends at relative distance {common.ci_text(ci['gd_zero'], 3)} from the minimum-norm "
-        f"interpolant; its null-space part is {common.ci_text(null['gd_zero'], 3)}: the iterates stay in the row "
-        f"space. From a random w0 GD ends {common.ci_text(ci['gd_init'], 3)} away from w_mn, against "
-        f"{common.ci_text(c.cis['gd_init_predicted'], 3)} predicted by the null-space part of w0, and "
-        f"{common.ci_text(c.cis['gd_init_nearest_distance'], 3)} from the interpolant nearest w0. Adam and cyclic "
-        f"coordinate descent end {common.ci_text(ci['adam'], 3)} and "
-        f"{common.ci_text(ci['coordinate'], 3)} from w_mn at the residuals in the table; their null-space parts are "
-        f"{share['adam']:.1%} and {share['coordinate']:.1%} of that distance (means), i.e. it is what their updates "
-        f"put into null(X), not an unfinished fit (an interpolant w has ||w||² = ||w_mn||² + ||P_null w||²). The "
-        f"ridge distance falls with slope {common.ci_text(c.slope, 3)} in log λ at small λ (per-trial fits, "
-        f"t-interval over trials). The GD step was {config.step_fraction:g} · 2/λ_max(XᵀX/n); cond(XXᵀ) over "
-        f"trials had median {c.medians['condition']:.3g}, which sets GD's number of passes. The thresholds are the "
-        f"paper's 0.1% for 'reaches' and 10x that for 'clearly does not'; the lowest CI bound of the three controls "
-        f"is {margin:.3g}x the latter. Adam's distance depends on its learning rate and ε (one setting, lr "
-        f"{config.adam_lr:g}, was run).")
+                               [[f"{lam:g}", ci(interval)] for lam, interval in zip(c.lambdas, c.ridge)])
+    share = {m: c.cis[f"{m}_null"][0] / c.cis[f"{m}_distance"][0] for m in ("adam", "coordinate")}
+    margin = min(c.cis[f"{m}_distance"][1] for m in ("gd_init", "adam", "coordinate")) / config.control_threshold
     unconverged = [LABELS[m] for m in METHODS if c.converged[m] < c.trials]
-    if unconverged:
-        reading += (f" Not every trial reached the residual tolerance within {config.max_steps} passes: "
-                    f"{', '.join(unconverged)} (see the converged column).")
-    return reading
+    return (
+        f"Gaussian design, p = {config.p}, n = {config.n}, noise std {config.noise_std:g}, float64; {c.trials} "
+        f"trials; GD step {config.step_fraction:g} · 2/λ_max(XᵀX/n); every method stops at relative residual "
+        f"{config.residual_tol:g} or {config.max_steps} passes. Means over trials with 95% Student-t intervals."
+        f"\n\n{method_table}\n\nRidge path (ridge of (1/n)||Xw − y||² + λ||w||²):\n\n{ridge_table}\n\n"
+        "The null-space part is what fitting cannot remove (an interpolant w has ||w||² = ||w_mn||² + "
+        "||P_null w||²): GD from zero keeps it at rounding level when its iterates stay in the row space; from a "
+        f"random w0 it should equal that of w0, {ci(c.cis['gd_init_predicted'], 3)} predicted; for Adam and cyclic "
+        f"coordinate descent it is {share['adam']:.1%} and {share['coordinate']:.1%} of the distance (means): what "
+        f"their updates put into null(X), not an unfinished fit. cond(XXᵀ) over trials had median "
+        f"{c.medians['condition']:.3g}, which sets GD's number of passes. The lowest CI bound of the three controls "
+        f"is {margin:.3g}x the 'clearly does not' threshold. Adam's distance depends on its learning rate and ε (one "
+        f"setting, lr {config.adam_lr:g}, was run)."
+        + (f" Not every trial reached the residual tolerance within {config.max_steps} passes: "
+           f"{', '.join(unconverged)} (see the converged column)." if unconverged else ""))
 
 
 def _convergence_figure(c: Convergence, tolerance: float):
     from overparam.report.figures import new_figure
 
     fig, ax = new_figure(width=8.0, height=5.0)
-    colors = {"gd_zero": "tab:blue", "gd_init": "tab:orange", "adam": "tab:green", "coordinate": "tab:red"}
+    colors = dict(zip(METHODS, ("tab:blue", "tab:orange", "tab:green", "tab:red")), gd_init_nearest="tab:orange")
+    labels = {**LABELS, "gd_init_nearest": "GD from w0: distance to its nearest interpolant"}
     for name, (steps, matrix) in c.traces.items():
         with quiet():
             low, median, high = np.nanquantile(matrix, [0.05, 0.5, 0.95], axis=0)
-        color = colors.get(name, "tab:orange")
-        label = LABELS.get(name, "GD from w0: distance to its nearest interpolant")
-        style = "--" if name == "gd_init_nearest" else "-"
-        ax.plot(steps, median, style, color=color, label=f"{label} (median, n={c.trials})")
-        ax.fill_between(steps, np.maximum(low, 1e-300), high, color=color, alpha=0.2)
+        ax.plot(steps, median, "--" if name == "gd_init_nearest" else "-", color=colors[name],
+                label=f"{labels[name]} (median, n={c.trials})")
+        ax.fill_between(steps, np.maximum(low, 1e-300), high, color=colors[name], alpha=0.2)
     ax.axhline(tolerance, color="0.4", linestyle=":", linewidth=1.2, label=f"tolerance {tolerance:g}")
     ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_xlim(0, None)
-    ax.set_yscale("log")
-    ax.set_xlabel("passes over the data (GD/Adam steps, coordinate sweeps)")
-    ax.set_ylabel("relative distance to w_mn  ||w − w_mn|| / ||w_mn||")
-    ax.set_title("Distance to the minimum-norm interpolant (band: 5th–95th percentile of trials)")
+    ax.set(xlim=(0, None), yscale="log", xlabel="passes over the data (GD/Adam steps, coordinate sweeps)",
+           ylabel="relative distance to w_mn  ||w − w_mn|| / ||w_mn||",
+           title="Distance to the minimum-norm interpolant (band: 5th–95th percentile of trials)")
     ax.legend(fontsize=8, frameon=False, loc="lower left")
     return fig
 
@@ -551,37 +494,29 @@ def _ridge_figure(c: Convergence):
     fig, ax = new_figure()
     loglog_with_reference(ax, c.lambdas[order], *([c.ridge[i][k] for i in order] for k in range(3)), slope=1.0,
                           label="mean distance", n=c.trials)
-    ax.set_xlabel("λ  (ridge of (1/n)||Xw − y||² + λ||w||²)")
-    ax.set_ylabel("||w_λ − w_mn|| / ||w_mn||")
-    ax.set_title("Ridge path → minimum-norm interpolant")
+    ax.set(xlabel="λ  (ridge of (1/n)||Xw − y||² + λ||w||²)", ylabel="||w_λ − w_mn|| / ||w_mn||",
+           title="Ridge path → minimum-norm interpolant")
     return fig
 
 
 def _double_descent_text(d: DoubleDescent, n: int) -> str:
-    ratios, features, trials = d.ratios, d.features, len(d.risk)
-    with quiet():
-        median = np.nanmedian(d.risk, axis=0)
+    ratios, features, median = d.ratios, d.features, d.median
     table = common.table(["p/n", "p", "test risk (mean, 95% t-interval)", "median", "theory E[risk]"],
-                         [[f"{ratios[j]:g}", int(features[j]), common.ci_text(d.cis[j], 3),
-                           common.fmt(float(median[j]), 3), common.fmt(float(d.theory[j]), 3)]
-                          for j in range(len(features))])
+                         [[f"{r:g}", int(p), common.ci_text(ci, 3), common.fmt(float(m), 3), common.fmt(float(t), 3)]
+                          for r, p, ci, m, t in zip(ratios, features, d.cis, median, d.theory)])
     means = np.asarray([ci[0] for ci in d.cis])
-    finite = np.isfinite(d.theory)
-    agreement = means[finite] / d.theory[finite]
-    reading = (
-        f"The mean test risk is largest at p/n = {ratios[int(np.argmax(means))]:g}; at p/n = {ratios[d.peak]:g} the "
-        f"per-trial ratio to the larger end has geometric mean {common.ci_text(d.ratio, 3)} (log-t interval). Where "
-        f"the exact expectation is finite (|p − n| > 1) the measured mean is {agreement.min():.3g} to "
-        f"{agreement.max():.3g} times it. Near p = n the risk is "
-        f"heavy-tailed (the smallest singular value of a square Gaussian matrix is O(1/sqrt(n))): there the mean over "
-        f"{trials} trials is {means[d.peak] / median[d.peak]:.3g}x the median and its CI is wide, so the median is "
-        f"shown too. Left of the peak the risk includes the unseen features' signal as noise; at p = "
-        f"{int(features[-1])} = D the student sees every feature and its risk is the noise plus the part of w* outside "
-        f"the row space ((1 − n/p)||w*||² in expectation) plus the noise it fits. The null predictor w = 0 has risk "
+    agreement = means[np.isfinite(d.theory)] / d.theory[np.isfinite(d.theory)]
+    return (
+        f"One teacher over D = {int(features[-1])} features, ||w*||² ≈ 1, noise variance {d.noise:g}; the student "
+        f"with p features uses the first p and is X_p^+ y; n = {n}; exact population risk; {len(d.risk)} trials."
+        f"\n\n{table}\n\nThe mean test risk is largest at p/n = {ratios[int(np.argmax(means))]:g}. Where the exact "
+        f"expectation is finite (|p − n| > 1) the measured mean is {agreement.min():.3g} to {agreement.max():.3g} "
+        "times it. Near p = n the risk is heavy-tailed (the smallest singular value of a square Gaussian matrix is "
+        f"O(1/sqrt(n))): there the mean is {means[d.peak] / median[d.peak]:.3g}x the median and its CI is wide, so "
+        "the median is shown too. Left of the peak the risk includes the unseen features' signal as noise; at p = D "
+        "the student sees every feature and its risk is the noise plus the part of w* outside the row space "
+        f"((1 − n/p)||w*||² in expectation) plus the noise it fits. The null predictor w = 0 has risk "
         f"{common.ci_text(d.null, 3)}; the noise floor is {d.noise:g}.")
-    return (f"One teacher over D = {int(features[-1])} features, ||w*||² ≈ 1, noise variance {d.noise:g}; the student "
-            f"with p features uses the first p and is X_p^+ y; n = {n}; exact population risk; {trials} trials.\n\n"
-            f"{table}\n\n{reading}")
 
 
 def _double_descent_figure(d: DoubleDescent):
@@ -594,23 +529,18 @@ def _double_descent_figure(d: DoubleDescent):
     mean, low, high = (np.asarray([ci[i] for ci in d.cis]) for i in range(3))
     ax.plot(ratios, mean, "o-", color="tab:blue", label=f"mean test risk (n={len(d.risk)} trials, 95% t-interval)")
     ax.fill_between(ratios, low, high, color="tab:blue", alpha=0.2)
-    with quiet():
-        ax.plot(ratios, np.nanmedian(d.risk, axis=0), "s--", color="tab:purple", markersize=4, linewidth=1,
-                label="median")
+    ax.plot(ratios, d.median, "s--", color="tab:purple", markersize=4, linewidth=1, label="median")
     ax.plot(ratios, d.theory, "x:", color="black", label="theory: E[risk] (infinite for |p − n| <= 1)")
     ax.axhline(d.null[0], color="tab:gray", linestyle="-.", linewidth=1, label="null predictor w = 0")
     ax.axhline(d.noise, color="tab:gray", linestyle=":", linewidth=1, label="noise floor")
     ax.axvline(1.0, color="tab:red", linestyle="--", linewidth=1, alpha=0.7)
     ax.plot([ratios[d.peak]], [mean[d.peak]], marker="*", markersize=14, color="tab:red", linestyle="none",
             label=f"p/n = {ratios[d.peak]:g}: the grid point nearest p = n")
-    ax.set_xscale("log")
+    ax.set(xscale="log", yscale="log", xlabel="p / n  (features per training example)", ylabel="test risk E(y − x·ŵ)²",
+           title="Linear double descent of the minimum-norm interpolant")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_yscale("log")
-    ax.set_xlabel("p / n  (features per training example)")
-    ax.set_ylabel("test risk E(y − x·ŵ)²")
-    ax.set_title("Linear double descent of the minimum-norm interpolant")
     ax.legend(fontsize=8, frameon=False)
     return fig
 

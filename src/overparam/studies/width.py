@@ -39,11 +39,8 @@ presets) the global movement follows 1/sqrt(w); for depth >= 2 the hidden matric
 The standard parameterization at a fixed LR is not in the kernel regime: its NTK, hence its
 effective step size, grows with width.
 
-Claims (NTK parameterization; the standard one as a second set, ids ``width.standard.*``),
-judged against :data:`PAPER_CLAIMS`: movement(w_min)/movement(w_max) > 1 (paper: 11.3x for
-32 → 4096); the log-log slope of movement vs width in [−0.6, −0.4] (paper −1/2); the kernel drift
-falls across the widths without rising between neighbouring ones (lazy training); the log-log slope of the init kernel's distance from
-its infinite-width limit vs width < 0 (theory −1/2).
+Claims (:data:`PAPER_CLAIMS`, stated in :func:`_arm_claims`; the standard parameterization's as
+``width.standard.*``): the movement ratio and slope, the drift falls, Θ_0 approaches its limit.
 """
 
 from __future__ import annotations
@@ -97,9 +94,8 @@ class WidthConfig:
         if not params or len(set(params)) != len(params):
             raise ConfigError(f"parameterizations must be a non-empty list without repeats, got "
                               f"{self.parameterizations!r}; accepted values: {list(PARAMETERIZATIONS)}")
-        for p in params:
-            if p not in PARAMETERIZATIONS:
-                raise choice_error("parameterization", p, PARAMETERIZATIONS)
+        if unknown := [p for p in params if p not in PARAMETERIZATIONS]:
+            raise choice_error("parameterization", unknown[0], PARAMETERIZATIONS)
         _check_lr(self.lr, params)
         check_number("w_std", self.w_std, minimum=0, open_low=True)
         check_number("b_std", self.b_std, minimum=0)
@@ -111,11 +107,10 @@ class WidthConfig:
         if self.train.get("optimizer", "sgd") not in OPTIMIZERS:
             raise ConfigError(f"the width study trains with plain (S)GD, the setting of the lazy-training theory: "
                               f"optimizer must be one of {list(OPTIMIZERS)}, got {self.train.get('optimizer')!r}")
-        if not isinstance(self.data, dict) or not isinstance(self.data.get("seed"), int) or isinstance(
-                self.data.get("seed"), bool):
+        seed = self.data.get("seed") if isinstance(self.data, dict) else None
+        if not isinstance(seed, int) or isinstance(seed, bool):
             raise ConfigError("data.seed must be set to an integer (e.g. 0) so that every seed trains on the same "
-                              "data and the NTK probe set is the same for every run; got data="
-                              f"{self.data!r}")
+                              f"data and the NTK probe set is the same for every run; got data={self.data!r}")
         # the data and train sections as a run would read them (unknown keys, bad values)
         RunConfig.from_dict({"data": self.data, "train": {**self.train, "lr": 1.0}})
 
@@ -125,8 +120,7 @@ def _check_lr(lr: Any, parameterizations: tuple[str, ...]) -> None:
     if not isinstance(lr, dict):
         raise ConfigError(f"lr must map each parameterization to its learning rate, e.g. "
                           f"{{standard: 0.05, ntk: 1.0}}; got {lr!r}")
-    unknown = sorted(set(lr) - set(PARAMETERIZATIONS))
-    if unknown:
+    if unknown := sorted(set(lr) - set(PARAMETERIZATIONS)):
         raise ConfigError(f"lr has unknown parameterization(s) {unknown}; accepted: {list(PARAMETERIZATIONS)}")
     for p in parameterizations:
         check_number(f"lr[{p!r}] (the LR of every width in the {p} parameterization)", lr.get(p), minimum=0,
@@ -149,7 +143,7 @@ def grid(config: WidthConfig) -> list[RunSpec]:
     return specs
 
 
-# --- the infinite-width limits -------------------------------------------------------------------
+# --- the infinite-width limits; one run ----------------------------------------------------------
 
 
 def standard_limit_kernel(x: Tensor, depth: int, w_std: float, b_std: float) -> Tensor:
@@ -201,13 +195,6 @@ def normalization(parameterization: str, width: int) -> float:
     return float(width) if parameterization == "standard" else 1.0
 
 
-def _traced(kernel: Tensor) -> Tensor:
-    return kernel if kernel.dim() == 2 else torch.einsum("ijaa->ij", kernel)
-
-
-# --- one run -------------------------------------------------------------------------------------
-
-
 def _measure(spec: RunSpec, record: Any) -> tuple[dict[str, Any], dict[str, list[tuple[int, float]]]]:
     """Movement, NTK drift and the init NTK's distance from its infinite-width limit (module
     docstring). Cost: two structured NTKs of the probe set, O(n² k² Σ_l u_l) each in float64,
@@ -221,50 +208,41 @@ def _measure(spec: RunSpec, record: Any) -> tuple[dict[str, Any], dict[str, list
     dataset = record.dataset
     init = common.initial_model(record)
     movement = relative_movement(init, record.model)
-    metrics: dict[str, Any] = {"movement": movement["global"]}
-    metrics.update({f"movement_{name}": value if math.isfinite(value) else None
-                    for name, value in movement["per_layer"].items()})
 
     split = settings["probe_split"]
     x_all, y_all = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_train, dataset.y_train)
-    x, _ = common.probe(x_all, y_all, settings["probe_examples"], settings["probe_seed"])
-    x = x.to(torch.float64)
+    x = common.probe(x_all, y_all, settings["probe_examples"], settings["probe_seed"])[0].to(torch.float64)
     k0 = empirical_ntk(init.to(torch.float64), x, method="structured")
     kt = empirical_ntk(copy.deepcopy(record.model).to(torch.float64), x, method="structured")
     outputs = 1 if k0.dim() == 2 else k0.shape[2]
-    t0, tt = _traced(k0), _traced(kt)
+    t0, tt = (k if k.dim() == 2 else torch.einsum("ijaa->ij", k) for k in (k0, kt))  # traced over outputs
     drift, drift_full = kernel_distance(t0, tt), kernel_distance(k0, kt)
 
     scale = normalization(parameterization, width)
     limit = limit_kernel(x, parameterization, depth, options["w_std"], options["b_std"]).to(k0.device)
-    limit_full = limit if k0.dim() == 2 else limit[:, :, None, None] * torch.eye(outputs, dtype=limit.dtype,
-                                                                                  device=limit.device)
-    init_distance = kernel_distance(outputs * limit, t0 / scale)
-    final_distance = kernel_distance(outputs * limit, tt / scale)
-    metrics.update({
+    limit_full = limit if k0.dim() == 2 else limit[:, :, None, None] * torch.eye(outputs).to(limit)
+    init_distance, final_distance = (kernel_distance(outputs * limit, t / scale) for t in (t0, tt))
+    return {
+        "movement": movement["global"],
+        **{f"movement_{name}": v if math.isfinite(v) else None for name, v in movement["per_layer"].items()},
         "ntk_drift": drift["relative_frobenius"], "ntk_drift_cka": drift["one_minus_cka"],
         "ntk_drift_full": drift_full["relative_frobenius"],
-        "ntk_init_distance": init_distance["relative_frobenius"], "ntk_init_distance_cka": init_distance["one_minus_cka"],
+        "ntk_init_distance": init_distance["relative_frobenius"],
+        "ntk_init_distance_cka": init_distance["one_minus_cka"],
         "ntk_init_distance_full": kernel_distance(limit_full, k0 / scale)["relative_frobenius"],
         "ntk_final_distance": final_distance["relative_frobenius"],
         # mean diagonal entry of Θ_0 per output, unnormalized: grows ∝ width in the standard parameterization
         "ntk_scale": float(torch.diagonal(t0).mean()) / outputs,
-        "ntk_normalization": scale, "probe_examples": len(x), "ntk_outputs": outputs,
-        "input_dim": int(x[0].numel()),
-    })
-    return metrics, {}
+        "ntk_normalization": scale, "probe_examples": len(x), "ntk_outputs": outputs, "input_dim": int(x[0].numel()),
+    }, {}
 
 
 # --- analysis ------------------------------------------------------------------------------------
 
 QUANTITIES = (  # metric, table header
-    ("movement", "movement ‖θ_T−θ_0‖/‖θ_0‖"),
-    ("ntk_drift", "NTK drift ‖Θ_T−Θ_0‖/‖Θ_0‖"),
-    ("ntk_drift_cka", "NTK drift 1−CKA"),
-    ("ntk_init_distance", "‖Θ_0/c − Θ_∞‖/‖Θ_∞‖"),
-    ("test_acc", "test acc"),
-    ("train_acc", "train acc"),
-)
+    ("movement", "movement ‖θ_T−θ_0‖/‖θ_0‖"), ("ntk_drift", "NTK drift ‖Θ_T−Θ_0‖/‖Θ_0‖"),
+    ("ntk_drift_cka", "NTK drift 1−CKA"), ("ntk_init_distance", "‖Θ_0/c − Θ_∞‖/‖Θ_∞‖"),
+    ("test_acc", "test acc"), ("train_acc", "train acc"))
 SLOPED = ("movement", "ntk_drift", "ntk_drift_cka", "ntk_init_distance")  # metrics with a log-log slope vs width
 LABELS = {"ntk": "NTK parameterization", "standard": "standard parameterization"}
 TITLE = "width: lazy training and the NTK vs width"
@@ -315,14 +293,13 @@ def _arm(parameterization: str, runs: list[Run]) -> Arm:
 
 
 def analyze(runs: list[Run], config: WidthConfig) -> WidthAnalysis | Missing:
-    by_p = group(runs, lambda r: r.config.model.options["parameterization"])
-    by_p = {p: rs for p, rs in by_p.items() if len({_width(r) for r in rs}) >= 2}
+    by_p = {p: rs for p, rs in group(runs, lambda r: r.config.model.options["parameterization"]).items()
+            if len({_width(r) for r in rs}) >= 2}
     if not by_p:
         return Missing(TITLE, "No parameterization has finished runs at two or more widths yet.")
     arms = [_arm(p, by_p[p]) for p in ("ntk", "standard") if p in by_p]
     first = by_p[arms[0].parameterization][0].metrics
-    return WidthAnalysis(arms, first.get("n_train", "?"), first.get("ntk_outputs", "?"),
-                         first.get("probe_examples", "?"), first.get("input_dim", "?"))
+    return WidthAnalysis(arms, *(first.get(k, "?") for k in ("n_train", "ntk_outputs", "probe_examples", "input_dim")))
 
 
 # The paper's and the theory's claims, fixed before any run (the same for both parameterizations).
@@ -385,14 +362,12 @@ def render(a: WidthAnalysis, claims: list[Claim], config: WidthConfig) -> list[S
         parts += [f"**{LABELS[arm.parameterization]}**", _table(arm),
                   f"Movement of each parameter tensor ({LABELS[arm.parameterization]}; mean over seeds):",
                   _layer_table(arm)]
-    verdicts = {c.id: c.verdict + (f" ({c.reason})" if c.reason else "") for c in claims}
-    parts += [_reading(arm, a, config, verdicts) for arm in a.arms]
+    parts += [_reading(arm, a, config) for arm in a.arms]
     figures = [
         ("width_movement", _panels(a.arms, "movement", r"relative movement $\|\theta_T-\theta_0\|\,/\,\|\theta_0\|$",
                                    "parameter movement vs width (dashed: slope −1/2)", layers=True)),
         ("width_kernel_drift", _panels(a.arms, "ntk_drift", r"$\|\Theta_T-\Theta_0\|_F\,/\,\|\Theta_0\|_F$",
-                                       "NTK drift during training vs width (dashed: slope −1/2, dotted: −1)",
-                                       second_slope=-1.0)),
+                                       "NTK drift during training vs width (dashed: slope −1/2, dotted: −1)", -1.0)),
         ("width_ntk_vs_analytic", _panels(a.arms, "ntk_init_distance",
                                           r"$\|\Theta_0/c-\Theta_\infty\|_F\,/\,\|\Theta_\infty\|_F$",
                                           "distance of the initial NTK from its infinite-width limit (c = 1 in the "
@@ -405,27 +380,23 @@ def render(a: WidthAnalysis, claims: list[Claim], config: WidthConfig) -> list[S
 def _intro(a: WidthAnalysis, config: WidthConfig) -> str:
     steps = config.train.get("steps")
     budget = f"{steps} steps" if steps is not None else f"{config.train.get('epochs', 10)} epochs"
-    return (f"A ReLU MLP with {config.depth} hidden layer{'s' if config.depth > 1 else ''} "
-            f"(w_std = {common.fmt(config.w_std, 4)}, b_std = {common.fmt(config.b_std, 3)}) trained with "
+    return (f"A ReLU MLP with {config.depth} hidden layer{'s' if config.depth > 1 else ''} (w_std = "
+            f"{common.fmt(config.w_std, 4)}, b_std = {common.fmt(config.b_std, 3)}) trained with "
             f"{config.train.get('optimizer', 'sgd')} (momentum {config.train.get('momentum', 0.9)}, batch "
-            f"{config.train.get('batch_size', 128)}, {budget}) on {config.data.get('name')} "
-            f"({a.n_train} training examples, one dataset for all seeds), the same schedule and LR "
-            f"for every width of a parameterization: "
+            f"{config.train.get('batch_size', 128)}, {budget}) on {config.data.get('name')} ({a.n_train} training "
+            "examples, one dataset for all seeds), the same schedule and LR for every width of a parameterization: "
             + ", ".join(f"lr {arm.lr:g} ({LABELS[arm.parameterization]})" for arm in a.arms)
             + ". Per width: mean over seeds with a 95% t-interval. The NTK Θ is the empirical NTK summed over "
-            f"the {a.ntk_outputs} outputs (Σ_a Θ_aa), computed in float64 on "
-            f"{a.probe_examples} fixed {config.probe_split} examples. Θ_∞ is the infinite-width "
-            "limit: the analytic NTK times the number of outputs in the NTK parameterization, and in the "
-            "standard parameterization (whose NTK grows ∝ width) the limit of Θ/width, with c = width. "
-            "Slopes are least-squares fits of log(value) on log(width) per seed, their mean with a 95% t-interval "
-            "over seeds; ratios are geometric means of per-seed ratios with a log-t interval.")
+            f"the {a.ntk_outputs} outputs (Σ_a Θ_aa), computed in float64 on {a.probe_examples} fixed "
+            f"{config.probe_split} examples. Θ_∞ is the infinite-width limit: the analytic NTK times the number of "
+            "outputs in the NTK parameterization, and in the standard parameterization (whose NTK grows ∝ width) "
+            "the limit of Θ/width, with c = width.")
 
 
 def _table(a: Arm) -> str:
-    header = ["width", "n"] + [h for _, h in QUANTITIES]
-    body = [[w, n] + [common.ci_text(a.cis[m][j], 3) for m, _ in QUANTITIES]
-            for j, (w, n) in enumerate(zip(a.table.axis, a.table.n_runs()))]
-    return common.table(header, body)
+    return common.table(["width", "n"] + [h for _, h in QUANTITIES],
+                        [[w, n] + [common.ci_text(a.cis[m][j], 3) for m, _ in QUANTITIES]
+                         for j, (w, n) in enumerate(zip(a.table.axis, a.table.n_runs()))])
 
 
 def _layer_table(a: Arm) -> str:
@@ -435,37 +406,22 @@ def _layer_table(a: Arm) -> str:
     return common.table(header, body)
 
 
-def _reading(a: Arm, analysis: WidthAnalysis, config: WidthConfig, verdicts: dict[str, str]) -> str:
-    small, large = a.table.axis[0], a.table.axis[-1]
-
-    def at(w: int, m: str) -> str:
-        return common.fmt(a.cis[m][a.table.index(w)][0], 3)
-
-    def slope(m: str) -> str:
-        return common.ci_text(a.slopes[m], 3)
-
-    def verdict(name: str) -> str:
-        return f"verdict: {verdicts.get(_prefix(a.parameterization) + name, 'n/a')}"
-
+def _reading(a: Arm, analysis: WidthAnalysis, config: WidthConfig) -> str:
     drift = a.table.mean("ntk_drift")
     lowest = a.table.axis[int(np.nanargmin(drift))] if np.isfinite(drift).any() else "n/a"
-    text = (f"**{LABELS[a.parameterization]}** (lr {a.lr:g}). Relative movement went from {at(small, 'movement')} "
-            f"at width {small} to {at(large, 'movement')} at width {large}, a factor {common.ci_text(a.ratio, 3)} "
-            f"(1/sqrt(width) gives {math.sqrt(large / small):.3g}x; paper 11.3x for 32 → 4096; "
-            f"{verdict('movement_ratio')}). The fitted exponent is {slope('movement')} (paper −0.5; "
-            f"{verdict('movement_slope')}). During training the NTK moved by {at(small, 'ntk_drift')} (relative "
-            f"Frobenius) at width {small} and {at(large, 'ntk_drift')} at width {large}, least at width {lowest}; its "
-            f"largest mean rise between neighbouring widths is {common.ci_text(a.drift_step.against, 3)} (above 0: "
-            f"the drift turns; {verdict('kernel_drift_falls')}). Its log-log slope is "
-            f"{slope('ntk_drift')} (the kernel regime bounds the drift by width^(−1/2) and perturbation theory "
-            f"gives width^(−1); 1 − CKA exponent {slope('ntk_drift_cka')}). At initialization the NTK was "
-            f"{at(small, 'ntk_init_distance')} away from its infinite-width limit at width {small} and "
-            f"{at(large, 'ntk_init_distance')} at width {large} (exponent {slope('ntk_init_distance')}; theory −0.5; "
-            f"{verdict('ntk_approaches_analytic')}). "
-            f"Test accuracy was {at(small, 'test_acc')} at width {small} and {at(large, 'test_acc')} at width {large} "
-            f"(training accuracy {at(small, 'train_acc')} and {at(large, 'train_acc')}).")
+    text = (f"**{LABELS[a.parameterization]}** (lr {a.lr:g}). The NTK drift is least at width {lowest}; its "
+            f"log-log slope is {common.ci_text(a.slopes['ntk_drift'], 3)} (that of 1 − CKA "
+            f"{common.ci_text(a.slopes['ntk_drift_cka'], 3)}): the kernel regime bounds the drift by width^(−1/2), "
+            "perturbation theory gives width^(−1).")
     if a.parameterization == "standard":
-        text += _standard_note(a, analysis.input_dim)
+        scale = a.table.mean("ntk_scale")  # the init NTK's mean diagonal entry per output, unnormalized
+        text += (f" In this parameterization the NTK itself grows with width (mean diagonal entry per output "
+                 f"{common.fmt(scale[0], 3)} at width {a.table.axis[0]}, {common.fmt(scale[-1], 3)} at width "
+                 f"{a.table.axis[-1]}), so at one fixed LR the effective step grows with width, which pushes the wide "
+                 "networks out of the kernel regime (the readout's movement and the NTK drift in the tables show how "
+                 "far). The distance to the limit is measured after dividing Θ_0 by the width; the first layer's "
+                 f"term, whose fan-in is the input dimension d = {analysis.input_dim}, is a fraction O(d/width) of it, "
+                 "so where the width is not large against d the distance falls faster than width^(−1/2).")
     if config.depth >= 2:
         text += (" With two or more hidden layers the width × width matrices move ∝ 1/width in the NTK "
                  "parameterization (their change is O(1) against an O(width) norm), so the global exponent tends "
@@ -473,19 +429,8 @@ def _reading(a: Arm, analysis: WidthAnalysis, config: WidthConfig, verdicts: dic
     return text
 
 
-def _standard_note(a: Arm, input_dim: Any) -> str:
-    scale = a.table.mean("ntk_scale")  # the init NTK's mean diagonal entry per output, unnormalized
-    return (f" In this parameterization the NTK itself grows with width (mean diagonal entry per output "
-            f"{common.fmt(scale[0], 3)} at width {a.table.axis[0]}, {common.fmt(scale[-1], 3)} at width "
-            f"{a.table.axis[-1]}), so at one fixed LR the effective step grows with width, which pushes the wide "
-            "networks out of the kernel regime (the readout's movement and the NTK drift in the tables show how far). "
-            "The distance to the limit is measured after dividing Θ_0 by the width; the first layer's term, whose "
-            f"fan-in is the input dimension d = {input_dim}, is a fraction O(d/width) of it, so where the width is not "
-            "large against d the distance falls faster than width^(−1/2).")
-
-
-def _panels(arms: list[Arm], metric: str, ylabel: str, title: str, layers: bool = False,
-            second_slope: float | None = None):
+def _panels(arms: list[Arm], metric: str, ylabel: str, title: str, second_slope: float | None = None,
+            layers: bool = False):
     """One log-log panel per parameterization: the metric vs width with 95% CIs and n, the dashed
     −1/2 reference line through the narrowest width, and with ``layers`` each weight matrix's movement."""
     from overparam.report.figures import errorbar_cis, loglog_with_reference, new_figure
@@ -495,10 +440,9 @@ def _panels(arms: list[Arm], metric: str, ylabel: str, title: str, layers: bool 
         widths, c, ns = a.table.axis, a.cis[metric], a.table.n_runs()
         loglog_with_reference(ax, widths, *zip(*c), slope=-0.5, label="all parameters" if layers else "measured",
                               n=ns, color="black")
-        x0, y0 = widths[0], c[0][0]
-        if second_slope is not None and x0 > 0 and y0 > 0:
+        if second_slope is not None and c[0][0] > 0:
             grid = np.geomspace(min(widths), max(widths), 50)
-            ax.plot(grid, y0 * (grid / x0) ** second_slope, linestyle=":", color="0.3", linewidth=1.2,
+            ax.plot(grid, c[0][0] * (grid / widths[0]) ** second_slope, linestyle=":", color="0.3", linewidth=1.2,
                     label=f"reference slope {second_slope:g}", zorder=1)
             ax.legend(fontsize=9, frameon=False)
         weights = [name for name in a.layers if name.endswith("weight")] if layers else []
@@ -509,9 +453,8 @@ def _panels(arms: list[Arm], metric: str, ylabel: str, title: str, layers: bool 
             ax.legend(fontsize=8, frameon=False)
         ax.set_xlabel("width (hidden units per layer)")
         ax.set_ylabel(ylabel)
-        slope = a.slopes.get(metric)
-        fitted = f"; fitted slope {common.ci_text(slope, 2)}" if slope is not None else ""
-        ax.set_title(f"{LABELS[a.parameterization]}, lr {a.lr:g}{fitted}", fontsize=9)
+        ax.set_title(f"{LABELS[a.parameterization]}, lr {a.lr:g}; fitted slope {common.ci_text(a.slopes[metric], 2)}",
+                     fontsize=9)
     fig.suptitle(title, fontsize=11)
     return fig
 
