@@ -47,6 +47,12 @@ class RunSpec:
     seed: int
     config: Any = field(default=None, compare=False)
 
+    def __post_init__(self) -> None:
+        if self.config is None and isinstance(self.params.get("run"), dict):  # a spec rebuilt from its JSON
+            from overparam.config import RunConfig
+
+            object.__setattr__(self, "config", RunConfig.from_dict(self.params["run"]))
+
 
 @dataclass
 class RunOutcome:

@@ -214,18 +214,17 @@ def _measure(spec: RunSpec, record: Any) -> tuple[dict[str, Any], dict[str, list
     curve, target = record.curves.get("train_loss", []), spec.params["target_loss"]
     steps = next((int(step) for step, loss in curve if loss <= target), None)
     return {"steps_to_target": steps, "reached": steps is not None,
-            "eval_every": spec.params["run"]["train"]["eval_every"]}, {}
+            "eval_every": spec.config.train.eval_every}, {}
 
 
 def _noise_run(spec: RunSpec, device: str | None) -> RunOutcome:
     """Train at the noise batch size and measure B_simple = tr(Σ)/|G|² on the whole training set
     at step 0, at the first evaluation with loss <= sqrt(L_0 · target) and at the target."""
-    from overparam.config import RunConfig
     from overparam.measures import gradient_noise_scale
     from overparam.run import run_one as train_run
     from overparam.train import Callback, loss_function
 
-    config, target = RunConfig.from_dict(spec.params["run"]), spec.params["target_loss"]
+    config, target = spec.config, spec.params["target_loss"]
     thresholds: dict[str, float] = {}  # level -> the loss that marks it; measured: level -> B_simple and more
     measured: dict[str, dict[str, float]] = {}
 

@@ -95,7 +95,7 @@ def _line(spec: RunSpec, device: str | None) -> RunOutcome:
     from overparam.measures import loss_along_line
     from overparam.run import run_batch
 
-    small, large = run_batch([RunConfig.from_dict(spec.params["run"]), RunConfig.from_dict(spec.params["large_run"])],
+    small, large = run_batch([spec.config, RunConfig.from_dict(spec.params["large_run"])],
                              device=device, quiet=True)
     if "diverged" in (small.status, large.status):
         return RunOutcome("diverged", {"divergence": "an endpoint run diverged"}, {}, 0.0, small.provenance)

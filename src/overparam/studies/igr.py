@@ -116,7 +116,6 @@ def grid(config: IGRConfig) -> list[RunSpec]:
 
 def _one_step(spec: RunSpec, device: str | None) -> RunOutcome:
     """GD's one-step distance to the gradient flow and to the modified flow at the initialization."""
-    from overparam.config import RunConfig
     from overparam.device import resolve_device
     from overparam.measures import hessian_eigenvalues
     from overparam.provenance import provenance
@@ -125,7 +124,7 @@ def _one_step(spec: RunSpec, device: str | None) -> RunOutcome:
     from overparam.train import loss_function
 
     started = timer.perf_counter()
-    config = RunConfig.from_dict(spec.params["run"])
+    config = spec.config
     target = resolve_device(device)
     dataset = load_data(config, target, torch.float64, quiet=True)
     model = build_model(config, dataset, target)
@@ -145,13 +144,12 @@ def _one_step(spec: RunSpec, device: str | None) -> RunOutcome:
 def _train(spec: RunSpec, device: str | None) -> RunOutcome:
     """Full-batch GD (with the EGR penalty for kind 'egr'), R_IG and the loss tracked along
     training, λ_max and R_IG at the end."""
-    from overparam.config import RunConfig
     from overparam.measures import hessian_eigenvalues, implicit_gradient_regularizer
     from overparam.run import run_one as train_run
     from overparam.train import Callback, loss_function
 
     started = timer.perf_counter()
-    config = RunConfig.from_dict(spec.params["run"])
+    config = spec.config
     chunk = config.train.gd_chunk_size
 
     def track(state) -> None:

@@ -249,14 +249,13 @@ def _measure(net: Centered, dataset: Any, lr: float, steps: int) -> dict[str, An
 def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
     """Train the centered network by full-batch GD, then measure it against its linearization."""
     from overparam import models
-    from overparam.config import RunConfig
     from overparam.device import resolve_device
     from overparam.provenance import provenance
     from overparam.run import build_model, load_data
     from overparam.train import fit
 
     started = time.perf_counter()
-    config = RunConfig.from_dict(spec.params["run"])
+    config = spec.config
     target = resolve_device(device)
     dataset = load_data(config, target, torch.float64, quiet=True)  # the model is built in the data's dtype
     net = Centered(build_model(config, dataset, target))

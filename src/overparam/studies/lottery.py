@@ -144,14 +144,13 @@ def _train_level(ticket, control, init, masks, dataset, run_config, target, leve
 
 
 def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
-    from overparam.config import RunConfig
     from overparam.device import resolve_device
     from overparam.provenance import provenance
     from overparam.prune import count_remaining, magnitude_prune, remaining_by_layer, remaining_fraction, snapshot
     from overparam.run import build_model, load_data
 
     started = time.perf_counter()
-    run_config = RunConfig.from_dict(spec.params["run"])
+    run_config = spec.config
     target = resolve_device(device)
     dataset = load_data(run_config, target, quiet=True)
     ticket = build_model(run_config, dataset, target)

@@ -187,11 +187,10 @@ class SharpnessTracker:
 def _run_eos(spec: RunSpec, device: str | None) -> RunOutcome:
     """One full-batch GD run with λ_max tracked along it (the curve ``sharpness``, step and λ_max); the
     metrics add the first and last λ_max and the tracking cost."""
-    from overparam.config import RunConfig
     from overparam.run import run_one as train_run
     from overparam.train import Callback
 
-    config = RunConfig.from_dict(spec.params["run"])
+    config = spec.config
     tracking = spec.params["tracking"]
     tracker = SharpnessTracker(tracking["tol"], tracking["max_hvps"], seed=spec.seed)
     record = train_run(config, device=device, callbacks=[Callback(tracker, every=tracking["every"])], quiet=True)

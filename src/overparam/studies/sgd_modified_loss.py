@@ -146,7 +146,7 @@ def _measure(spec: RunSpec, record: Any) -> tuple[dict[str, Any], dict[str, list
         "ratio": lr / batch, "grad_norm_sq": terms.grad_norm_sq, "per_example_variance": terms.per_example_variance,
         "expected_variance_term": terms.expected_variance_term, "sampled_variance_term": terms.variance_term,
         "term_full": lr / 4 * terms.grad_norm_sq, "term_variance": lr / 4 * terms.expected_variance_term,
-        "lambda_max": float(top.values[0]), "grad_penalty": float(record.config["train"]["grad_penalty"]),
+        "lambda_max": float(top.values[0]), "grad_penalty": float(spec.config.train.grad_penalty),
         "measure_wall_s": timer.perf_counter() - started}, {}
 
 
