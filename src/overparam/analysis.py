@@ -389,14 +389,19 @@ def percentile_interval(draws: np.ndarray, confidence: float = 0.95) -> tuple[fl
 
 def resampled_ci(estimate: float, draws: np.ndarray | None, n: int, **extras: Any):
     """A :class:`~overparam.report.stats.CI` from a curve statistic and its seed resamples
-    (:func:`resample_seeds`): the percentile interval, NaN bounds without resamples."""
+    (:func:`resample_seeds`): the percentile interval, NaN bounds without resamples. For a
+    statistic on a grid (a located peak, a width ratio) the interval is a set of grid values, so
+    ``ci.agreement`` also gives the fraction of resamples equal to the estimate (the report shows
+    it beside the interval)."""
     from overparam.report.stats import CI
 
     if draws is None or n < 2:
         return CI(float(estimate), math.nan, math.nan, n=n, **extras)
     low, high = percentile_interval(draws)
-    return CI(float(estimate), low, high, n=n, method="percentile (seeds resampled)",
-              resamples=int(np.size(draws)), **extras)
+    values = np.asarray(draws, dtype=float).reshape(-1)
+    agreement = float(np.mean(values == float(estimate)))
+    return CI(float(estimate), low, high, n=n, method="percentile (seeds resampled)", resamples=int(values.size),
+              agreement=agreement, **extras)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@
   ``unit`` (the published number; null for a qualitative claim), ``tolerance`` and ``band`` (how
   far from the published number a measurement may lie, and the resulting interval);
 - what we measured: ``measured``, ``ci`` (``[low, high]``, 95%), ``ci_method``, ``n_seeds``,
+  ``agreement`` (for a statistic located on a grid, whose interval is a set of grid values: the
+  fraction of seed resamples that give the estimate; null otherwise),
   ``ratio_to_paper`` (measured / paper_value, where there is a nonzero published number),
   ``test_examples`` and ``binomial_se`` (for accuracy effects: the test-set size and the binomial
   standard error it adds, in the claim's units);
@@ -36,8 +38,8 @@ from overparam.report.stats import CI
 from overparam.report.verdicts import VERDICTS, Published, judge
 
 KEYS = ("id", "study", "statement", "paper", "source", "paper_value", "unit", "tolerance", "band", "measured", "ci",
-        "ci_method", "n_seeds", "ratio_to_paper", "test_examples", "binomial_se", "direction", "magnitude", "verdict",
-        "reason", "rule")
+        "ci_method", "n_seeds", "agreement", "ratio_to_paper", "test_examples", "binomial_se", "direction", "magnitude",
+        "verdict", "reason", "rule")
 REQUIRED = ("id", "study", "statement", "paper", "measured", "ci", "n_seeds", "verdict")
 
 
@@ -84,6 +86,7 @@ class Claim:
     tolerance: str = ""
     band: list[float] | None = None
     ci_method: str = ""
+    agreement: float | None = None
     ratio_to_paper: float | None = None
     test_examples: int | None = None
     binomial_se: float | None = None
@@ -109,7 +112,7 @@ class Claim:
         self.details = dict(self.details or {})
         if self.band is not None:
             self.band = [_float(b) for b in self.band]
-        for name in ("paper_value", "ratio_to_paper", "binomial_se"):
+        for name in ("paper_value", "agreement", "ratio_to_paper", "binomial_se"):
             if getattr(self, name) is not None:
                 setattr(self, name, _float(getattr(self, name)))
 
@@ -138,7 +141,8 @@ class Claim:
                    paper_value=value, unit=published.unit.strip(),
                    tolerance=published.tolerance.describe() if published.tolerance else "",
                    band=list(published.band) if published.band else None,
-                   ci_method=getattr(ci, "method", ""), ratio_to_paper=ratio, test_examples=test_examples,
+                   ci_method=getattr(ci, "method", ""), agreement=getattr(ci, "agreement", None),
+                   ratio_to_paper=ratio, test_examples=test_examples,
                    binomial_se=binomial_se, direction=result.direction, magnitude=result.magnitude,
                    reason=result.reason, rule=result.rule)
 

@@ -126,7 +126,9 @@ def _number(value: Any) -> str:
 def _measured(claim: Claim) -> str:
     low, high = claim.ci
     interval = "CI n/a" if math.isnan(low) or math.isnan(high) else f"[{_number(low)}, {_number(high)}]"
-    return f"{_number(claim.measured)} {interval}"
+    agreement = claim.agreement  # a statistic located on a grid (analysis.resampled_ci)
+    located = "" if agreement is None else f" ({agreement:.0%} of seed resamples give it)"
+    return f"{_number(claim.measured)} {interval}{located}"
 
 
 def _paper(claim: Claim) -> str:
