@@ -55,10 +55,6 @@ def number(value: Any) -> float:
     return math.nan
 
 
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 @dataclass(frozen=True)
 class Run:
     """One stored run, parsed once from its store row.

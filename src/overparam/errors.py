@@ -69,12 +69,12 @@ def check_number(name: str, value: object, *, minimum: float = -math.inf, maximu
         ok = (value > minimum if open_low else value >= minimum) and (value < maximum if open_high else value <= maximum)
     if not ok:
         if maximum == math.inf:
-            where = f"{'>' if open_low else '>='} {minimum:g}" if minimum > -math.inf else ""
+            where = f" {'>' if open_low else '>='} {minimum:g}" if minimum > -math.inf else ""
         elif minimum == -math.inf:
-            where = f"{'<' if open_high else '<='} {maximum:g}"
+            where = f" {'<' if open_high else '<='} {maximum:g}"
         else:
-            where = f"in {'(' if open_low else '['}{minimum:g}, {maximum:g}{')' if open_high else ']'}"
-        raise cls(f"{name} must be a finite number {where}, got {value!r}".replace("number , got", "number, got"))
+            where = f" in {'(' if open_low else '['}{minimum:g}, {maximum:g}{')' if open_high else ']'}"
+        raise cls(f"{name} must be a finite number{where}, got {value!r}")
     return float(value)
 
 

@@ -82,18 +82,11 @@ class Study:
     analyze: Callable[[list[Any], Any], Any] | None = None
     claims: Callable[[Any, Any], list[Any]] | None = None
     render: Callable[[Any, list[Any], Any], list[Any]] | None = None
-    # (store rows, resolved config) -> report sections; the form studies had before analyze/claims/render
-    legacy_summarize: Callable[[list[dict[str, Any]], Any], list[Any]] | None = None
     # Optional batched execution: runs whose batch_key is equal (and not None) may be handed
     # to run_batch together, which returns one outcome per spec in order (e.g. seeds trained
     # as one vectorized model). Each outcome must match what run_one gives for its spec.
     batch_key: Callable[[RunSpec], Any] | None = None
     run_batch: Callable[[list[RunSpec], str | None], list[RunOutcome]] | None = None
-
-    @property
-    def reports(self) -> bool:
-        """Whether the study turns its runs into a report."""
-        return self.analyze is not None or self.legacy_summarize is not None
 
     def summarize(self, rows: list[dict[str, Any]], config: Any) -> list[Any]:
         """Report sections from store rows (finished runs are analyzed): analyze -> claims -> render."""
@@ -101,7 +94,7 @@ class Study:
         from overparam.report import Section
 
         if self.analyze is None:
-            return self.legacy_summarize(rows, config) if self.legacy_summarize is not None else []
+            return []
         analysis = self.analyze(runs_from_rows(rows), config)
         if isinstance(analysis, Missing):
             return [Section(analysis.title, analysis.message)]

@@ -28,7 +28,7 @@ def build_report(directory: str | Path) -> ReportPaths:
             config = study.resolve(file_values=stored)
             setup.append(_setup_line(name, rows, stored))
             status = status_line(store, name)
-            if not study.reports:
+            if study.analyze is None:
                 sections.append(Section(name, status))
                 continue
             for i, section in enumerate(study.summarize(rows, config)):
