@@ -93,6 +93,12 @@ CONFIGS = {
     # exact full-batch GD with momentum, accumulated over chunks of 100 of the 256 examples
     "gd": TrainConfig(optimizer="gd", lr=0.2, momentum=0.9, gd_chunk_size=100, steps=15, eval_every=4,
                       schedule="step", weight_decay=1e-4),
+    # Adam with L2 weight decay and a cosine schedule; AdamW with decoupled decay and other betas
+    "adam": TrainConfig(optimizer="adam", lr=0.01, batch_size=32, epochs=2, weight_decay=1e-3, schedule="cosine"),
+    "adamw": TrainConfig(optimizer="adamw", lr=0.005, betas=(0.8, 0.99), batch_size=64, epochs=2, weight_decay=0.1),
+    # training to a target: members reach train accuracy 0.5 at different evaluations (or not at all)
+    "target": TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=32, epochs=6, eval_every=3,
+                          target_acc=0.5, target_every=2),
 }
 
 
@@ -219,10 +225,68 @@ def test_different_architectures_are_a_config_error(mnist64):
         fit_ensemble(mlps([0]) + [nn.Linear(40, 10).double()], mnist64, config, [0, 1])
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sam"])
-def test_unsupported_optimizer_is_a_config_error_naming_it(mnist64, optimizer):
-    with pytest.raises(ConfigError, match=f"only optimizers 'sgd' and 'gd', got optimizer='{optimizer}'"):
-        fit_ensemble(mlps([0, 1]), mnist64, TrainConfig(optimizer=optimizer, steps=1), [0, 1])
+def test_unsupported_optimizer_is_a_config_error_naming_it(mnist64):
+    with pytest.raises(ConfigError, match="only optimizers .*'adamw'.*, got optimizer='sam'"):
+        fit_ensemble(mlps([0, 1]), mnist64, TrainConfig(optimizer="sam", steps=1), [0, 1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_each_member_stops_at_its_own_target_and_matches_fit(mnist64, backend):
+    """Members reach the train-loss target at different steps (per-member LRs): each stops
+    there, as its own fit run does, and the others go on; one member misses it within the cap."""
+    config = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=32, epochs=8, eval_every=8,
+                         target_loss=1.4, target_every=2)
+    lrs = [0.1, 0.05, 0.002, 0.03]
+    models = mlps(SEEDS)
+    ref_models, ref_results = separate_runs(models, mnist64, config, SEEDS, lrs)
+    steps = [r.target_step for r in ref_results]
+    assert ref_results[2].target_reached is False and steps[2] is None  # the premise: one miss ...
+    assert len({s for s in steps if s is not None}) >= 2  # ... and different stopping steps
+    results = fit_ensemble(models, mnist64, config, SEEDS, lrs=lrs, backend=backend)
+    assert [r.target_step for r in results] == steps
+    assert [r.target_reached for r in results] == [True, True, False, True]
+    for r in results:
+        if r.target_reached:
+            assert r.steps == r.target_step and r.metrics["train_loss"] <= 1.4
+    assert_same_runs(models, results, ref_models, ref_results)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_masked_members_match_fit_with_the_mask_callback(mnist64, backend, optimizer):
+    """Per-member pruning masks (and one unpruned member) keep the pruned weights at 0 exactly
+    as prune.mask_callback does in fit."""
+    from overparam.prune import apply_masks, mask_callback
+
+    config = TrainConfig(optimizer=optimizer, lr=0.01 if optimizer == "adam" else 0.05, momentum=0.9,
+                         batch_size=32, epochs=2, weight_decay=1e-3)
+    models = mlps(SEEDS)
+    masks = []
+    for i, model in enumerate(models):
+        if i == 2:
+            masks.append(None)
+            continue
+        gen = torch.Generator().manual_seed(i)
+        masks.append({name: torch.rand(p.shape, generator=gen) > 0.5 for name, p in model.named_parameters()
+                      if p.dim() >= 2})
+        apply_masks(model, masks[-1])
+    copies = [copy.deepcopy(m) for m in models]
+    refs = [fit(m, mnist64, config, seed=s, callbacks=[] if mask is None else [mask_callback(mask)])
+            for m, s, mask in zip(copies, SEEDS, masks)]
+    results = fit_ensemble(models, mnist64, config, SEEDS, masks=masks, backend=backend)
+    assert_same_runs(models, results, copies, refs)
+    for model, mask in zip(models, masks):
+        for name, p in model.named_parameters():
+            if mask is not None and name in mask:
+                assert bool((p.detach()[~mask[name]] == 0).all()), name
+
+
+def test_bad_masks_are_config_errors(mnist64):
+    config = TrainConfig(steps=1)
+    with pytest.raises(ConfigError, match="one mask \\(or None\\) per model: got 1 masks for 2 models"):
+        fit_ensemble(mlps([0, 1]), mnist64, config, [0, 1], masks=[None])
+    with pytest.raises(ConfigError, match="masks\\[1\\] names no trainable parameter: \\['nope'\\]"):
+        fit_ensemble(mlps([0, 1]), mnist64, config, [0, 1], masks=[None, {"nope": torch.ones(1, dtype=bool)}])
 
 
 def test_batchnorm_and_dropout_are_config_errors(mnist64):

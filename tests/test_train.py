@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -154,6 +155,46 @@ def test_callbacks_run_at_the_chosen_steps_and_can_record():
     assert [s for s, _ in result.curves["weight_norm"]] == [0, 3, 5, 10]
 
 
+def test_training_to_a_target_stops_at_the_first_check_below_it():
+    """The run stops at the first check (every target_every steps, and at the evaluations) whose
+    whole-training-set loss is <= the target; the same run without a target passes through the
+    same state at that step, so the stopped model equals it there; at_end callbacks run then."""
+    ds = regression_data()
+    torch.manual_seed(0)
+    init = nn.Linear(5, 1).double()
+    free = fit(copy.deepcopy(init), ds, TrainConfig(loss="mse", lr=0.05, batch_size=16, steps=200, eval_every=5),
+               seed=3)
+    first = next(s for s, v in free.curves["train_loss"] if v <= 0.05)
+    ended = []
+    result = fit(copy.deepcopy(init), ds, TrainConfig(loss="mse", lr=0.05, batch_size=16, steps=200, eval_every=10,
+                                        target_loss=0.05, target_every=5), seed=3,
+                 callbacks=[Callback(lambda state: ended.append(state.step), at_end=True)])
+    assert result.target_reached is True and result.target_step == result.steps == first
+    assert result.metrics["train_loss"] <= 0.05 < [v for s, v in free.curves["train_loss"] if s == first - 5][0]
+    assert ended == [first]
+    # a cap below the crossing: a miss, recorded as such
+    missed = fit(copy.deepcopy(init), ds, TrainConfig(loss="mse", lr=0.05, batch_size=16, steps=first - 5,
+                                                            eval_every=1000, target_loss=0.05, target_every=5),
+                 seed=3)
+    assert (missed.status, missed.target_reached, missed.target_step, missed.steps) == ("done", False, None, first - 5)
+    # no target: None
+    assert free.target_reached is None and free.target_step is None
+
+
+def test_a_run_already_at_its_target_takes_no_step_and_accuracy_targets_work():
+    ds = data.load("mnist1d", n_train=200, n_test=100, seed=0, quiet=True)
+    config = RunConfig.from_dict({"data": {"name": "mnist1d", "n_train": 200, "n_test": 100},
+                                  "model": {"name": "mlp", "width": 64, "depth": 1},
+                                  "train": {"lr": 0.1, "batch_size": 20, "epochs": 50, "target_acc": 0.9,
+                                            "target_every": 10}})
+    record = run_one(config, device="cpu", quiet=True)
+    assert record.metrics["reached_target"] is True and record.metrics["train_acc"] >= 0.9
+    assert record.metrics["target_step"] == record.metrics["steps"] < 500
+    assert ds.n_train == 200
+    zero = fit(nn.Linear(5, 1).double(), regression_data(), TrainConfig(loss="mse", steps=10, target_loss=1e6))
+    assert (zero.steps, zero.target_step, zero.target_reached) == (0, 0, True)
+
+
 def test_early_stopping_step_is_the_minimum_test_loss_evaluation():
     ds = data.load("mnist1d", n_train=200, label_noise=0.5, seed=0)
     config = RunConfig.from_dict({"data": {"name": "mnist1d", "n_train": 200, "label_noise": 0.5},
@@ -196,6 +237,10 @@ def test_mse_on_classification_uses_one_hot_targets():
     ({"schedule": "exp"}, "unknown lr schedule 'exp'"),
     ({"loss": "hinge"}, "unknown loss 'hinge'"),
     ({"lr_scaling": "cubic"}, "unknown lr scaling rule 'cubic'"),
+    ({"target_loss": 0.0}, "target_loss must be a finite number > 0"),
+    ({"target_loss": "0.01"}, "target_loss must be a finite number > 0 .* got '0.01'"),
+    ({"target_acc": 1.5}, r"target_acc must be a fraction in \(0, 1\]"),
+    ({"target_every": 10}, "target_every=10 needs target_loss or target_acc"),
 ])
 def test_bad_train_config_is_a_clear_error(bad, match):
     with pytest.raises(ConfigError, match=match):

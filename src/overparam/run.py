@@ -97,6 +97,8 @@ def _record(config: RunConfig, dataset: data_module.Dataset, model: torch.nn.Mod
         num_parameters=models.count_parameters(model), n_train=dataset.n_train, n_test=dataset.n_test,
         num_noisy_labels=len(dataset.noisy_indices), divergence=result.divergence,
     )
+    if result.target_reached is not None:  # trained to a target: whether and when it was reached
+        metrics.update(reached_target=result.target_reached, target_step=result.target_step)
     return RunRecord(config.run_key(), config.to_dict(), result.status, metrics, result.curves, result.wall_time_s,
                      {**provenance(target), "data": dataset.info, **extra_provenance}, model, dataset)
 

@@ -30,6 +30,16 @@ How
   ``d = g + wd w``; ``b = d`` on the first step, else ``b = momentum b + d``;
   ``d = d + momentum b`` (Nesterov) or ``d = b``; ``w = w - lr d``, with one LR per member,
   ``lr_m = base_lr_m * lr_factor(step, ...)`` and base_lr_m after the batch-size scaling rule.
+  'adam'/'adamw': torch.optim.Adam/AdamW's formulas (eps 1e-8, no amsgrad): for adamw first
+  ``w = w (1 - lr wd)``, for adam ``g = g + wd w``; ``m = lerp(m, g, 1 - β1)``,
+  ``v = β2 v + (1 - β2) g²``; ``w = w - lr/(1 - β1^t) · m / (sqrt(v)/sqrt(1 - β2^t) + eps)``.
+- Masks (``masks``, per member a dict parameter name -> bool tensor, as
+  :func:`overparam.prune.mask_callback` takes for ``fit``): the masked entries' gradients are
+  zeroed before the update (the optimizer state never sees them) and the weights zeroed after
+  it, exactly what the callback's optimizer hooks do.
+- Targets (``target_loss``/``target_acc``): checked per member at every evaluation, as ``fit``
+  checks them; a member that reached its target is frozen there (its weights and record kept,
+  ``target_step`` set) while the others go on, so each member still matches its ``fit`` run.
 - Evaluation: ``loop.evaluate``'s chunk-weighted mean loss and accuracy per member, at fit's
   steps. The 'vmap' kernel uses fit's chunks (``eval_batch_size``, ``gd_chunk_size``); the
   'bmm' kernel splits them over the members (chunk // M examples for all M at once), which
@@ -41,7 +51,7 @@ How
 - At the end the final weights are copied back into ``models`` (left in train mode, as ``fit``
   leaves them).
 
-Limits: optimizers 'sgd' and 'gd' only, without ``grad_penalty``; no callbacks (measures need one model: run them on
+Limits: optimizers 'sgd', 'gd', 'adam' and 'adamw' (not 'sam'), without ``grad_penalty``; no callbacks (measures need one model: run them on
 ``models`` afterwards); models must be parameter-only (no buffers, hence no BatchNorm running
 statistics) and without active dropout (its masks cannot follow ``fit``'s global RNG).
 ``wall_time_s`` of a result is the ensemble's wall time until that member finished.
@@ -74,7 +84,8 @@ from overparam.seeding import derive_seed
 from overparam.train.loop import LOSSES, TrainConfig, TrainResult
 from overparam.train.optim import lr_factor
 
-BATCHED_OPTIMIZERS = ("sgd", "gd")
+BATCHED_OPTIMIZERS = ("sgd", "gd", "adam", "adamw")
+ADAM_EPS = 1e-8  # torch.optim.Adam's default, which make_optimizer keeps
 BACKENDS = ("auto", "vmap", "bmm")
 
 
@@ -145,8 +156,8 @@ def _check_models(models: Sequence[nn.Module]) -> None:
 def _member_configs(config: TrainConfig, n_models: int, seeds: Sequence[int],
                     lrs: Sequence[float] | None) -> list[TrainConfig]:
     if config.optimizer not in BATCHED_OPTIMIZERS:
-        raise ConfigError(f"fit_ensemble batches only optimizers 'sgd' and 'gd', got optimizer={config.optimizer!r}; "
-                          f"train these runs one at a time with fit")
+        raise ConfigError(f"fit_ensemble batches only optimizers {list(BATCHED_OPTIMIZERS)}, got "
+                          f"optimizer={config.optimizer!r}; train these runs one at a time with fit")
     if config.nesterov and config.momentum <= 0:
         raise ConfigError(f"nesterov=True needs momentum > 0, got momentum={config.momentum!r}")
     if config.grad_penalty > 0:
@@ -220,6 +231,18 @@ class _Stack:
         """(M,) values -> the flat layout, each member's entries equal to its value."""
         column = values.view(self.members, 1)
         return torch.cat([column.expand(self.members, numel).reshape(-1) for _, _, numel in self.spec])
+
+    def stacked(self, per_member: Sequence[dict[str, Tensor] | None]) -> Tensor | None:
+        """Per-member dicts name -> tensor of a parameter's shape (missing names and None: ones)
+        -> the flat layout; None when every member's dict is None or empty."""
+        if all(not d for d in per_member):
+            return None
+        blocks = []
+        for name, shape, _ in self.spec:
+            rows = [torch.ones(shape, dtype=self.flat.dtype, device=self.flat.device) if not d or name not in d
+                    else d[name].to(device=self.flat.device, dtype=self.flat.dtype).reshape(shape) for d in per_member]
+            blocks.append(torch.stack(rows).reshape(-1))
+        return torch.cat(blocks)
 
     def select(self, t: Tensor, index: Tensor) -> Tensor:
         """The rows (members) ``index`` of a tensor in the flat layout."""
@@ -436,6 +459,33 @@ def _sgd_step(flat: Tensor, grad: Tensor, buffer: Tensor | None, lr: float | Ten
     return buffer
 
 
+@torch.no_grad()
+def _adam_step(flat: Tensor, grad: Tensor, moments: tuple[Tensor, Tensor] | None, lr: float | Tensor, step: int, *,
+               betas: tuple[float, float], weight_decay: float, decoupled: bool) -> tuple[Tensor, Tensor]:
+    """torch.optim.Adam's (``decoupled``: AdamW's) single-tensor update on the flat stacked
+    parameters at step ``step`` (1-based), eps 1e-8, no amsgrad. Returns the moments (m, v),
+    created as zeros on the first step."""
+    beta1, beta2 = betas
+    if moments is None:
+        moments = (torch.zeros_like(flat), torch.zeros_like(flat))
+    exp_avg, exp_avg_sq = moments
+    if weight_decay != 0:
+        if decoupled:
+            flat.mul_(1 - lr * weight_decay)
+        else:
+            grad = grad.add(flat, alpha=weight_decay)
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+    denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(ADAM_EPS)
+    if isinstance(lr, Tensor):
+        flat.sub_(exp_avg / denom * (lr / bias_correction1))
+    else:
+        flat.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
+    return exp_avg, exp_avg_sq
+
+
 # --------------------------------------------------------------------------------------------
 # The loop
 
@@ -454,13 +504,15 @@ class _Member:
         self.status, self.divergence, self.steps = "done", None, 0
         self.final: dict[str, Tensor] | None = None
         self.wall_time_s = 0.0
+        self.target_step: int | None = None
 
     def record(self, name: str, step: int, value: float) -> None:
         self.curves.setdefault(name, []).append((step, float(value)))
 
 
 def fit_ensemble(models: Sequence[nn.Module], data: Dataset, config: TrainConfig, seeds: Sequence[int], *,
-                 lrs: Sequence[float] | None = None, backend: str = "auto") -> list[TrainResult]:
+                 lrs: Sequence[float] | None = None, backend: str = "auto",
+                 masks: Sequence[dict[str, Tensor] | None] | None = None) -> list[TrainResult]:
     """Train ``models`` together, member m as ``fit(models[m], data, config_m, seed=seeds[m])``
     with ``config_m = replace(config, lr=lrs[m])`` (``config`` when ``lrs`` is None).
 
@@ -469,12 +521,14 @@ def fit_ensemble(models: Sequence[nn.Module], data: Dataset, config: TrainConfig
     their final weights are written back into them. ``seeds``: the M run seeds (each member's
     data order is drawn as in ``fit``). ``lrs``: optional per-member base learning rates (before
     batch-size scaling). ``backend``: 'vmap' (any model), 'bmm' (:class:`MLP` only) or 'auto'
-    ('bmm' for an MLP, else 'vmap'); see the module docstring.
+    ('bmm' for an MLP, else 'vmap'); see the module docstring. ``masks``: optional per-member
+    pruning masks (name -> bool tensor, None for an unpruned member), kept as
+    ``fit(..., callbacks=[prune.mask_callback(masks[m])])`` keeps them.
 
     Returns M :class:`TrainResult`, in the order of ``models``, with the status, steps, curves
     (``batch_loss``, ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``), metrics and
     early-stopping fields that ``fit`` gives. Raises :class:`ConfigError` for an optimizer other
-    than 'sgd'/'gd', mismatched architectures, models with buffers (BatchNorm) or dropout, and
+    than 'sgd'/'gd'/'adam'/'adamw', mismatched architectures, models with buffers (BatchNorm) or dropout, and
     wrong numbers of seeds or lrs.
     """
     started = time.perf_counter()
@@ -498,6 +552,19 @@ def fit_ensemble(models: Sequence[nn.Module], data: Dataset, config: TrainConfig
                for s, c in zip(seeds, configs)]
 
     stack = _Stack(models)
+    if masks is not None and len(masks) != len(models):
+        raise ConfigError(f"fit_ensemble needs one mask (or None) per model: got {len(masks)} masks for {len(models)} "
+                          f"models")
+    parameter_names = {name for name, _, _ in stack.spec}
+    for i, member_masks in enumerate(masks or []):
+        unknown = sorted(set(member_masks or {}) - parameter_names)
+        if unknown:
+            raise ConfigError(f"masks[{i}] names no trainable parameter: {unknown}; parameters: {sorted(parameter_names)}")
+    mask_flat = None if masks is None else stack.stacked(list(masks))
+    if mask_flat is not None:
+        with torch.no_grad():
+            stack.flat.mul_(mask_flat)  # fit's runs start from masked weights (prune.rewind applies them)
+    adam = config.optimizer in ("adam", "adamw")
     # Chunks for evaluation and GD: fit's, except that the MLP kernel (whose outputs are per
     # example, so chunking only changes the order of summation) splits them over the members,
     # chunk // M examples at a time, which keeps the M members' activations in cache.
@@ -505,6 +572,7 @@ def fit_ensemble(models: Sequence[nn.Module], data: Dataset, config: TrainConfig
     if bmm:
         eval_chunk, gd_chunk = max(1, eval_chunk // len(models)), max(1, gd_chunk // len(models))
     momentum_buffer: Tensor | None = None
+    adam_moments: tuple[Tensor, Tensor] | None = None
     active = list(members)  # row r of the stacked state is active[r]
     epoch_x: Tensor | None = None  # (M, n, ...): each member's training inputs in its epoch order
     epoch_y: Tensor | None = None
@@ -562,7 +630,7 @@ def fit_ensemble(models: Sequence[nn.Module], data: Dataset, config: TrainConfig
 
     def retire(rows: list[int], step: int) -> None:
         """Freeze the members in ``rows``: keep their weights and drop them from the stacked state."""
-        nonlocal momentum_buffer, active, epoch_x, epoch_y
+        nonlocal momentum_buffer, adam_moments, mask_flat, active, epoch_x, epoch_y
         now = time.perf_counter() - started
         for r in rows:
             active[r].final = stack.member(r)
@@ -574,13 +642,27 @@ def fit_ensemble(models: Sequence[nn.Module], data: Dataset, config: TrainConfig
         index = torch.tensor(keep, device=stack.flat.device)
         if momentum_buffer is not None:
             momentum_buffer = stack.select(momentum_buffer, index)
+        if adam_moments is not None:
+            adam_moments = (stack.select(adam_moments[0], index), stack.select(adam_moments[1], index))
+        if mask_flat is not None:
+            mask_flat = stack.select(mask_flat, index)
         stack.keep(index)
         if epoch_x is not None:
             epoch_x, epoch_y = epoch_x.index_select(0, index), epoch_y.index_select(0, index)
 
+    def retire_finished(step: int) -> None:
+        """Freeze the members whose last evaluation meets the target (as fit stops there)."""
+        if config.has_target:
+            done = [r for r, member in enumerate(active) if config.reached(member.metrics)]
+            for r in done:
+                active[r].target_step = step
+            if done:
+                retire(done, step)
+
     template.train()
     step = 0
     run_eval(0)
+    retire_finished(0)
     position = per_epoch  # force new permutations at the first step
     while step < total and active:
         # Per-member losses and the stacked gradient (M, P).
@@ -618,13 +700,22 @@ def fit_ensemble(models: Sequence[nn.Module], data: Dataset, config: TrainConfig
             if not active:
                 break
 
-        # The SGD update on the stacked tensor.
-        momentum_buffer = _sgd_step(stack.flat, grad, momentum_buffer, lr_now(step), momentum=config.momentum,
-                                    nesterov=config.nesterov, weight_decay=config.weight_decay)
+        # The update on the stacked tensor (masked entries: no gradient before, zero weight after).
+        if mask_flat is not None:
+            grad = grad.mul_(mask_flat)
+        if adam:
+            adam_moments = _adam_step(stack.flat, grad, adam_moments, lr_now(step), step + 1, betas=tuple(config.betas),
+                                      weight_decay=config.weight_decay, decoupled=config.optimizer == "adamw")
+        else:
+            momentum_buffer = _sgd_step(stack.flat, grad, momentum_buffer, lr_now(step), momentum=config.momentum,
+                                        nesterov=config.nesterov, weight_decay=config.weight_decay)
+        if mask_flat is not None:
+            with torch.no_grad():
+                stack.flat.mul_(mask_flat)
         step += 1
         for member, value in zip(active, loss_values):
             member.record("batch_loss", step, value)
-        if step % eval_every == 0 or step == total:
+        if config.evaluates_at(step, total, eval_every):
             run_eval(step)
             bad = []
             for r, member in enumerate(active):
@@ -635,6 +726,7 @@ def fit_ensemble(models: Sequence[nn.Module], data: Dataset, config: TrainConfig
                     bad.append(r)
             if bad:
                 retire(bad, step)
+            retire_finished(step)
     if active:
         retire(list(range(len(active))), step)
 
@@ -658,6 +750,8 @@ def fit_ensemble(models: Sequence[nn.Module], data: Dataset, config: TrainConfig
         batch_size=batch_size,
         divergence=member.divergence,
         config=asdict(member.config),
+        target_reached=(member.target_step is not None) if config.has_target else None,
+        target_step=member.target_step,
     ) for member in members]
 
 

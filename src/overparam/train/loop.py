@@ -22,6 +22,14 @@ Conventions
   recorded ``batch_loss`` is the unpenalized L_B.
 - Divergence (a non-finite loss, or a training loss above ``divergence_loss``) ends the run
   with ``status='diverged'``; everything recorded so far is kept.
+- Training to a target (``target_loss`` τ and/or ``target_acc`` a): the budget (``steps`` or
+  ``epochs``) becomes a cap, and the run stops at the first evaluation where the training loss
+  over the whole training set is <= τ or the training accuracy >= a (either suffices when both
+  are set). Evaluations then happen every ``target_every`` steps as well as on the usual
+  schedule (step 0 included: a model already at the target takes no step). The result says
+  whether the target was reached (``target_reached``) and at which step (``target_step``); a
+  run that hits the cap first ends with ``status='done'`` and ``target_reached=False``, and
+  the caller decides what a miss means. Callbacks marked ``at_end`` also run at the stopping step.
 - Deterministic: the same model, data, config and seeds give bit-identical results on CPU.
 """
 
@@ -82,6 +90,9 @@ class TrainConfig:
     divergence_loss: float = 1e6
     data_seed: int | None = None
     grad_penalty: float = 0.0  # λ >= 0: minimize L_B + λ|∇L_B|² (explicit gradient regularization)
+    target_loss: float | None = None  # stop once the train loss (whole training set) <= this; budget = cap
+    target_acc: float | None = None  # stop once the train accuracy >= this; budget = cap
+    target_every: int | None = None  # steps between target checks; None: at the evaluations (eval_every)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -117,9 +128,37 @@ class TrainConfig:
                 math.isfinite(self.grad_penalty) and self.grad_penalty >= 0):
             raise ConfigError(f"grad_penalty must be a finite number >= 0 (the λ of λ|∇L_B|²), "
                               f"got {self.grad_penalty!r}")
+        if self.target_loss is not None and (isinstance(self.target_loss, bool) or not isinstance(
+                self.target_loss, (int, float)) or not (math.isfinite(self.target_loss) and self.target_loss > 0)):
+            raise ConfigError(f"target_loss must be a finite number > 0 (the training loss to stop at), "
+                              f"got {self.target_loss!r}")
+        if self.target_acc is not None and (isinstance(self.target_acc, bool) or not isinstance(
+                self.target_acc, (int, float)) or not 0 < self.target_acc <= 1):
+            raise ConfigError(f"target_acc must be a fraction in (0, 1] (the training accuracy to stop at), "
+                              f"got {self.target_acc!r}")
+        if self.target_every is not None:
+            check_positive_int("target_every", self.target_every)
+            if not self.has_target:
+                raise ConfigError(f"target_every={self.target_every!r} needs target_loss or target_acc")
         if self.grad_penalty > 0 and self.optimizer == "sam":
             raise ConfigError("grad_penalty > 0 is not implemented for optimizer 'sam' (its ascent step would "
                               "need the penalized gradient too); accepted with: sgd, gd, adam, adamw")
+
+    @property
+    def has_target(self) -> bool:
+        """Whether the run trains to a target (the budget is then a cap)."""
+        return self.target_loss is not None or self.target_acc is not None
+
+    def reached(self, metrics: dict[str, float]) -> bool:
+        """Whether evaluated ``metrics`` (train_loss, train_acc) meet the target."""
+        loss, acc = metrics.get("train_loss"), metrics.get("train_acc")
+        return ((self.target_loss is not None and loss is not None and loss <= self.target_loss)
+                or (self.target_acc is not None and acc is not None and acc >= self.target_acc))
+
+    def evaluates_at(self, step: int, total: int, eval_every: int) -> bool:
+        """Whether training evaluates (and checks its target) after update ``step``."""
+        return (step % eval_every == 0 or step == total
+                or (self.target_every is not None and step % self.target_every == 0))
 
     def effective_lr(self, n_train: int) -> float:
         """Base LR after the batch-size scaling rule."""
@@ -176,9 +215,10 @@ class Callback:
     every: int | None = None
     at_end: bool = True
 
-    def due(self, step: int, total: int) -> bool:
+    def due(self, step: int, total: int, final: bool = False) -> bool:
+        """Due at ``step`` of ``total``; ``final``: training stops after this step (a target was reached)."""
         return (step in set(self.steps) or (self.every is not None and step % self.every == 0)
-                or (self.at_end and step == total))
+                or (self.at_end and (step == total or final)))
 
 
 @dataclass
@@ -195,6 +235,8 @@ class TrainResult:
     batch_size: int
     divergence: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    target_reached: bool | None = None  # None: no target set
+    target_step: int | None = None  # the step at which it was reached
 
 
 def loss_function(name: str, num_classes: int | None) -> Callable[[Tensor, Tensor], Tensor]:
@@ -313,17 +355,19 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, *, seed: int = 0,
         if progress is not None:
             progress(step, total, dict(metrics))
 
-    def run_callbacks(step: int) -> None:
+    def run_callbacks(step: int, final: bool = False) -> None:
         for callback in callbacks:
-            if callback.due(step, total):
+            if callback.due(step, total, final):
                 callback.fn(state)
 
     model.train()
-    status, divergence, step = "done", None, 0
+    status, divergence, step, target_step = "done", None, 0, None
     run_eval(0)
-    run_callbacks(0)
+    if config.has_target and config.reached(metrics):
+        target_step = 0
+    run_callbacks(0, final=target_step is not None)
     permutation, position = None, per_epoch  # force a new permutation at the first step
-    while step < total:
+    while step < total and target_step is None:
         for group in optimizer.param_groups:
             group["lr"] = base_lr * lr_factor(step, total, config.schedule, warmup_steps=config.warmup_steps,
                                               milestones=config.milestones, gamma=config.gamma)
@@ -364,11 +408,15 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, *, seed: int = 0,
         step += 1
         state.step, state.epoch = step, step / per_epoch
         state.record("batch_loss", loss_value)
-        if step % eval_every == 0 or step == total:
+        if config.evaluates_at(step, total, eval_every):
             run_eval(step)
             if not math.isfinite(metrics["train_loss"]) or metrics["train_loss"] > config.divergence_loss:
                 status = "diverged"
                 divergence = f"evaluated training loss {metrics['train_loss']:.4g} at step {step}"
+                break
+            if config.has_target and config.reached(metrics):
+                target_step = step
+                run_callbacks(step, final=True)
                 break
         run_callbacks(step)
 
@@ -385,4 +433,6 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, *, seed: int = 0,
         batch_size=batch_size,
         divergence=divergence,
         config=asdict(config),
+        target_reached=(target_step is not None) if config.has_target else None,
+        target_step=target_step,
     )
