@@ -41,7 +41,7 @@ def test_tiny_sweep_trains_with_sqrt_scaled_lr_and_reports_under_its_own_name(tm
     assert claims[1]["paper"] == "about +3 pp (B=32 vs B=8192)" and claims[1]["paper_value"] == 3.0
     assert claims[1]["band"] == [1.5, 4.5]  # ± max(1 pp, 50%)
     assert claims[0]["paper_value"] is None and claims[0]["magnitude"] == "n/a"  # "larger batches sharper"
-    assert "Larger batches end sharper" in claims[0]["statement"]
+    assert "Larger batches find sharper regions at matched training loss" in claims[0]["statement"]
     assert sorted(p.name for p in paths.figures) == ["batch_sqrt_accuracy_sharpness.png", "batch_sqrt_line.png",
-                                                    "batch_sqrt_perturbation.png"]
+                                                    "batch_sqrt_perturbation.png", "batch_sqrt_sharpness_vs_loss.png"]
     assert "LR scaling 'sqrt'" in paths.markdown.read_text()

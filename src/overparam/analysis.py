@@ -97,6 +97,17 @@ class Run:
         return steps, np.asarray([number(v) for _, v in points], dtype=float)
 
 
+def split_by_target(runs: Iterable[Run]) -> tuple[list[Run], list[Run]]:
+    """(runs that reached their training target or had none, runs that missed it within their
+    cap). A run that trained to a target stores ``reached_target`` (see
+    :class:`~overparam.train.TrainConfig`); claims compare solutions, so studies judge on the
+    first list and report the second."""
+    reached, missed = [], []
+    for run in runs:
+        (missed if run.metrics.get("reached_target") is False else reached).append(run)
+    return reached, missed
+
+
 def runs_from_rows(rows: Iterable[Mapping[str, Any] | Run], statuses: Sequence[str] = ("done",)) -> list[Run]:
     """The rows of the given statuses (default: finished runs) as :class:`Run` objects."""
     out = []

@@ -5,7 +5,9 @@ The mathematical analysis's experiment: B in {32, 128, 512, 2048, 8192} with η 
 between B = 32 and B = 8192 and sharper minima at larger batches.
 
 This is the ``batch_size`` study itself (same runs, measures, line plot and summary) under its
-own name, with ``lr_scaling: sqrt`` in every preset and the analysis's claims beside ours.
+own name, with ``lr_scaling: sqrt`` in every preset and the analysis's claims beside ours. Like
+``batch_size`` (and unlike the analysis's equal epochs) every run trains to a common training
+loss, and sharpness is compared at matched loss.
 """
 
 from __future__ import annotations
@@ -39,8 +41,6 @@ STUDY = Study(
     config_type=batch_size.BatchSizeConfig,
     grid=functools.partial(batch_size.grid, name=NAME),
     run_one=batch_size.run_one,
-    run_batch=batch_size.run_batch,
-    batch_key=batch_size.batch_key,
     analyze=functools.partial(batch_size.analyze, name=NAME),
     claims=functools.partial(batch_size.claims, paper=PAPER_CLAIMS),
     render=functools.partial(batch_size.render, paper=PAPER_CLAIMS),

@@ -131,6 +131,38 @@ def probe(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[t
     return x[index], y[index]
 
 
+# --- training to a common target ----------------------------------------------------------------
+
+
+TARGET_CONVENTION = ("cross-entropy 0.01, the stopping rule of Jiang et al. 2020 (\"Fantastic generalization "
+                     "measures and where to find them\")")
+
+
+def target_text(train: Mapping[str, Any]) -> str:
+    """How the runs of a study were trained, in words: to a target within a cap, or for a budget."""
+    cap = f"{train['steps']} steps" if train.get("steps") is not None else f"{train.get('epochs', 10)} epochs"
+    goals = []
+    if train.get("target_loss") is not None:
+        goals.append(f"training loss <= {train['target_loss']:g}")
+    if train.get("target_acc") is not None:
+        goals.append(f"training accuracy >= {train['target_acc']:g}")
+    if not goals:
+        return f"for a fixed budget of {cap}"
+    every = f", checked every {train['target_every']} steps" if train.get("target_every") else ""
+    return f"to a common target ({' or '.join(goals)} over the whole training set{every}) within a cap of {cap}"
+
+
+def misses_text(missed: Sequence[Any], label: Callable[[Any], str]) -> str:
+    """A report paragraph listing the runs that missed their training target (left out of the
+    claims), or '' when none did."""
+    if not missed:
+        return ""
+    items = sorted(f"{label(r)} seed {r.seed} (train loss {fmt(r.metric('train_loss'), 3)} after "
+                   f"{int(r.metric('steps'))} steps)" for r in missed)
+    return (f"**{len(missed)} run(s) missed the training target within the cap and are left out of the claims "
+            f"and tables:** " + "; ".join(items) + ".")
+
+
 # --- report helpers ------------------------------------------------------------------------------
 
 
