@@ -4,6 +4,7 @@ accuracy of a linear classifier under isotropic noise."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -83,18 +84,22 @@ def test_keskar_full_space_matches_the_best_box_vertex_of_a_convex_quadratic():
     assert kkt == 1  # the maximum is the only local maximum in the box: L-BFGS-B must find it
     exact = 100 * (fmax - f0) / (1 + f0)
     model = Quadratic(theta)
-    for init in ("random", "zero"):
+    for init in ("corner", "random", "zero"):
         result = keskar_sharpness(model, quadratic_loss(h, c), dummy_data(), epsilon=eps, max_iter=50, init=init)
         assert result.value == pytest.approx(exact, rel=1e-6), init
         assert result.loss == pytest.approx(f0, rel=1e-12)
         assert result.max_loss == pytest.approx(fmax, rel=1e-9)
-    assert result.cost.forward == 6 * (1 + result.evaluations) and result.cost.backward == 6 * result.evaluations
+        # θ and the corner with gradients, 8 random vertices forward only, then L-BFGS-B's
+        # evaluations less those at θ or the corner (reused)
+        fresh = result.evaluations - result.cost.extra["reused_evaluations"]
+        assert result.cost.forward == 6 * (2 + 8 + fresh) and result.cost.backward == 6 * (2 + fresh)
 
 
-def test_keskar_at_the_minimum_with_a_random_start_finds_the_steepest_vertex():
-    # θ = c is a critical point: from y = 0 L-BFGS-B cannot move; from a random start it can.
+def test_keskar_at_the_minimum_finds_the_steepest_vertex_whatever_the_init():
+    # θ = c is a critical point: from y = 0 L-BFGS-B cannot move; from a random start it can,
+    # and the first-order corner (all +1 where the gradient is exactly 0) is a vertex already.
     # With H diagonal and θ = c every vertex has the same value ½ Σ_i h_i r_i², so whichever
-    # vertex L-BFGS-B reaches is the maximum
+    # vertex is reached is the maximum
     h = np.diag([4.0, 0.1, 0.1])
     theta = np.zeros(3)
     eps = 1e-3
@@ -107,8 +112,12 @@ def test_keskar_at_the_minimum_with_a_random_start_finds_the_steepest_vertex():
     model = Quadratic(theta)
     result = keskar_sharpness(model, quadratic_loss(h, theta), dummy_data(), epsilon=eps, max_iter=50)
     assert result.value == pytest.approx(100 * fmax, rel=1e-6)  # f(θ) = 0
+    assert result.corner_value == pytest.approx(fmax, rel=1e-12) and result.start == "corner"
+    rand = keskar_sharpness(model, quadratic_loss(h, theta), dummy_data(), epsilon=eps, max_iter=50, init="random")
+    assert rand.value == pytest.approx(100 * fmax, rel=1e-6) and rand.start == "random"
     stuck = keskar_sharpness(model, quadratic_loss(h, theta), dummy_data(), epsilon=eps, init="zero")
-    assert stuck.value == 0.0
+    assert stuck.start == "theta" and stuck.iterations == 0  # L-BFGS-B did not move from θ ...
+    assert stuck.value == pytest.approx(100 * fmax, rel=1e-12) and stuck.found_by == "corner"  # ... the corner did
 
 
 def test_keskar_in_an_explicit_subspace_matches_the_vertex_enumeration():
@@ -178,6 +187,164 @@ def test_sharpness_of_a_constant_loss_is_zero():
 
     assert keskar_sharpness(model, constant, dummy_data()).value == 0.0
     assert perturbation_sensitivity(model, constant, dummy_data(), 1.0, num_draws=3).mean_increase == [0.0]
+
+
+# --------------------------------------------------------------------------------------------- Keskar: candidates
+
+
+def box_radius(model, eps):
+    """The full-space half-widths r = ε(|θ| + 1) in float64, θ flat in parameters() order."""
+    return eps * (torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double().abs() + 1)
+
+
+def loss_at_vertex(model, loss_fn, data, radius, signs):
+    """f(θ + r ⊙ s) and its z-gradient r ⊙ ∇f, on a deep copy (the model is left alone)."""
+    probe = copy.deepcopy(model)
+    params = list(probe.parameters())
+    with torch.no_grad():
+        offset = 0
+        for p in params:
+            k = p.numel()
+            p.add_((radius[offset:offset + k] * signs[offset:offset + k]).to(p.dtype).reshape(p.shape))
+            offset += k
+    x, y = data
+    loss = loss_fn(probe(x), y)
+    grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)]).double()
+    return float(loss.detach().double()), grad * radius
+
+
+def enumerate_vertices(model, loss_fn, data, eps):
+    """Max of f over all 2^p box vertices and the number of them that are local maxima (KKT)."""
+    radius = box_radius(model, eps)
+    best, kkt = -math.inf, 0
+    for signs in itertools.product((-1.0, 1.0), repeat=radius.numel()):
+        s = torch.tensor(signs, dtype=F64)
+        value, grad = loss_at_vertex(model, loss_fn, data, radius, s)
+        best = max(best, value)
+        kkt += bool(torch.all(grad * s > 0))
+    return best, kkt
+
+
+def phi(value, f0):
+    return 100 * (value - f0) / (1 + f0)
+
+
+def linear_problem(loss_name, seed=0, dtype=F64):
+    """nn.Linear(3, 2) (8 parameters): the loss is convex in the parameters for MSE and for
+    cross-entropy on the logits, so its box maximum is a vertex."""
+    torch.manual_seed(seed)
+    model = nn.Linear(3, 2).to(dtype)
+    x = torch.randn(20, 3, dtype=dtype)
+    if loss_name == "mse":
+        return model, nn.functional.mse_loss, (x, torch.randn(20, 2, dtype=dtype))
+    return model, nn.functional.cross_entropy, (x, torch.randint(0, 2, (20,)))
+
+
+@pytest.mark.parametrize("loss_name, eps", [("mse", 0.05), ("cross_entropy", 0.2)])
+def test_keskar_equals_the_vertex_enumeration_of_a_convex_linear_model(loss_name, eps):
+    model, loss_fn, data = linear_problem(loss_name)
+    fmax, kkt = enumerate_vertices(model, loss_fn, data, eps)
+    assert kkt == 1  # a single local maximum in the box: it is the global one, a maximizer must find it
+    f0 = float(loss_fn(model(data[0]), data[1]).detach())
+    for init in ("corner", "random", "zero"):
+        result = keskar_sharpness(model, loss_fn, data, epsilon=eps, init=init)
+        assert result.max_loss == pytest.approx(fmax, rel=1e-12), init
+        assert result.value == pytest.approx(phi(fmax, f0), rel=1e-9), init
+
+
+def test_keskar_on_a_tiny_nonconvex_mlp_beats_every_candidate_it_tried():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(2, 2), nn.Tanh(), nn.Linear(2, 1)).double()  # 9 parameters
+    x = torch.randn(30, 2, dtype=F64)
+    data = (x, torch.sin(3 * x[:, :1]) + 0.1 * torch.randn(30, 1, dtype=F64))
+    loss_fn, eps, seed = nn.functional.mse_loss, 0.1, 5
+    f0 = float(loss_fn(model(x), data[1]).detach())
+    radius = box_radius(model, eps)
+    _, grad0 = loss_at_vertex(model, loss_fn, data, radius, torch.zeros_like(radius))
+    corner = torch.where(grad0 < 0, -1.0, 1.0).double()
+    corner_value, _ = loss_at_vertex(model, loss_fn, data, radius, corner)
+    # the random vertices: iid ±1 from the seed's generator, as the docstring says
+    gen = torch.Generator().manual_seed(seed)
+    vertices = [torch.randint(0, 2, (radius.numel(),), generator=gen, dtype=F64) * 2 - 1 for _ in range(8)]
+    vertex_value = max(loss_at_vertex(model, loss_fn, data, radius, v)[0] for v in vertices)
+
+    result = keskar_sharpness(model, loss_fn, data, epsilon=eps, seed=seed)
+    assert result.corner_value == pytest.approx(corner_value, rel=1e-12)
+    assert result.vertex_value == pytest.approx(vertex_value, rel=1e-12)
+    assert result.max_loss >= max(corner_value, vertex_value, f0)
+    assert result.value >= phi(max(corner_value, vertex_value), f0) >= 0
+    assert result.value >= 0 and result.start in ("corner", "vertex")
+
+
+def test_keskar_on_a_briefly_trained_mlp_is_at_least_its_first_order_corner():
+    """The reported failure: large-batch training, ε = 1e-3, float32. A random start and 10
+    L-BFGS-B iterations returned ~0 % while the corner y = r ⊙ sign(∇f) is several % higher."""
+    from overparam import data as datasets
+    from overparam.models import MLP
+
+    ds = datasets.load("mnist1d", n_train=512, n_test=10, seed=0)
+    x, y = ds.x_train, ds.y_train
+    torch.manual_seed(0)
+    model = MLP(40, 64, 2, 10)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(30):  # full batch
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    loss_fn, eps = nn.functional.cross_entropy, 1e-3
+    f0 = float(loss_fn(model(x), y).detach())
+    radius = box_radius(model, eps)
+    _, grad0 = loss_at_vertex(model, loss_fn, (x, y), radius, torch.zeros_like(radius))
+    corner_value, _ = loss_at_vertex(model, loss_fn, (x, y), radius, torch.where(grad0 < 0, -1.0, 1.0).double())
+    corner_phi = phi(corner_value, f0)
+    assert corner_phi > 0.5  # the first-order gain is large here
+
+    result = keskar_sharpness(model, loss_fn, (x, y), epsilon=eps)
+    assert result.loss == pytest.approx(f0, rel=1e-6)
+    assert result.corner_value == pytest.approx(corner_value, rel=1e-6)
+    assert result.value >= corner_phi * (1 - 1e-5) and result.value > 0
+    assert result.start == "corner" and result.found_by in ("corner", "lbfgsb")
+    # whatever the init, the candidates' maximum stays in the result
+    for init in ("random", "zero"):
+        other = keskar_sharpness(model, loss_fn, (x, y), epsilon=eps, init=init)
+        assert other.value >= corner_phi * (1 - 1e-5), init
+
+
+def test_keskar_float32_and_float64_agree():
+    # the convex linear model of the enumeration test (one local maximum): both precisions
+    # must reach the same vertex; float32 losses carry ~1e-7 relative rounding, so φ (a
+    # difference of losses ~0.3 apart) agrees to ~1e-6 relative; we allow 1e-4
+    model64, loss_fn, (x, y) = linear_problem("cross_entropy")
+    model32 = copy.deepcopy(model64).float()
+    r64 = keskar_sharpness(model64, loss_fn, (x, y), epsilon=0.2)
+    r32 = keskar_sharpness(model32, loss_fn, (x.float(), y), epsilon=0.2)
+    assert r32.value == pytest.approx(r64.value, rel=1e-4)
+    assert r32.corner_value == pytest.approx(r64.corner_value, rel=1e-6)
+
+
+def test_keskar_leaves_the_parameters_bit_identical():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    with torch.no_grad():  # values whose bits a subtract-to-undo restore would change
+        model[0].weight[0, 0] = -0.0
+        model[0].bias[1] = 1e-310  # subnormal
+        model[2].weight[1, 2] = 0.1 + 0.2
+    before = [p.detach().clone().view(torch.int64) for p in model.parameters()]
+    x, y = torch.randn(10, 3, dtype=F64), torch.randint(0, 2, (10,))
+    for init in ("corner", "random", "zero"):
+        keskar_sharpness(model, nn.functional.cross_entropy, (x, y), epsilon=0.05, init=init, num_vertices=3)
+        keskar_sharpness(model, nn.functional.cross_entropy, (x, y), subspace_dim=3, init=init)
+        for p, b in zip(model.parameters(), before):
+            assert torch.equal(p.detach().view(torch.int64), b), init
+
+
+def test_keskar_without_random_vertices_and_a_bad_count():
+    model, loss_fn, data = linear_problem("mse")
+    result = keskar_sharpness(model, loss_fn, data, num_vertices=0)
+    assert math.isnan(result.vertex_value) and result.cost.extra["candidates"] == 1
+    assert result.value >= phi(result.corner_value, result.loss)
+    with pytest.raises(ConfigError, match="num_vertices must be an integer >= 0, got -1"):
+        keskar_sharpness(model, loss_fn, data, num_vertices=-1)
 
 
 # --------------------------------------------------------------------------------------------- sensitivity

@@ -49,7 +49,7 @@ from overparam.measures.common import (
 )
 from overparam.measures.norms import init_parameters
 
-KESKAR_INITS = ("random", "zero")
+KESKAR_INITS = ("corner", "random", "zero")
 RELATIVE_MODES = ("layer", "filter", "none")
 
 
@@ -148,11 +148,19 @@ def _generator(seed: int, device: torch.device) -> torch.Generator:
 class KeskarResult:
     """ε-sharpness φ(ε, A) in percent, with what it was computed from.
 
-    ``loss`` is f(θ); ``max_loss`` the largest loss found in the box (>= ``loss``);
-    ``iterations``/``evaluations`` are L-BFGS-B's iteration and function-evaluation counts
-    (each evaluation is one forward and backward pass over all data); ``converged`` is scipy's
-    success flag (False when ``max_iter`` stopped it, the paper's setting) and ``message`` its
-    reason; ``perturbation_norm`` is ||A y*|| for the maximizer y*.
+    ``loss`` is f(θ); ``max_loss`` the largest finite loss of every point evaluated (θ, the
+    candidates and L-BFGS-B's points; >= ``loss``), so ``value`` >= 100·(v − f(θ))/(1 + f(θ))
+    for every candidate value v. ``corner_value`` is f at the first-order corner
+    z = sign(∇_z f(0)); ``vertex_value`` the largest finite f over the ``num_vertices`` random
+    vertices (nan when there were none). ``start`` is where L-BFGS-B started: 'theta' (z = 0), 'corner',
+    'vertex' (the best random vertex) or 'random' (a uniform point of the box); ``found_by``
+    is the point that gave ``max_loss``: 'theta', 'corner', 'vertex' or 'lbfgsb' (L-BFGS-B beat
+    every candidate). ``iterations``/``evaluations`` are L-BFGS-B's iteration and
+    function-evaluation counts (each evaluation one forward and backward pass over all data,
+    except those at θ or the corner, served from the candidates and counted in
+    ``cost.extra['reused_evaluations']``); ``converged`` is scipy's success flag (False when
+    ``max_iter`` stopped it, the paper's setting) and ``message`` its reason;
+    ``perturbation_norm`` is ||A y*|| for the maximizer y*.
     """
 
     value: float
@@ -165,12 +173,16 @@ class KeskarResult:
     converged: bool
     message: str
     perturbation_norm: float
+    corner_value: float = math.nan
+    vertex_value: float = math.nan
+    start: str = "theta"
+    found_by: str = "theta"
     cost: Cost = field(default_factory=Cost)
 
 
 def keskar_sharpness(model: nn.Module, loss_fn: LossFn, data: Batch | Iterable[Batch], epsilon: float = 1e-3,
-                     subspace_dim: int | None = None, seed: int = 0, max_iter: int = 10, *, init: str = "random",
-                     basis: Tensor | None = None, batch_size: int | None = None,
+                     subspace_dim: int | None = None, seed: int = 0, max_iter: int = 10, *, init: str = "corner",
+                     num_vertices: int = 8, basis: Tensor | None = None, batch_size: int | None = None,
                      mode: str | None = "eval") -> KeskarResult:
     """ε-sharpness of Keskar et al. 2017 (their Metric 2.1), in percent:
 
@@ -187,23 +199,41 @@ def keskar_sharpness(model: nn.Module, loss_fn: LossFn, data: Batch | Iterable[B
     - ``basis``: an explicit A (n, p) instead, e.g. the same subspace for every checkpoint of a
       run (``subspace_dim``, if also given, must equal p).
 
-    The maximization is ``scipy.optimize.minimize(method='L-BFGS-B')`` on −f with the box as
-    bounds, in float64 numpy, with the exact gradient ∇_y f = A^T ∇f(θ + A y) from autograd over
-    all data. It runs in the scaled variable z = y / r ∈ [−1, 1]^p (r the box half-widths) so
-    that every coordinate's bound has the same size, and stops after ``max_iter`` iterations
-    (the paper: 10) or at a point where the projected gradient is exactly zero (its ``ftol``
-    and ``gtol`` are set to 0, so tiny gradients at a near-minimum do not stop it at once).
-    ``init='random'`` starts from z uniform in the box (from ``seed``); 'zero' from y = 0,
-    which cannot move at an exact critical point. ``max_loss`` is the largest loss of every
-    point evaluated, y = 0 included, so φ ≥ 0. L-BFGS-B finds a local maximum: a lower bound on
-    the true box maximum. The paper's choices: ε ∈ {1e-3, 5e-4}.
+    Everything runs in the scaled variable z = y / r ∈ [−1, 1]^p (r the box half-widths), so
+    every coordinate's bound has the same size; g(z) = f(θ + A (r ⊙ z)), ∇_z g = r ⊙ A^T ∇f.
 
-    Cost: (1 + evaluations) forward and evaluations backward passes over all data; memory
-    ~ 10 (L-BFGS-B history) x p float64 on the host, plus A (n x p in the model dtype, and a
-    float64 copy while solving for A⁺θ) for a subspace.
+    1. Candidates, evaluated first: θ itself (z = 0, with its gradient); the first-order corner
+       z_c = sign(∇_z g(0)) (+1 where that gradient is exactly 0), the vertex maximizing the
+       linearization of g, with its gradient; and ``num_vertices`` random vertices, each an
+       iid uniform ±1 vector (from ``seed``), forward only.
+    2. L-BFGS-B: ``scipy.optimize.minimize(method='L-BFGS-B')`` on −(g − f(θ))/s over the box
+       [−1, 1]^p, in float64 numpy, with the exact gradient from autograd over all data. s is
+       the largest |∂g/∂z_i| at θ and at the corner (1 if all are 0), so the first step
+       (L-BFGS-B starts from B = I) moves the steepest coordinate across the whole box instead of
+       by ~ε·|∇f|, which float32 losses cannot resolve. It stops after ``max_iter`` iterations
+       (the paper: 10) or at a point where the projected gradient is exactly zero (``ftol`` and
+       ``gtol`` are 0). ``init='corner'`` (default) starts it from the best candidate of step 1;
+       'zero' from θ (it cannot move at an exact critical point); 'random' from z uniform in
+       the box (from ``seed``).
+
+    Guarantee: ``max_loss`` is the largest finite loss of every point evaluated, candidates
+    included, whatever the init, so the returned φ ≥ φ at θ (0), at the first-order corner and
+    at every random vertex tried. L-BFGS-B finds a local maximum; the result is a lower bound
+    on the true box maximum, exact when f is convex in the parameters (its maximum is then a
+    vertex) and L-BFGS-B or a candidate reaches the best vertex. The paper's choices:
+    ε ∈ {1e-3, 5e-4}.
+
+    Cost, in passes over all data: forward 2 + ``num_vertices`` + E − R, backward 2 + E − R,
+    E = ``evaluations`` (L-BFGS-B's), R = ``cost.extra['reused_evaluations']`` (those of its
+    points that are exactly θ or the corner, e.g. its start, whose loss and gradient are
+    reused). The candidates add 1 + ``num_vertices`` forward and 1 backward pass to the 1 + E
+    of L-BFGS-B alone. Memory ~ 10 (L-BFGS-B history) x p float64 on the host, plus a few
+    p-vectors (the candidates), plus A (n x p in the model dtype, and a float64 copy while
+    solving for A⁺θ) for a subspace.
     """
     epsilon = _check_positive("epsilon", epsilon)
     check_positive_int("max_iter", max_iter)
+    check_positive_int("num_vertices", num_vertices, minimum=0)
     if subspace_dim is not None:
         check_positive_int("subspace_dim", subspace_dim)
     if basis is not None:
@@ -242,35 +272,87 @@ def keskar_sharpness(model: nn.Module, loss_fn: LossFn, data: Batch | Iterable[B
             radius_np = radius.cpu().numpy()
             dim = radius_np.size
 
-            f0 = _mean_loss(model, loss_fn, batches, cost)
-            best = {"loss": f0, "z": np.zeros(dim)}
-
-            def objective(z: np.ndarray) -> tuple[float, np.ndarray]:
+            def move_to(z: np.ndarray | None) -> None:
+                """Parameters ← θ + A (r ⊙ z) (θ itself, bit-exact, for None)."""
+                if z is None:
+                    _set(params, saved, None)
+                    return
                 y = torch.from_numpy(z * radius_np).to(device=device, dtype=dtype)
-                step = y if a is None else a @ y
-                _set(params, saved, unflatten(step, saved))
+                _set(params, saved, unflatten(y if a is None else a @ y, saved))
+
+            def value_and_grad(z: np.ndarray | None) -> tuple[float, np.ndarray]:
+                move_to(z)
                 value, g = _loss_and_grad(model, loss_fn, batches, params, cost)
                 if a is not None:
                     g = a.T @ g
+                return value, g.double().cpu().numpy() * radius_np
+
+            def forward_only(z: np.ndarray) -> float:
+                move_to(z)
+                return _mean_loss(model, loss_fn, batches, cost)
+
+            # 1. candidates
+            z0_random = None
+            if init == "random":  # drawn first: the same start as before candidates existed
+                z0_random = (torch.rand(dim, generator=gen, device=device, dtype=torch.float64) * 2 - 1).cpu().numpy()
+            origin = np.zeros(dim)
+            f0, grad0 = value_and_grad(None)
+            best = {"loss": f0, "z": origin, "by": "theta"}
+
+            def record(value: float, z: np.ndarray, by: str) -> None:
+                if math.isfinite(value) and value > best["loss"]:
+                    best["loss"], best["z"], best["by"] = value, z.copy(), by
+
+            corner = np.where(grad0 < 0, -1.0, 1.0)
+            corner_value, corner_grad = value_and_grad(corner)
+            record(corner_value, corner, "corner")
+            cache = {origin.tobytes(): (f0, grad0), corner.tobytes(): (corner_value, corner_grad)}
+            vertex_values = []
+            for _ in range(num_vertices):
+                vertex = (torch.randint(0, 2, (dim,), generator=gen, device=device, dtype=torch.float64) * 2 - 1)
+                vertex = vertex.cpu().numpy()
+                vertex_values.append(forward_only(vertex))
+                record(vertex_values[-1], vertex, "vertex")
+            finite = [v for v in vertex_values if math.isfinite(v)]
+            vertex_value = max(finite) if finite else math.nan
+
+            # 2. L-BFGS-B from the chosen start
+            if init == "random":
+                z0, start = z0_random, "random"
+            elif init == "zero":
+                z0, start = origin, "theta"
+            else:
+                z0, start = best["z"], best["by"]
+            slopes = np.abs(np.concatenate([grad0, corner_grad]))
+            slopes = slopes[np.isfinite(slopes)]
+            steepest = float(slopes.max()) if slopes.size else 0.0
+            scale = 1.0 / steepest if steepest > 0 else 1.0
+            reused = 0
+
+            def objective(z: np.ndarray) -> tuple[float, np.ndarray]:
+                nonlocal reused
+                hit = cache.get(np.ascontiguousarray(z, dtype=np.float64).tobytes())
+                if hit is None:
+                    value, gz = value_and_grad(z)
+                else:
+                    (value, gz), reused = hit, reused + 1
                 if not math.isfinite(value):  # steer the line search away from a blow-up
                     return math.inf, np.zeros(dim)
-                if value > best["loss"]:
-                    best["loss"], best["z"] = value, z.copy()
-                return -value, -(g.double().cpu().numpy() * radius_np)
+                record(value, z, "lbfgsb")
+                return -(value - f0) * scale, -gz * scale
 
-            if init == "random":
-                z0 = (torch.rand(dim, generator=gen, device=device, dtype=torch.float64) * 2 - 1).cpu().numpy()
-            else:
-                z0 = np.zeros(dim)
             result = minimize(objective, z0, jac=True, method="L-BFGS-B", bounds=Bounds(-np.ones(dim), np.ones(dim)),
                               options={"maxiter": max_iter, "ftol": 0.0, "gtol": 0.0})
             y_best = torch.from_numpy(best["z"] * radius_np)
             step_norm = float(y_best.norm()) if a is None else float((a @ y_best.to(device=device, dtype=dtype)).norm())
     cost.extra["evaluations"] = float(result.nfev)
+    cost.extra["reused_evaluations"] = float(reused)
+    cost.extra["candidates"] = float(1 + num_vertices)
     value = 100.0 * (best["loss"] - f0) / (1.0 + f0)
     return KeskarResult(value=value, loss=f0, max_loss=best["loss"], epsilon=epsilon, subspace_dim=subspace_dim,
                         iterations=int(result.nit), evaluations=int(result.nfev), converged=bool(result.success),
-                        message=str(result.message), perturbation_norm=step_norm, cost=cost)
+                        message=str(result.message), perturbation_norm=step_norm, corner_value=corner_value,
+                        vertex_value=vertex_value, start=start, found_by=best["by"], cost=cost)
 
 
 # ---------------------------------------------------------------------------------------------
