@@ -224,11 +224,11 @@ def test_runs_on_per_seed_data_are_not_batched(tmp_path):
                                 "model": {"name": "mlp", "width": 8, "depth": 1}, "train": {"epochs": 1}})
     per_seed = run_batch([base.with_overrides({"seed": s}) for s in range(2)], device="cpu", quiet=True)
     fixed = run_batch([base.with_overrides({"seed": s, "data.seed": 0}) for s in range(2)], device="cpu", quiet=True)
-    adam = run_batch([base.with_overrides({"seed": s, "data.seed": 0, "train.optimizer": "adam"}) for s in range(2)],
-                     device="cpu", quiet=True)
+    sam = run_batch([base.with_overrides({"seed": s, "data.seed": 0, "train.optimizer": "sam"}) for s in range(2)],
+                    device="cpu", quiet=True)
     assert [r.provenance.get("batched_with") for r in per_seed] == [None, None]  # different subsets
     assert [r.provenance.get("batched_with") for r in fixed] == [2, 2]
-    assert [r.provenance.get("batched_with") for r in adam] == [None, None]  # fit_ensemble: sgd/gd only
+    assert [r.provenance.get("batched_with") for r in sam] == [None, None]  # fit_ensemble: not SAM
     assert [r.config["seed"] for r in fixed] == [0, 1]
     assert fixed[0].metrics["test_acc"] != fixed[1].metrics["test_acc"] or \
         fixed[0].metrics["train_loss"] != fixed[1].metrics["train_loss"]
