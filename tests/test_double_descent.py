@@ -13,9 +13,12 @@ from overparam.analysis import runs_from_rows
 from overparam.errors import ConfigError
 from overparam.studies import get_study
 from overparam.studies.double_descent import (
+    MNIST1D,
     PAPER_CLAIMS,
     STUDY,
     DoubleDescentConfig,
+    _noise_levels,
+    _run_config,
     locate,
     peak_index,
     sweet_spot_index,
@@ -30,6 +33,10 @@ TRAIN = [0.50, 0.30, 0.10, 0.00, 0.00, 0.00]
 TEST = [0.40, 0.30, 0.45, 0.40, 0.30, 0.25]
 PEAK = "double_descent.mlp.noise15.peak_near_threshold"
 FALL = "double_descent.mlp.noise15.falls_beyond_peak"
+BEATS = "double_descent.mlp.noise15.largest_beats_underparameterized"
+# the notebook's grids (greydanus/mnist1d, notebooks/deep-double-descent.ipynb)
+NOTEBOOK_MLP = np.unique(np.geomspace(2, 300, 20, dtype=int)).tolist()
+NOTEBOOK_CNN = np.concatenate((np.arange(2, 30, 2), np.arange(30, 101, 5))).tolist()
 
 
 def _locate(train, test, seeds=4, jitter=0.002, num_resamples=500, tolerance=0.01):
@@ -122,7 +129,7 @@ def test_locate_without_interpolation_and_with_one_seed():
 def test_claims_from_synthetic_rows():
     rows = _rows(TRAIN, TEST) + _rows(TRAIN, [0.40, 0.30, 0.28, 0.27, 0.26, 0.25], noise=0.0)
     claims, sections = _claims(rows)
-    assert set(claims) == {PEAK, FALL}  # claims at noise > 0 only; the threshold is located, not claimed
+    assert set(claims) == {PEAK, FALL, BEATS}  # claims at noise > 0 only; the threshold is located, not claimed
     peak, fall = claims[PEAK], claims[FALL]
     assert peak.measured == -1.0 and peak.verdict == "reproduced" and peak.magnitude == "n/a"
     assert peak.paper == PAPER_CLAIMS["peak_near_threshold"].text and peak.source == "Nakkiran et al. 2019"
@@ -132,7 +139,15 @@ def test_claims_from_synthetic_rows():
     assert fall.test_examples == 1000
     assert fall.binomial_se == pytest.approx(math.sqrt((0.25 * 0.75 + 0.45 * 0.55) / 1000), rel=0.05)
     assert fall.verdict == "reproduced" and fall.direction == "holds"
-    assert "double descent" in sections[0].text
+    # the largest width (0.25) against the sweet spot (width 8, 0.30), in percentage points, paired by seed
+    beats = claims[BEATS]
+    assert beats.measured == pytest.approx(-5.0) and beats.ci_method == "t" and beats.n_seeds == 5
+    assert beats.ci == pytest.approx([-5.0, -5.0])  # every seed is shifted alike: paired, no spread
+    assert beats.binomial_se == pytest.approx(100 * math.sqrt((0.25 * 0.75 + 0.30 * 0.70) / 1000), rel=0.05)
+    assert beats.verdict == "reproduced" and beats.source == MNIST1D and beats.paper_value is None
+    assert beats.paper == PAPER_CLAIMS["largest_beats_underparameterized"].text
+    assert "sweet spot (width 8;" in beats.statement and "largest width (128)" in beats.statement
+    assert "double descent" in sections[0].text and "over-parameterized model generalizes best" in sections[0].text
     assert "width 32 (between 16 and 32; 100% of seed resamples" in sections[0].text  # the threshold, located
     assert "peak: width 16 (between 8 and 32" in sections[1].text
     # no width interpolates: the peak cannot be near a threshold, and the text says so
@@ -142,6 +157,27 @@ def test_claims_from_synthetic_rows():
     # the peak at the largest width: test error never falls again (a fall of exactly 0)
     claims, _ = _claims(_rows(TRAIN, [0.4, 0.3, 0.35, 0.4, 0.45, 0.5]))
     assert claims[FALL].verdict == "not_reproduced" and claims[FALL].ci == [0.0, 0.0]
+
+
+def test_largest_beats_underparameterized_on_known_cases():
+    # a double descent whose second descent stays above the sweet spot (0.30 at width 8): the fall beyond
+    # the peak holds, the largest model does not beat the classical regime's best
+    claims, sections = _claims(_rows(TRAIN, [0.40, 0.30, 0.45, 0.40, 0.35, 0.33]))
+    assert claims[FALL].verdict == "reproduced"
+    assert claims[BEATS].measured == pytest.approx(3.0) and claims[BEATS].verdict == "not_reproduced"
+    assert "Together: a double descent in model size." in sections[0].text
+    # beating the sweet spot by less than 2 binomial SE of a 100-example test set: undecided
+    claims, _ = _claims(_rows(TRAIN, [0.40, 0.30, 0.45, 0.40, 0.35, 0.29], n_test=100))
+    assert claims[BEATS].ci[1] < 0 and claims[BEATS].verdict == "inconclusive"
+    assert claims[BEATS].reason == "within 2 binomial SE of the test set"
+    # no width interpolates: the largest model is not over-parameterized, nothing to measure
+    claims, _ = _claims(_rows([0.5, 0.4, 0.3, 0.2, 0.1, 0.05], TEST))
+    beats = claims[BEATS]
+    assert beats.verdict == "inconclusive" and math.isnan(beats.ci[0]) and beats.ci_method.startswith("none")
+    # only the largest width interpolates and has the lowest test error: it is the sweet spot itself
+    claims, _ = _claims(_rows([0.5, 0.4, 0.3, 0.2, 0.1, 0.0], [0.5, 0.4, 0.3, 0.25, 0.2, 0.1]))
+    beats = claims[BEATS]
+    assert beats.verdict == "inconclusive" and beats.ci_method == "none: the sweet spot is the largest width"
 
 
 def test_verdicts_follow_the_rules_on_known_cases():
@@ -204,6 +240,14 @@ def test_config_validation():
         STUDY.resolve("tiny", overrides={"label_noise": [0.0, 1.5]})
     with pytest.raises(ConfigError, match="label_noise"):
         STUDY.resolve("tiny", overrides={"data.label_noise": 0.1})
+    with pytest.raises(ConfigError, match="label_noise"):
+        STUDY.resolve("tiny", overrides={"cnn_label_noise": [0.15, 1.5]})
+    with pytest.raises(ConfigError, match="mlp_options cannot set 'width'"):
+        STUDY.resolve("tiny", overrides={"mlp_options": {"width": 8}})
+    with pytest.raises(ConfigError, match="mlp_options must be a mapping"):
+        STUDY.resolve("tiny", overrides={"mlp_options": 0.5})
+    with pytest.raises(ConfigError, match="w_stdd"):  # an option the model does not take fails in grid()
+        STUDY.grid(STUDY.resolve("tiny", overrides={"mlp_options": {"w_stdd": 0.5}}))
     with pytest.raises(ConfigError, match="cnn_model"):
         STUDY.resolve("tiny", overrides={"cnn_model": "vgg"})
     with pytest.raises(ConfigError, match="interpolation_error"):
@@ -230,6 +274,66 @@ def test_grid_shares_data_across_seeds_and_batches_them():
     assert len(keys) == len(specs) // config.seeds  # the seeds of one grid point share a batch key
     cnn = next(s for s in specs if s.params["family"] == "cnn")
     assert cnn.params["run"]["model"]["name"] == "cnn1d"
+    # the CNN at its own noise levels; the MLP's extra model options reach its runs
+    config = STUDY.resolve("tiny", overrides={"cnn_label_noise": [0.2], "mlp_options": {"w_std": 0.5}})
+    specs = STUDY.grid(config)
+    assert {s.params["label_noise"] for s in specs if s.params["family"] == "cnn"} == {0.2}
+    assert {s.params["label_noise"] for s in specs if s.params["family"] == "mlp"} == {0.0, 0.2}
+    assert len(specs) == (2 * 3 + 3) * config.seeds
+    assert all(s.config.model.options["w_std"] == 0.5 for s in specs if s.params["family"] == "mlp")
+
+
+@pytest.mark.parametrize("preset", ["quick", "notebook"])
+def test_quick_and_notebook_presets_are_the_mnist1d_notebook_protocol(preset):
+    """greydanus/mnist1d, notebooks/deep-double-descent.ipynb: 16000 samples at train_split 0.25,
+    MLP with two hidden layers and the ConvBase CNN, SGD lr 0.01 momentum 0.9, batch 100, 500
+    epochs; the MLP without and with 15% label noise, the CNN with it; widths from its grids
+    (``notebook``: all of them; ``quick``: a subset, and no CNN, which does not fit its time)."""
+    config = STUDY.resolve(preset)
+    assert config.data == {"name": "mnist1d", "num_samples": 16000, "train_split": 0.25, "seed": 0}
+    train = dict(config.train)
+    assert train.pop("eval_every") >= 4000  # evaluations only every 100 epochs: the final one is what counts
+    assert train == {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "batch_size": 100, "epochs": 500}
+    assert not config.cnn_data and not config.cnn_train
+    assert config.mlp_depth == 2 and config.cnn_model == "cnn1d"
+    assert config.mlp_options == {"w_std": pytest.approx(3 ** -0.5)}  # PyTorch's default weight variance
+    assert config.label_noise == (0.0, 0.15) and config.cnn_label_noise == (0.15,) and config.seeds == 5
+    assert set(config.mlp_widths) <= set(NOTEBOOK_MLP) and max(config.mlp_widths) == 300
+    assert set(config.cnn_widths) <= set(NOTEBOOK_CNN)
+    # the notebook's thresholds (train error 0: MLP width 61 with noise, 47 without; CNN 24 channels), the
+    # widths just below them and its sweet spots (MLP 16, CNN 10) are on the grids, with widths on both sides
+    assert {9, 16, 27, 36, 47, 61, 104} <= set(config.mlp_widths)
+    assert {10, 18, 24} <= set(config.cnn_widths) and min(config.cnn_widths) < 10 and max(config.cnn_widths) > 24
+    if preset == "notebook":
+        assert config.models == ("mlp", "cnn")
+        assert list(config.mlp_widths) == NOTEBOOK_MLP and list(config.cnn_widths) == NOTEBOOK_CNN
+    else:
+        assert config.models == ("mlp",)
+        on = STUDY.resolve(preset, overrides=["models=[mlp, cnn]"])  # the CNN on its thin grid, at 15% only
+        assert _noise_levels(on, "cnn") == (0.15,) and _noise_levels(on, "mlp") == (0.0, 0.15)
+
+
+def test_quick_preset_builds_the_notebook_models():
+    import torch
+    from torch import nn
+
+    from overparam.models import build, count_parameters
+
+    config = STUDY.resolve("quick")
+    model = _run_config(config, "mlp", 16, 0.15, seed=0).model  # what the grid runs (without loading the data)
+    mlp = build(model.name, (40,), 10, **model.options)
+    notebook = nn.Sequential(nn.Linear(40, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 10))
+    assert count_parameters(mlp) == count_parameters(notebook)
+    assert [tuple(p.shape) for p in mlp.parameters()] == [tuple(p.shape) for p in notebook.parameters()]
+    with torch.no_grad():
+        weight = mlp.hidden[1].weight  # N(0, 1/(3 fan_in)): PyTorch's default variance
+        assert float(weight.var()) == pytest.approx(1 / (3 * 16), rel=0.35)
+    model = _run_config(STUDY.resolve("quick", overrides=["models=[mlp, cnn]"]), "cnn", 10, 0.15, seed=0).model
+    cnn = build(model.name, (40,), 10, **model.options)
+    conv = nn.Sequential(nn.Conv1d(1, 10, 5, stride=2, padding=1), nn.ReLU(), nn.Conv1d(10, 10, 3, stride=2, padding=1),
+                         nn.ReLU(), nn.Conv1d(10, 10, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(10 * 5, 10))
+    assert [tuple(p.shape) for p in cnn.parameters()] == [tuple(p.shape) for p in conv.parameters()]
 
 
 def test_tiny_end_to_end(tmp_path):
@@ -258,7 +362,7 @@ def test_tiny_end_to_end(tmp_path):
     assert [name for name, _ in sections[0].figures] == ["double_descent_errors", "double_descent_noisy_labels"]
     ids = {c.id for s in sections for c in s.claims}
     assert ids == {f"double_descent.{f}.noise20.{k}" for f in ("mlp", "cnn")
-                   for k in ("peak_near_threshold", "falls_beyond_peak")}
+                   for k in ("peak_near_threshold", "falls_beyond_peak", "largest_beats_underparameterized")}
     assert all(c.verdict == "inconclusive" and c.reason == "n < 5" for s in sections for c in s.claims)  # 2 seeds
 
     paths = build_report(tmp_path)
@@ -267,7 +371,8 @@ def test_tiny_end_to_end(tmp_path):
     assert "## double_descent" in report and "figures/double_descent_errors.png" in report
     claims = json.loads(paths.claims.read_text())
     assert ids == {c["id"] for c in claims}
-    assert all(c["study"] == "double_descent" and c["source"] == "Nakkiran et al. 2019" for c in claims)
+    assert all(c["study"] == "double_descent" and c["source"] == (
+        MNIST1D if c["id"].endswith("largest_beats_underparameterized") else "Nakkiran et al. 2019") for c in claims)
     assert all(c["paper_value"] is None and c["magnitude"] == "n/a" for c in claims)
     assert all(c["direction"] in ("holds", "fails", "undecided") for c in claims)
     assert {c["test_examples"] for c in claims if c["id"].endswith("falls_beyond_peak")} == {200}

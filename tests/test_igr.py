@@ -39,14 +39,20 @@ def test_tiny_study_end_to_end(tmp_path):
     for row in kinds["gd"] + kinds["egr"]:
         train = row["config"]["params"]["run"]["train"]
         m = row["metrics"]
-        assert train["optimizer"] == "gd" and train["steps"] * train["lr"] == pytest.approx(config.time)
+        assert train["optimizer"] == "gd" and train["steps"] * train["lr"] == pytest.approx(config.time)  # the cap
+        # trained to the common target: stopped at the first check at or below it, before the time cap
+        assert train["target_loss"] == config.target_loss and m["reached_target"] and m["train_loss"] <= 1.75
+        assert m["target_step"] == m["steps"] < train["steps"] and m["time"] == pytest.approx(m["steps"] * train["lr"])
         # R_IG and the full training loss tracked at the same steps, at least twice
         tracked = [[step for step, _ in row["curves"][name]] for name in ("r_ig", "full_loss")]
         assert m["lambda_max"] > 0 and m["r_ig"] > 0 and tracked[0] == tracked[1] and len(tracked[0]) >= 2
     # EGR: the smallest h with λ = (h_large − h_small)/4
     assert {r["config"]["params"]["run"]["train"]["grad_penalty"] for r in kinds["egr"]} == {(2.0 - 0.5) / 4}
     assert {r["config"]["params"]["run"]["train"]["lr"] for r in kinds["egr"]} == {0.5}
+    assert all(r["config"]["params"]["run"]["train"].get("target_loss") is None for r in kinds["one_step"])
     paths = build_report(tmp_path)
+    report = paths.markdown.read_text()
+    assert "to a common training loss" in report and "missed the training target" not in report
     claims = json.loads(paths.claims.read_text())
     assert [c["id"] for c in claims] == [
         "igr.one_step_plain_slope", "igr.one_step_modified_slope", "igr.rig_falls_with_h",
@@ -118,6 +124,42 @@ def test_claims_are_judged_against_the_theory():
     assert small_test.verdict == "inconclusive" and small_test.reason == "within 2 binomial SE of the test set"
 
 
+def _numbers(out):
+    return {name: (c.measured, tuple(c.ci), c.n_seeds, c.verdict) for name, c in out.items()}
+
+
+def test_runs_that_missed_their_target_are_listed_and_left_out():
+    """A GD run at the largest h and an EGR run that missed the training target (with values that
+    would turn the claims) are listed in the report and judged as if they did not exist; the
+    one-step runs have no target."""
+    import dataclasses
+
+    from overparam.studies.igr import render
+
+    config = get_study("igr").resolve("tiny", overrides=["seeds=5", "hs=[0.5, 1.0, 2.0]"])
+    assert config.target_loss is not None
+    runs = [dataclasses.replace(r, metrics={**r.metrics, **({"num_parameters": 100, "examples": 100} if r.settings[
+        "kind"] == "one_step" else {"reached_target": True, "train_loss": 0.04, "steps": 10})}) for r in _runs(config)]
+
+    def missed(run):
+        return (run.seed, run.settings["kind"], run.settings.get("h")) in ((1, "gd", 2.0), (3, "egr", 0.5))
+
+    runs = [dataclasses.replace(r, metrics={**r.metrics, "reached_target": False, "train_loss": 0.8, "steps": 5,
+                                            "lambda_max": 50.0, "r_ig": 1e-3, "test_acc": 0.1})
+            if missed(r) else r for r in runs]
+    a = analyze(runs, config)
+    assert sorted((r.settings["kind"], r.seed) for r in a.missed) == [("egr", 3), ("gd", 1)]
+    out = _claims(runs, config)
+    assert _numbers(out) == _numbers(_claims([r for r in runs if not missed(r)], config))
+    assert out["lambda_max_falls_with_h"].n_seeds == 4 and out["egr_recovers_flatness"].n_seeds == 3
+    assert out["one_step_plain_slope"].n_seeds == 5
+    assert "2 run(s) that missed the target left out" in out["lambda_max_falls_with_h"].statement
+    text = render(a, list(out.values()), config)[0].text
+    assert "2 run(s) missed the training target" in text
+    assert "EGR h = 0.5, λ = 0.375 seed 3 (train loss 0.800 after 5 steps)" in text and "GD h = 2 seed 1" in text
+    assert "to a common training loss" in text
+
+
 def test_presets_resolve():
     study = get_study("igr")
     quick = study.resolve("quick")
@@ -134,6 +176,7 @@ def test_presets_resolve():
     ("one_step_hs=[0.01, 0.01]", "one_step_hs must be a list of at least 2 different"),
     ("time=0.1", r"so that every h takes at least one step\) must be a finite number >= 2"),
     ("egr_penalty=-1", "egr_penalty must be null"),
+    ("target_loss=-0.1", "target_loss must be a finite number > 0"),
     ("loss=hinge", "unknown loss 'hinge'"),
     ("substeps=0", "substeps must be an integer >= 1"),
     ("seeds=0", "seeds must be an integer >= 1"),

@@ -4,6 +4,7 @@ pruned weights at zero, curves, report and claims), summaries on hand-made rows,
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -76,6 +77,69 @@ def test_tiny_preset_end_to_end(tmp_path):
 
     again = run_sweep(STUDY, config, tmp_path, progress=False)  # resumable: nothing left to do
     assert (again.skipped, again.ran) == (2, 0)
+
+
+def _reference(spec) -> tuple[dict, list]:
+    """One seed's IMP trajectory the plain way: every network trained alone by ``fit`` with
+    ``mask_callback`` (the protocol of the module docstring). {(level, network): test_acc}, masks."""
+    import torch
+
+    from overparam.prune import apply_masks, magnitude_prune, mask_callback, random_prune, rewind, snapshot
+    from overparam.run import build_model, load_data
+    from overparam.seeding import derive_seed
+    from overparam.train import fit
+
+    config, target = spec.config, torch.device("cpu")
+    data = load_data(config, target, quiet=True)
+    ticket, control = build_model(config, data, target), build_model(config, data, target)
+    init = snapshot(ticket)
+
+    def train(model, masks):
+        return fit(model, data, config.train, seed=config.seed,
+                   callbacks=[] if masks is None else [mask_callback(masks)]).metrics["test_acc"]
+
+    accuracies, all_masks, masks = {(0, "ticket"): train(ticket, None)}, [], None
+    for level in range(1, spec.params["rounds"] + 1):
+        masks = magnitude_prune(ticket, masks, spec.params["prune_fraction"], spec.params["output_prune_fraction"])
+        all_masks.append(masks)
+        rewind(ticket, init, masks)
+        accuracies[(level, "ticket")] = train(ticket, masks)
+        reinit = build_model(replace(config, seed=derive_seed(config.seed, "lottery", "reinit", level)), data, target)
+        apply_masks(reinit, masks)
+        accuracies[(level, "reinit")] = train(reinit, masks)
+        random_masks = random_prune(masks, seed=derive_seed(config.seed, "lottery", "random_mask", level))
+        rewind(control, init, random_masks)
+        accuracies[(level, "random")] = train(control, random_masks)
+    return accuracies, all_masks
+
+
+def test_seeds_in_lockstep_give_each_seed_its_own_trajectory():
+    """run_batch trains the seeds' trajectories together (one ensemble per level); each run's
+    stored numbers are those of the seed run alone, and those of the plain per-network fit loop."""
+    import torch
+
+    from overparam.studies import lottery
+
+    config = STUDY.resolve("tiny", overrides=["seeds=3", "train.optimizer=adam", "train.lr=0.01"])
+    specs = lottery.grid(config)
+    assert len({STUDY.batch_key(spec) for spec in specs}) == 1  # one unit of work for the executor
+    together = STUDY.run_batch(specs, "cpu")
+    alone = [STUDY.run_one(spec, "cpu") for spec in specs]
+    for batched, single in zip(together, alone):
+        assert batched.status == single.status == "done"
+        assert batched.metrics["levels"] == single.metrics["levels"]  # the same weight counts per layer and level
+        assert batched.metrics["max_abs_pruned_weight"] == single.metrics["max_abs_pruned_weight"] == 0.0
+        assert batched.curves.keys() == single.curves.keys()
+        for name, points in batched.curves.items():
+            assert [s for s, _ in points] == [s for s, _ in single.curves[name]]
+            assert [v for _, v in points] == pytest.approx([v for _, v in single.curves[name]], abs=1e-6), name
+        assert batched.provenance["batched_with"] == 3 and "batched_with" not in single.provenance
+    # the masks themselves, level by level, against the plain fit loop (seed 1)
+    runs = lottery._trajectories(specs[1:2], torch.device("cpu"))
+    accuracies, masks = _reference(specs[1])
+    assert {key: result["test_acc"] for key, result in runs[0].trained.items()} == pytest.approx(accuracies, abs=1e-6)
+    assert all(torch.equal(runs[0].masks[name], masks[-1][name]) for name in masks[-1])
+    assert runs[0].levels[-1]["counts"] == {name: int(m.sum()) for name, m in masks[-1].items()}
 
 
 def _row(seed: int, remaining: list[float], dense: float, ticket: list[float], reinit: list[float],

@@ -47,6 +47,10 @@ def test_tiny_study_end_to_end(tiny_store):
         assert m["lambda_max"] > 0 and m["lr_times_lambda_max"] == pytest.approx(m["lr"] * m["lambda_max"])
         assert m["test_error"] == pytest.approx(1 - m["test_acc"]) and m["measure_examples"] == 100
         assert r["provenance"]["batched_with"] == 6  # every LR and seed share the data: one batched model
+        # trained to train loss 2.3 within 3 epochs (4 steps each): η = 0.01 misses it, the others stop early
+        assert m["reached_target"] == (m["lr"] > 0.01) and r["config"]["params"]["run"]["train"]["target_loss"] == 2.3
+        assert (m["train_loss"] <= 2.3 and m["target_step"] == m["steps"] <= 12) if m["reached_target"] else (
+            m["train_loss"] > 2.3 and m["steps"] == 12 and m["target_step"] is None)
     for r in eos:
         m, c = r["metrics"], curves[r["run_key"]]
         assert r["config"]["params"]["run"]["train"]["optimizer"] == "gd" and m["steps"] == 150
@@ -56,8 +60,12 @@ def test_tiny_study_end_to_end(tiny_store):
         assert not {"sharpness", "sharpness_steps", "loss_by_step"} & set(m)  # the trajectories are curves only
         assert "batched_with" not in r["provenance"]  # a callback run trains alone
     paths = build_report(tiny_store)
+    report = paths.markdown.read_text()
+    assert "2 run(s) missed the training target" in report and "η = 0.01 seed 1 (train loss " in report
+    assert "within a cap of 3 epochs" in report
     claims = json.loads(paths.claims.read_text())
     assert [c["id"] for c in claims] == IDS
+    assert "2 run(s) that missed the target left out" in claims[1]["statement"]
     assert all(c["verdict"] == "inconclusive" and c["reason"] == "n < 5" for c in claims)  # 2 and 1 seeds
     ratio = claims[2]
     assert ratio["paper_value"] == 2.0 and ratio["band"] == [1.8, 2.2] and ratio["n_seeds"] <= 1
@@ -195,12 +203,44 @@ def test_verdicts_on_hand_made_runs():
     assert (high["lr_eos.eos_ratio"].direction, high["lr_eos.eos_ratio"].verdict) == ("fails", "not_reproduced")
 
 
+def _claim_numbers(sections):
+    return {c.id: (c.measured, tuple(c.ci), c.n_seeds, c.verdict) for s in sections for c in s.claims}
+
+
+def test_a_sweep_run_that_missed_its_target_is_listed_and_left_out():
+    """A part (a) run that missed its training target (a wild λ_max and test error, which would move
+    both sweep claims) is listed in the sweep's section and judged as if it did not exist; part (b),
+    trained for fixed steps, has no target."""
+    config = STUDY.resolve("tiny", overrides={"seeds": 5, "eos_seeds": 5, "lrs": [0.01, 0.03, 0.1, 0.2, 0.3, 0.5]})
+    assert config.train["target_loss"] > 0 and "target_loss" not in config.eos_train
+    rows = _hand_made_rows(config, 2.0)
+    sweep = [r for r in rows if r["config"]["params"]["kind"] == "lr"]
+    for row in sweep:
+        row["metrics"].update(reached_target=True, train_loss=0.009, steps=40)
+    miss = next(r for r in sweep if r["seed"] == 3 and r["config"]["params"]["run"]["train"]["lr"] == 0.01)
+    miss["metrics"].update(reached_target=False, train_loss=0.5, steps=120, lambda_max=1e3, test_error=0.9)
+    sections = STUDY.summarize(rows, config)
+    text = sections[0].text
+    assert "1 run(s) missed the training target" in text
+    assert "η = 0.01 seed 3 (train loss 0.500 after 120 steps)" in text
+    assert "to a common target (training loss <= " in text
+    without = _claim_numbers(STUDY.summarize([r for r in rows if r is not miss], config))
+    assert _claim_numbers(sections) == without
+    claims = {c.id: c for s in sections for c in s.claims}
+    assert claims["lr_eos.sharpness_falls_with_lr"].n_seeds == 4  # seed 3 has no run at the smallest η left
+    assert "1 run(s) that missed the target left out" in claims["lr_eos.sharpness_vs_test_error"].statement
+    assert all("missed the training target" not in s.text for s in sections[1:])
+
+
 def test_presets_resolve_and_quick_grid_validates():
     for preset in ("tiny", "quick", "paper"):
         STUDY.resolve(preset)
     specs = STUDY.grid(STUDY.resolve("quick"))
     kinds = [s.params["kind"] for s in specs]
-    assert kinds.count("lr") == 7 * 5 and kinds.count("eos") == 4 * 5
+    assert kinds.count("lr") == 5 * 5 and kinds.count("eos") == 4 * 5
+    trains = [s.params["run"]["train"] for s in specs]
+    assert all(t["target_loss"] == 0.01 and t["epochs"] == 150 for t in trains if t["optimizer"] == "sgd")
+    assert all(t["target_loss"] is None for t in trains if t["optimizer"] == "gd")  # part (b): fixed steps
     assert len({s.key for s in specs}) == len(specs)
     assert STUDY.batch_key(specs[0]) is not None and STUDY.batch_key(specs[-1]) is None
     assert len({STUDY.batch_key(s) for s in specs if s.params["kind"] == "lr"}) == 1
@@ -217,6 +257,7 @@ def test_presets_resolve_and_quick_grid_validates():
     ("eos_train.loss=cross_entropy", "eos_train.loss must be 'mse'"),
     ("eos_train.schedule=cosine", "eos_train.schedule must be 'constant'"),
     ("track_every=1000", "eos_train.steps must be set and >= track_every"),
+    ("eos_train.target_loss=0.1", "eos_train takes no target_loss"),
     ("eos_onset=1.5", r"eos_onset must be a finite number in \(0, 1\]"),
     ("eos_ratio_tolerance=0", r"eos_ratio_tolerance must be a finite number in \(0, 1\)"),
 ])

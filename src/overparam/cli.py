@@ -12,6 +12,10 @@
     overparam version
 
 Bad input prints one line (``error: ...``) and exits with status 2; no traceback.
+
+Threading: unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set, the command sets
+``overparam.threads.DEFAULTS`` (a bounded OpenMP spin-wait) before torch is imported, which
+keeps a busy machine from collapsing throughput; nothing here imports torch at module level.
 """
 
 from __future__ import annotations
@@ -251,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # first, before anything imports torch: libgomp reads its environment once, at that import
+    from overparam.threads import apply_defaults
+
+    apply_defaults()
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "version": cmd_version, "run": cmd_run, "studies": cmd_studies,
                 "export": cmd_export, "report": cmd_report}

@@ -1,12 +1,19 @@
-"""What produced a result: package versions, git revision, device, host."""
+"""What produced a result: package versions, git revision, device, host, threading."""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from pathlib import Path
 
 import torch
+
+from overparam.threads import WAIT_VARIABLES
+
+# libgomp read its environment when torch was imported (just above, unless something imported
+# torch earlier): the wait policy in effect is this snapshot, whatever os.environ says later
+_OPENMP_AT_IMPORT = {name: os.environ.get(name) for name in WAIT_VARIABLES}
 
 
 def git_revision(path: str | Path | None = None) -> str | None:
@@ -42,4 +49,7 @@ def provenance(device: torch.device) -> dict[str, str | None]:
         "git_revision": git_revision(),
         "device": device_name(device),
         "torch_threads": str(torch.get_num_threads()),
+        # None: not set, libgomp's default (spin ~300 000 times, then sleep)
+        "omp_wait_policy": _OPENMP_AT_IMPORT["OMP_WAIT_POLICY"],
+        "gomp_spincount": _OPENMP_AT_IMPORT["GOMP_SPINCOUNT"],
     }

@@ -5,15 +5,23 @@ pruning (IMP) with rewinding to the original initialization. One run is one seed
 trajectory, because each level's controls need that seed's masks:
 
 - level 0: train the dense network from its initialization theta_0 (the seed's init).
-- level k = 1..rounds: prune ``prune_fraction`` (0.2) of the remaining weights of every hidden
-  layer and ``output_prune_fraction`` (0.1) of the output layer's, by smallest magnitude of the
-  previous level's trained ticket; then train three networks on the same data, with the same
-  data order and budget, their pruned weights held at exactly 0.0 throughout training: the
-  *ticket*, the mask on theta_0 (surviving weights rewound to their initial values); *reinit*
-  (control 1), the same mask on a fresh random initialization (init seed derived from the run
-  seed and the level); *random* (control 2), a random mask with exactly the ticket's per-layer
-  weight counts (drawn from the run seed and the level) on theta_0. After 10 rounds
-  0.8^10 = 10.7% of each hidden layer remains.
+- level k = 1..rounds: prune ``prune_fraction`` of the remaining weights of every hidden layer
+  and ``output_prune_fraction`` of the output layer's (Frankle & Carbin: 0.2 and 0.1, the
+  defaults), by smallest magnitude of the previous level's trained ticket; then train three
+  networks on the same data, with the same data order (the run seed's) and budget, their pruned
+  weights held at exactly 0.0 throughout training: the *ticket*, the mask on theta_0 (surviving
+  weights rewound to their initial values); *reinit* (control 1), the same mask on a fresh random
+  initialization (init seed derived from the run seed and the level); *random* (control 2), a
+  random mask with exactly the ticket's per-layer weight counts (drawn from the run seed and the
+  level) on theta_0. With the defaults, 0.8^10 = 10.7% of each hidden layer remains after 10 rounds.
+
+Execution: the seeds' trajectories run in lockstep (``run_batch``; the sweep hands the seeds of
+one configuration over together, ``batch_key``): the dense networks of all seeds are trained as
+one :func:`~overparam.train.fit_ensemble`, then each level's 3 x seeds networks as one (each
+member with its own pruning mask). The ensemble is member-equal to ``fit`` with
+``prune.mask_callback`` (up to float rounding), so every run's stored numbers are those of its
+own trajectory trained network by network (tests/test_lottery.py checks both). ``run_one`` is
+the same path with one seed (its level's three networks as one ensemble).
 
 Per level the run stores the fraction of prunable weights remaining (weight matrices only;
 biases are never pruned) and the remaining weights per layer in ``metrics["levels"]``, and as
@@ -27,11 +35,35 @@ Claims (statements in :func:`claims`, the paper's in ``PAPER_CLAIMS``), at the l
 remaining fraction is closest to 10%, on final test accuracies paired by seed: ticket vs dense,
 vs reinit and vs random mask. The margin over the better control at every level is in the report.
 
-Presets' costs: ``tiny`` seconds (tests); ``quick`` (MNIST-1D, MLP 40-100-100-10, 11 rounds to
-10.1% of the weights, 5 seeds: 170 trainings) about 2 minutes on 2 CPU cores with one torch thread;
-``mnist`` (10k MNIST examples) ~17 minutes on 2 cores; ``paper`` (full MNIST, Frankle & Carbin's
-50k Adam iterations, 15 rounds to 3.5%) for a GPU. ``mnist`` and ``paper`` use a 300-300 MLP, not
-LeNet-300-100 (784-300-100-10): overparam's MLP has one width for all hidden layers.
+The ``quick`` preset follows the MNIST-1D lottery-ticket experiment (greydanus/mnist1d,
+notebooks/lottery-tickets.ipynb with notebooks/train.py) where the framework allows: MNIST-1D
+(4000 train / 1000 test), MLP 40-500-500-10, Adam lr 0.02 (betas 0.9/0.999, no weight decay),
+batch 100, 1500 steps per network (the notebook: total_steps 1501), evaluated every 100 steps;
+layer-wise magnitude pruning of the previous round's trained weights with rewinding to the
+original init; controls trained with the same budget. Where it differs:
+
+- the notebook's second layer is residual, h + relu(W2 h); overparam's MLP is a plain
+  relu(W2 h). Its init is torch's nn.Linear default (U(+-1/sqrt(fan_in)) weights and biases);
+  overparam's MLP draws N(0, 1/fan_in) weights and zero biases.
+- the notebook's batches walk the training set in order (batch i = examples 100i..100i+99 mod
+  4000, the same order for every network); ``fit`` draws a fresh permutation each epoch (from
+  the run seed, the same for a run's dense network, tickets and controls).
+- pruning schedule: the notebook prunes each layer (biases included) to sparsity
+  linspace(0, 1, 100)[i] at retrain i, 100 retrains, and compares with random pruning (random
+  scores, a fresh random mask per retrain); here Frankle & Carbin's rule (a fraction of each
+  layer's remaining weights per round, the output layer at half the hidden layers' rate, biases
+  never pruned) and both of their controls. ``quick`` prunes 44% per round (output 22%) for 4
+  rounds, to 10.3% of the weights, instead of 20%/10% for 10 rounds (to 11.2%): on 2 CPU cores a
+  pruning level of 5 seeds (15 networks of 275k weights, 1500 Adam steps) takes about a minute,
+  and the 20% rule's 10 levels would take ~10 minutes, the paper suite's 15 minutes being for all
+  its studies.
+
+Presets' costs: ``tiny`` seconds (tests); ``quick`` (1 dense + 4 pruned levels, 5 seeds: 65
+trainings in 5 ensembles) about 4 minutes on a quiet 2-core CPU (estimated from CPU time; a
+level of 15 networks is ~1 minute with 2 threads); ``mnist`` (10k MNIST examples) ~17 minutes on
+2 cores; ``paper`` (full MNIST, Frankle & Carbin's 50k Adam iterations, 15 rounds to 3.5%) for
+a GPU. ``mnist`` and ``paper`` use a 300-300 MLP, not LeNet-300-100 (784-300-100-10): overparam's
+MLP has one width for all hidden layers.
 """
 
 from __future__ import annotations
@@ -105,16 +137,34 @@ def _check_prunable(run_config) -> None:
                           f"layer besides its output layer; the lottery study needs e.g. an mlp with depth >= 1")
 
 
-# --- one run: a seed's IMP trajectory ------------------------------------------------------------
+# --- runs: seeds' IMP trajectories, in lockstep ---------------------------------------------------
 
 
-def _train(model, dataset, run_config, masks) -> dict[str, Any]:
-    """Train ``model`` (already masked) with its pruned weights held at 0; its accuracies."""
-    from overparam.prune import mask_callback, prunable_parameters
-    from overparam.train import fit
+@dataclass
+class _Trajectory:
+    """One run (one seed's IMP trajectory) while it is trained: its models, theta_0, current
+    masks and the results so far ({(level, network): :func:`_result`})."""
 
-    result = fit(model, dataset, run_config.train, seed=run_config.seed,
-                 callbacks=[] if masks is None else [mask_callback(masks)])
+    spec: RunSpec
+    dataset: Any
+    ticket: Any  # theta_0, then the ticket trained at the last level
+    control: Any  # the model reused for the random-mask control
+    init: dict[str, Any]  # theta_0 (a prune.snapshot)
+    masks: Any = None  # the last level's ticket masks (None: dense)
+    trained: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
+    levels: list[dict[str, Any]] = field(default_factory=lambda: [{"level": 0, "remaining": 1.0}])
+
+    @property
+    def alive(self) -> bool:
+        """Whether the last trained ticket finished (the next level would prune a diverged network)."""
+        return self.trained[(len(self.levels) - 1, "ticket")]["status"] == "done"
+
+
+def _result(model, result, masks) -> dict[str, Any]:
+    """What a run keeps of one trained network: status, steps, accuracies (None unless it
+    finished) and the largest |w| among its pruned weights after training (0.0: the mask held)."""
+    from overparam.prune import prunable_parameters
+
     accuracies = (result.metrics.get("test_acc"), result.metrics.get("train_acc"), result.early_stopping_test_acc)
     out = {"status": result.status, "steps": result.steps, "divergence": result.divergence,
            **dict(zip(ACCURACIES, accuracies if result.status == "done" else (None,) * 3))}
@@ -124,58 +174,117 @@ def _train(model, dataset, run_config, masks) -> dict[str, Any]:
     return out
 
 
-def _train_level(ticket, control, init, masks, dataset, run_config, target, level: int) -> dict[str, dict[str, Any]]:
-    """Train one pruning level's three networks: the ticket (the mask on theta_0), reinit (the
-    mask on a fresh init, same data order) and random (a random mask with the ticket's per-layer
-    counts, on theta_0). ``control`` is the model reused for the random-mask network."""
-    from overparam.prune import apply_masks, random_prune, rewind
+def _train_together(members: list[tuple[Any, Any, Any]], dataset) -> list[dict[str, Any]]:
+    """Train ``members`` ((model, run config, masks or None), models already masked), each as
+    ``fit(model, dataset, config.train, seed=config.seed, callbacks=[mask_callback(masks)])``:
+    together with :func:`~overparam.train.fit_ensemble` (member-equal to those fits up to float
+    rounding) when it supports them, else one by one. Their results (:func:`_result`), in order."""
+    from overparam.prune import mask_callback
+    from overparam.train import ensemble_unsupported, fit, fit_ensemble
+
+    models = [model for model, _, _ in members]
+    train = members[0][1].train  # the members differ at most in seed and LR (the study's batch key)
+    if ensemble_unsupported(models, train) is None:
+        results = fit_ensemble(models, dataset, train, [config.seed for _, config, _ in members],
+                               lrs=[config.train.lr for _, config, _ in members],
+                               masks=[masks for _, _, masks in members])
+    else:
+        results = [fit(model, dataset, config.train, seed=config.seed,
+                       callbacks=[] if masks is None else [mask_callback(masks)]) for model, config, masks in members]
+    return [_result(model, result, masks) for (model, _, masks), result in zip(members, results)]
+
+
+def _level_networks(run: _Trajectory, level: int, target) -> list[tuple[str, Any, Any]]:
+    """Prune ``run``'s last trained ticket (``prune_fraction`` of each hidden layer's remaining
+    weights, ``output_prune_fraction`` of the output layer's, by magnitude), record the level, and
+    return its three networks as (network, model, masks), pruned weights at 0: the ticket (the
+    mask on theta_0), reinit (the mask on a fresh init, from the run seed and the level) and
+    random (a random mask with the ticket's per-layer counts, drawn from the run seed and the
+    level, on theta_0)."""
+    from overparam.prune import (apply_masks, count_remaining, magnitude_prune, random_prune, remaining_by_layer,
+                                 remaining_fraction, rewind)
     from overparam.run import build_model
     from overparam.seeding import derive_seed
 
-    rewind(ticket, init, masks)
-    runs = {"ticket": _train(ticket, dataset, run_config, masks)}
-    reinit = build_model(replace(run_config, seed=derive_seed(run_config.seed, NAME, "reinit", level)), dataset, target)
+    config, params = run.spec.config, run.spec.params
+    masks = magnitude_prune(run.ticket, run.masks, params["prune_fraction"], params["output_prune_fraction"])
+    run.masks = masks
+    run.levels.append({"level": level, "remaining": remaining_fraction(masks),
+                       "remaining_by_layer": remaining_by_layer(masks), "counts": count_remaining(masks)})
+    rewind(run.ticket, run.init, masks)
+    reinit = build_model(replace(config, seed=derive_seed(config.seed, NAME, "reinit", level)), run.dataset, target)
     apply_masks(reinit, masks)
-    runs["reinit"] = _train(reinit, dataset, run_config, masks)
-    random_masks = random_prune(masks, seed=derive_seed(run_config.seed, NAME, "random_mask", level))
-    rewind(control, init, random_masks)
-    runs["random"] = _train(control, dataset, run_config, random_masks)
+    random_masks = random_prune(masks, seed=derive_seed(config.seed, NAME, "random_mask", level))
+    rewind(run.control, run.init, random_masks)
+    return [("ticket", run.ticket, masks), ("reinit", reinit, masks), ("random", run.control, random_masks)]
+
+
+def _same_data(a, b) -> bool:
+    import torch
+
+    return a is b or all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("x_train", "y_train", "x_test", "y_test"))
+
+
+def _run_lockstep(runs: list[_Trajectory], target) -> None:
+    """Train the trajectories of ``runs`` (one dataset) level by level: the dense networks in one
+    ensemble, then per pruning level the three networks of every run still going in one ensemble
+    (3 x runs members). Each run's results are those of its own trajectory trained alone."""
+    for run, result in zip(runs, _train_together([(run.ticket, run.spec.config, None) for run in runs],
+                                                 runs[0].dataset)):
+        run.trained[(0, "ticket")] = result  # level 0: the dense network
+    for level in range(1, runs[0].spec.params["rounds"] + 1):
+        going = [run for run in runs if run.alive]
+        if not going:
+            break
+        networks = [(run, net, model, masks) for run in going for net, model, masks in _level_networks(run, level, target)]
+        results = _train_together([(model, run.spec.config, masks) for run, _, model, masks in networks],
+                                  going[0].dataset)
+        for (run, net, _, _), result in zip(networks, results):
+            run.trained[(level, net)] = result
+
+
+def _trajectories(specs: list[RunSpec], target) -> list[_Trajectory]:
+    """The runs of ``specs`` trained (runs on identical data in lockstep, one group per dataset)."""
+    from overparam.prune import snapshot
+    from overparam.run import build_model, load_data
+
+    runs: list[_Trajectory] = []
+    for spec in specs:
+        dataset = load_data(spec.config, target, quiet=True)
+        dataset = next((run.dataset for run in runs if _same_data(run.dataset, dataset)), dataset)
+        ticket = build_model(spec.config, dataset, target)
+        runs.append(_Trajectory(spec, dataset, ticket, build_model(spec.config, dataset, target), snapshot(ticket)))
+    for dataset in {id(run.dataset): run.dataset for run in runs}.values():
+        _run_lockstep([run for run in runs if run.dataset is dataset], target)
     return runs
 
 
-def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
+def run_batch(specs: list[RunSpec], device: str | None) -> list[RunOutcome]:
+    """Several seeds' IMP trajectories in lockstep (runs with one :func:`common.batch_key`: equal
+    but for seed and LR): each level's networks of all runs trained as one ensemble (runs on
+    different data in separate ensembles). One outcome per spec, each what :func:`run_one` gives
+    for it alone (up to float rounding); a run's wall time is its equal share of the batch's."""
     from overparam.device import resolve_device
     from overparam.provenance import provenance
-    from overparam.prune import count_remaining, magnitude_prune, remaining_by_layer, remaining_fraction, snapshot
-    from overparam.run import build_model, load_data
 
     started = time.perf_counter()
-    run_config = spec.config
     target = resolve_device(device)
-    dataset = load_data(run_config, target, quiet=True)
-    ticket = build_model(run_config, dataset, target)
-    control = build_model(run_config, dataset, target)  # reused for the random-mask control
-    init = snapshot(ticket)
-    trained = {(0, "ticket"): _train(ticket, dataset, run_config, None)}  # level 0: the dense network
-    levels: list[dict[str, Any]] = [{"level": 0, "remaining": 1.0}]
-    masks = None
-    for level in range(1, spec.params["rounds"] + 1):
-        if trained[(level - 1, "ticket")]["status"] != "done":  # the next level would prune a diverged network
-            break
-        masks = magnitude_prune(ticket, masks, spec.params["prune_fraction"],  # from the previous level's ticket
-                                spec.params["output_prune_fraction"])
-        levels.append({"level": level, "remaining": remaining_fraction(masks),
-                       "remaining_by_layer": remaining_by_layer(masks), "counts": count_remaining(masks)})
-        trained.update({(level, net): result for net, result in _train_level(
-            ticket, control, init, masks, dataset, run_config, target, level).items()})
-    return RunOutcome(*_outcome(trained, levels, spec.params, dataset), time.perf_counter() - started,
-                      {**provenance(target), "data": dataset.info})
+    runs = _trajectories(specs, target)
+    wall = time.perf_counter() - started
+    batched = {"batched_with": len(runs), "batch_wall_time_s": wall} if len(runs) > 1 else {}
+    return [RunOutcome(*_outcome(run.trained, run.levels, run.spec.params, run.dataset), wall / len(runs),
+                       {**provenance(target), "data": run.dataset.info, **batched}) for run in runs]
+
+
+def run_one(spec: RunSpec, device: str | None) -> RunOutcome:
+    """One seed's IMP trajectory (each level's three networks trained together)."""
+    return run_batch([spec], device)[0]
 
 
 def _outcome(trained: dict[tuple[int, str], dict[str, Any]], levels: list[dict[str, Any]], params: dict[str, Any],
              dataset: Any) -> tuple[str, dict[str, Any], dict[str, list[tuple[int, float]]]]:
     """A run's status, metrics and curves from its trained networks ({(level, network): result of
-    :func:`_train`}, level 0 the dense network) and its levels. Accuracies are stored as curves
+    :func:`_result`}, level 0 the dense network) and its levels. Accuracies are stored as curves
     (step = level); ``metrics["levels"]`` holds each level's remaining fraction and weight counts."""
     dense = trained[(0, "ticket")]
     failed = [(level, net) for (level, net), result in trained.items() if result["status"] != "done"]
@@ -313,7 +422,8 @@ def render(a: LotteryAnalysis, claims: list[Claim], config: LotteryConfig) -> li
         for level in a.levels])
     text = (f"Layer-wise iterative magnitude pruning with rewinding to the original initialization: per round, "
             f"{100 * config.prune_fraction:g}% of each hidden layer's remaining weights and "
-            f"{100 * config.output_prune_fraction:g}% of the output layer's are removed. Accuracies are final test "
+            f"{100 * config.output_prune_fraction:g}% of the output layer's are removed, {config.rounds} rounds. "
+            f"{_budget_text(config)} Accuracies are final test "
             f"accuracies in %, mean over seeds with a 95% t-interval; differences are paired by seed, in "
             f"percentage points (t-interval). 'remaining %' counts weight matrices only (biases are never pruned).\n\n"
             f"{_level_table(a)}\n\nTest accuracy at each network's early-stopping point (the evaluation of minimum "
@@ -324,6 +434,14 @@ def render(a: LotteryAnalysis, claims: list[Claim], config: LotteryConfig) -> li
              f"pruned weights: {common.fmt(a.max_abs_pruned, 3)}). ")
     text += f"Diverged trainings (left out): {'; '.join(a.diverged)}." if a.diverged else "No training diverged."
     return [Section(TITLE, text, [("lottery_accuracy_vs_remaining", _accuracy_figure(a))], claims)]
+
+
+def _budget_text(config: LotteryConfig) -> str:
+    """How every network was trained, in words (the same for the dense network, tickets and controls)."""
+    train = common.run_config(config.data, config.model, config.train, 0).train
+    budget = f"{train.steps} steps" if train.steps is not None else f"{train.epochs if train.epochs else 10:g} epochs"
+    return (f"Every network (dense, tickets and both controls) is trained with the same budget and data order: "
+            f"{train.optimizer}, lr {train.lr:g}, batch size {train.batch_size}, {budget}.")
 
 
 def _level_table(a: LotteryAnalysis) -> str:
@@ -353,35 +471,47 @@ def _reading(a: LotteryAnalysis) -> str:
 
 
 def _accuracy_figure(a: LotteryAnalysis):
+    """Final test accuracy (mean over seeds, 95% t-interval bands) of the ticket, reinit and
+    random-mask networks against the fraction of weights remaining (log scale, sparser to the
+    right), the dense network as a point at 100% (the start of the ticket's trajectory) and a
+    dashed line across, and the level of the claims."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     from overparam.report.figures import n_label, new_figure
 
-    fig, ax = new_figure(width=7.4, height=4.6)
+    fig, ax = new_figure(width=7.4, height=5.4)
     xs = np.array([100 * a.remaining[level] for level in a.levels])
+    dense = np.array(tuple(a.dense))
     for net, colour, marker in zip(NETWORKS, ("tab:blue", "tab:orange", "tab:green"), "os^"):
         est, low, high = (np.array([a.accuracy[level][net][i] for level in a.levels]) for i in range(3))
-        ax.plot(xs, est, marker=marker, markersize=4.5, color=colour, zorder=3,
+        x = xs
+        if net == "ticket":  # the ticket's trajectory starts at the dense network (level 0)
+            x, est, low, high = np.r_[100.0, xs], np.r_[dense[0], est], np.r_[dense[1], low], np.r_[dense[2], high]
+        ax.plot(x, est, marker=marker, markersize=4.5, color=colour, zorder=3,
                 label=f"{LABELS[net]} ({n_label([a.accuracy[level][net].n for level in a.levels])}, 95% CI)")
         band = ~(np.isnan(low) | np.isnan(high))
         if band.any():
-            ax.fill_between(xs[band], low[band], high[band], color=colour, alpha=0.18, linewidth=0, zorder=2)
+            ax.fill_between(x[band], low[band], high[band], color=colour, alpha=0.18, linewidth=0, zorder=2)
     ax.axhline(a.dense[0], color="0.3", linestyle="--", linewidth=1.2, zorder=1,
                label=f"dense, 100% of weights ({n_label(a.dense.n)}, 95% CI)")
     if a.dense.decided:
         ax.axhspan(a.dense[1], a.dense[2], color="0.3", alpha=0.12, linewidth=0, zorder=0)
+        ax.errorbar([100.0], [dense[0]], yerr=[[dense[0] - dense[1]], [dense[2] - dense[0]]], fmt="none",
+                    ecolor="0.2", capsize=3, linewidth=1, zorder=4)
+    ax.plot([100.0], [dense[0]], marker="D", markersize=5.5, color="0.2", linestyle="none", zorder=5)
     at10 = 100 * a.remaining[a.at10]
     ax.axvline(at10, color="0.5", linestyle=":", linewidth=1)
     ax.annotate(f"claims at {at10:.1f}%", (at10, 0.98), xycoords=("data", "axes fraction"), xytext=(-4, 0),
                 textcoords="offset points", ha="right", va="top", fontsize=8, color="0.35")
     ax.set_xscale("log")
-    ax.set_xlim(xs.max() * 1.12, xs.min() / 1.12)  # reversed: sparsity grows to the right
-    ax.set_xticks(xs if len(xs) <= 8 else xs[::2])
+    ticks = np.r_[100.0, xs if len(xs) <= 8 else xs[::2]]
+    ax.set_xlim(100 * 1.12, xs.min() / 1.12)  # reversed: sparsity grows to the right
+    ax.set_xticks(ticks)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set(xlabel="weights remaining (% of prunable weights, log scale)", ylabel="test accuracy (%)",
-           title="test accuracy vs fraction of weights remaining")
-    ax.legend(fontsize=8, frameon=False, loc="best")
+           title="final test accuracy vs fraction of weights remaining (mean over seeds)")
+    ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)  # off the data
     return fig
 
 
@@ -391,6 +521,8 @@ STUDY = Study(
     config_type=LotteryConfig,
     grid=grid,
     run_one=run_one,
+    run_batch=run_batch,
+    batch_key=common.batch_key,
     analyze=analyze,
     claims=claims,
     render=render,
@@ -399,9 +531,9 @@ STUDY = Study(
                  "model": {"name": "mlp", "width": 16, "depth": 1},
                  "train": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 50, "epochs": 2},
                  "rounds": 2, "seeds": 2},
-        "quick": {"data": {"name": "mnist1d", "seed": 0}, "model": {"name": "mlp", "width": 100, "depth": 2},
-                  "train": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 100, "epochs": 12},
-                  "rounds": 11, "seeds": 5},
+        "quick": {"data": {"name": "mnist1d", "seed": 0}, "model": {"name": "mlp", "width": 500, "depth": 2},
+                  "train": {"optimizer": "adam", "lr": 0.02, "batch_size": 100, "steps": 1500, "eval_every": 100},
+                  "rounds": 4, "prune_fraction": 0.44, "output_prune_fraction": 0.22, "seeds": 5},
         "mnist": {"data": {"name": "mnist", "n_train": 10000, "n_test": 10000, "seed": 0, "standardize": True},
                   "model": {"name": "mlp", "width": 300, "depth": 2},
                   "train": {"optimizer": "adam", "lr": 1.2e-3, "batch_size": 60, "epochs": 5},

@@ -4,17 +4,30 @@ Two parts, selected by ``parts`` (grid points carry ``kind: "lr"`` or ``kind: "e
 stated in :func:`claims` with sources in ``PAPER_CLAIMS`` (the seed is the unit, n = seeds): (a)
 ``sharpness_vs_test_error``, ``sharpness_falls_with_lr``; (b) ``eos_ratio``, ``eos_loss_decreases``.
 
-(a) Learning-rate sweep. SGD (momentum 0 in every preset) at one batch size and one epoch budget, one run per
-(η, seed); all seeds share the data (``data.seed``), so every η and seed trains in one batched model
-(:func:`common.batch_key` lets LRs differ). At the end: λ_max, the top eigenvalue of the Hessian of the mean
-training loss over a fixed subset of ``sharpness_examples`` training examples (cold-start Lanczos, 'residual'
-criterion, tol 1e-3, at most 32 HVPs), and the test error 1 − test accuracy. A step of size η on a quadratic is
-stable only while η·λ_max < 2, so a larger η can only settle where λ_max < 2/η (Cohen et al. 2021; Jastrzębski et
-al. 2020 for SGD). Flat-minima arguments (Hochreiter & Schmidhuber 1997; Keskar et al. 2017) predict a Spearman
-ρ(λ_max, test error) > 0; the paper reports ρ = −0.89.
+(a) Learning-rate sweep. SGD (momentum 0 in every preset) at one batch size, one run per (η, seed), every η
+trained to a common training-loss target within a cap (``train.target_loss``; ``train.epochs`` is the cap): the
+run stops at the first once-per-epoch check whose cross-entropy over the whole training set is <= the target
+(:class:`~overparam.train.TrainConfig`). The claims compare the solutions the η reach, so they must be at one loss
+level: after equal epochs a small η is still far up the loss curve (in the earlier equal-epochs protocol of the quick
+preset η = 0.001 ended at train loss ~1.2 and η = 0.5 at ~0.001), its λ_max measures how far progressive sharpening
+got, and with cross-entropy λ_max also shrinks as the loss goes to zero. Runs that miss the target within the cap
+are listed in the report and left out of the claims and tables (:func:`overparam.analysis.split_by_target`). All
+seeds share the data (``data.seed``), so every η and seed trains in one batched model (:func:`common.batch_key` lets
+LRs differ; each member stops at its own target). At the stopping point: λ_max, the top eigenvalue of the Hessian
+of the mean training loss over a fixed subset of ``sharpness_examples`` training examples (cold-start Lanczos,
+'residual' criterion, tol 1e-3, at most 32 HVPs), and the test error 1 − test accuracy. A step of size η on a
+quadratic is stable only while η·λ_max < 2, so a larger η can only settle where λ_max < 2/η (Cohen et al. 2021;
+Jastrzębski et al. 2020 for SGD). Flat-minima arguments (Hochreiter & Schmidhuber 1997; Keskar et al. 2017) predict
+a Spearman ρ(λ_max, test error) > 0; the paper reports ρ = −0.89.
+
+Targets: TARGET_NOTE.
 
 (b) Edge of stability (Cohen, Kaur, Li, Kolter & Talwalkar 2021). Full-batch GD (``optimizer: gd``, no momentum,
-constant η) with the MSE loss on a small training set, one run per (η, seed). Every ``track_every`` steps a
+constant η) with the MSE loss on a small training set, one run per (η, seed), for a fixed number of steps
+(``eos_train.steps``; a training target is refused there). This part is a dynamics experiment, not a comparison of
+solutions: its claims are about the trajectory of one run (λ_max rising to 2/η and hovering there while the loss
+keeps falling), measured over a late phase whose length needs a fixed horizon, not about where runs at different η
+end, so no common loss level is needed. Every ``track_every`` steps a
 :class:`SharpnessTracker` measures λ_max(θ_s) of the full training loss. The run stores the curves ``sharpness``
 (step, λ_max) and ``batch_loss`` (L(θ_t) of every step); :func:`edge_statistics` defines from them the onset,
 whether the edge was reached, and the late-phase statistics; the claims use the runs that reached the edge. The
@@ -36,7 +49,8 @@ from typing import Any
 
 import numpy as np
 
-from overparam.analysis import Missing, Run, SeedTable, correlation, group, mean_ci, paired_ratio, quiet
+from overparam.analysis import (Missing, Run, SeedTable, correlation, group, mean_ci, paired_ratio, quiet,
+                                split_by_target)
 from overparam.errors import ConfigError, as_tuple, check_number, check_numbers, check_positive_int, choice_error
 from overparam.report import CI, Claim, Section
 from overparam.report.verdicts import CORRELATION, Published, Tolerance, below, between
@@ -47,17 +61,19 @@ NAME = "lr_eos"
 PARTS = ("lr", "eos")
 # The final λ_max of part (a): a cold Lanczos start, the rigorous 'residual' criterion.
 FINAL_TOL, FINAL_MAX_HVPS = 1e-3, 32
+# Part (a)'s default protocol: every η to this training cross-entropy, within this many epochs (module docstring).
+TARGET_LOSS, CAP_EPOCHS = 0.01, 150
 
 
 @dataclass(frozen=True)
 class LrEosConfig:
     parts: tuple[str, ...] = PARTS
-    # (a) the learning-rate sweep: SGD, one batch size and epoch budget for every η
+    # (a) the learning-rate sweep: SGD at one batch size, every η to the train-loss target within the epoch cap
     data: dict[str, Any] = field(default_factory=lambda: {"name": "mnist1d", "seed": 0})
     model: dict[str, Any] = field(default_factory=lambda: {"name": "mlp", "width": 256, "depth": 2})
     train: dict[str, Any] = field(default_factory=lambda: {"optimizer": "sgd", "momentum": 0.0, "batch_size": 64,
-                                                           "epochs": 20})
-    lrs: tuple[float, ...] = (0.001, 0.01, 0.1, 0.5)
+                                                           "epochs": CAP_EPOCHS, "target_loss": TARGET_LOSS})
+    lrs: tuple[float, ...] = (0.1, 0.15, 0.2, 0.3, 0.5)
     seeds: int = 5
     sharpness_examples: int = 1000  # training examples the final λ_max is measured on
     # (b) edge of stability: full-batch GD with MSE
@@ -113,6 +129,10 @@ class LrEosConfig:
                                   f"eos_train.{key} must be {value!r}, got {getattr(gd, key)!r}")
         if gd.steps is None or gd.steps < self.track_every:
             raise ConfigError(f"eos_train.steps must be set and >= track_every={self.track_every}, got {gd.steps!r}")
+        if gd.has_target:
+            raise ConfigError(f"part (b) follows GD for a fixed number of steps (a dynamics experiment, not a "
+                              f"comparison of solutions): eos_train takes no target_loss/target_acc, got "
+                              f"target_loss={gd.target_loss!r}, target_acc={gd.target_acc!r}")
 
 
 # --- grid and runs --------------------------------------------------------------------------------
@@ -281,22 +301,24 @@ def _lr(run: Run) -> float:
 TITLE = "lr_eos: learning rate, sharpness and the edge of stability"
 SWEEP_TITLE = "lr_eos (a): learning-rate sweep — final sharpness and test error"
 EDGE_TITLE = "lr_eos (b): edge of stability — full-batch GD with MSE"
-SWEEP_METRICS = ("test_error", "lambda_max", "lr_times_lambda_max", "train_loss")
+SWEEP_METRICS = ("test_error", "lambda_max", "lr_times_lambda_max", "train_loss", "epochs")
 SWEEP_CLAIMS = ("lr_eos.sharpness_vs_test_error", "lr_eos.sharpness_falls_with_lr")
 LATE = ("late_ratio", "hover_fraction", "loss_ratio", "loss_increase_fraction")  # EdgeStatistics, NaN unless reached
 
 
 @dataclass
 class SweepAnalysis:
-    """Part (a) over its finished runs with a final λ_max."""
+    """Part (a) over its finished runs with a final λ_max that reached the training target (or had none)."""
 
     table: SeedTable  # seed x η (the configured learning rate, ascending)
     # per SWEEP_METRICS name, the mean over seeds at each η: test error (1 − accuracy), λ_max (top eigenvalue
-    # of the training-loss Hessian), η·λ_max (dimensionless, 2 is GD's stability bound), final train loss
+    # of the training-loss Hessian), η·λ_max (dimensionless, 2 is GD's stability bound), final train loss, epochs
+    # trained (to the target, or the budget)
     cis: dict[str, list[CI]]
     rho: CI  # Spearman ρ(λ_max, test error) over all runs, seeds as clusters (n = seeds; rho.n_points runs)
     falls: CI  # λ_max at the largest η − at the smallest (paired), .against: its largest rise between neighbours
     unconverged: int  # final λ_max values that missed the Lanczos tolerance
+    missed: list[Run]  # finished runs that missed the training target within the cap: listed, not analyzed
 
 
 @dataclass
@@ -319,22 +341,28 @@ class EdgeAnalysis:
 
 @dataclass
 class LrEosAnalysis:
-    sweep: SweepAnalysis | None  # part (a); None when it has no finished run
-    edge: EdgeAnalysis | None  # part (b); likewise
+    sweep: SweepAnalysis | None  # part (a); None when no finished run reached its target
+    edge: EdgeAnalysis | None  # part (b); None when it has no finished run
+    sweep_missed: list[Run] = field(default_factory=list)  # part (a) runs that missed the training target
 
 
 def analyze(runs: list[Run], config: LrEosConfig) -> LrEosAnalysis | Missing:
-    sweep = _analyze_sweep([r for r in runs if r.settings["kind"] == "lr" and "lambda_max" in r.metrics])
+    reached, missed = split_by_target(r for r in runs if r.settings["kind"] == "lr" and "lambda_max" in r.metrics)
+    sweep = _analyze_sweep(reached, missed)
     edge = _analyze_edge([r for r in runs if r.settings["kind"] == "eos" and r.curve("sharpness")[0].size], config)
-    return Missing(TITLE, "No finished runs yet.") if sweep is None and edge is None else LrEosAnalysis(sweep, edge)
+    if sweep is None and edge is None and not missed:
+        return Missing(TITLE, "No finished runs yet.")
+    return LrEosAnalysis(sweep, edge, missed)
 
 
-def _analyze_sweep(done: list[Run]) -> SweepAnalysis | None:
+def _analyze_sweep(done: list[Run], missed: list[Run]) -> SweepAnalysis | None:
+    """``done``: the runs that reached the training target (claims and tables); ``missed``: those that did not."""
     if not done:
         return None
     table = SeedTable(done, _lr)
     return SweepAnalysis(table, {m: table.cis(m) for m in SWEEP_METRICS}, correlation(done, "lambda_max", "test_error"),
-                         table.trend("lambda_max"), sum(not r.metrics.get("lambda_max_converged", True) for r in done))
+                         table.trend("lambda_max"), sum(not r.metrics.get("lambda_max_converged", True) for r in done),
+                         missed)
 
 
 def _analyze_edge(done: list[Run], config: LrEosConfig) -> EdgeAnalysis | None:
@@ -388,24 +416,35 @@ PAPER_CLAIMS = {
 
 
 def claims(a: LrEosAnalysis, config: LrEosConfig) -> list[Claim]:
-    return ((_sweep_claims(a.sweep) if a.sweep is not None else [])
+    return ((_sweep_claims(a.sweep, config) if a.sweep is not None else [])
             + (_edge_claims(a.edge, config) if a.edge is not None else []))
 
 
-def _sweep_claims(s: SweepAnalysis) -> list[Claim]:
+def _protocol(config: LrEosConfig, missed: list[Run]) -> str:
+    """How the sweep's runs were trained and which were left out, for the claims' statements."""
+    trained = f"SGD at one batch size, every η trained {common.target_text(config.train)}"
+    return trained + (f"; {len(missed)} run(s) that missed the target left out" if missed else "")
+
+
+def _sweep_claims(s: SweepAnalysis, config: LrEosConfig) -> list[Claim]:
+    where = "where each run reached the training target" if _has_target(config.train) else "at the end of training"
     return [
         Claim.judged(
             "lr_eos.sharpness_vs_test_error", NAME,
-            f"Across the LR sweep (SGD, fixed batch and epochs), sharper final minima have LOWER test error: Spearman "
-            f"ρ(λ_max, test error) over the {s.rho.n_points} runs (seeds as clusters) is negative, the sign the paper "
-            f"reports. (ρ > 0 would be the flat-minima picture: flatter minima generalize better.)",
+            f"Across the LR sweep ({_protocol(config, s.missed)}), sharper minima have LOWER test error: Spearman "
+            f"ρ(λ_max, test error) {where}, over the {s.rho.n_points} runs (seeds as clusters), is negative, the sign "
+            f"the paper reports. (ρ > 0 would be the flat-minima picture: flatter minima generalize better.)",
             PAPER_CLAIMS["sharpness_vs_test_error"], s.rho),
         Claim.judged(
             "lr_eos.sharpness_falls_with_lr", NAME,
-            "λ_max at the end of training falls from the smallest to the largest learning rate (the change, paired "
-            "by seed, < 0) without rising between neighbouring η (stability of a step of size η requires "
-            "λ_max ≲ 2/η).", PAPER_CLAIMS["sharpness_falls_with_lr"], s.falls),
+            f"λ_max {where} falls from the smallest to the largest learning rate (the change, paired by seed, < 0) "
+            f"without rising between neighbouring η (stability of a step of size η requires λ_max ≲ 2/η; "
+            f"{_protocol(config, s.missed)}).", PAPER_CLAIMS["sharpness_falls_with_lr"], s.falls),
     ]
+
+
+def _has_target(train: dict[str, Any]) -> bool:
+    return train.get("target_loss") is not None or train.get("target_acc") is not None
 
 
 def _basis(e: EdgeAnalysis) -> str:
@@ -435,41 +474,56 @@ def _edge_claims(e: EdgeAnalysis, config: LrEosConfig) -> list[Claim]:
 
 
 def render(a: LrEosAnalysis, claims: list[Claim], config: LrEosConfig) -> list[Section]:
-    return (([_sweep_section(a.sweep, [c for c in claims if c.id in SWEEP_CLAIMS], config)] if a.sweep else [])
+    sweep = a.sweep is not None or a.sweep_missed
+    return (([_sweep_section(a.sweep, a.sweep_missed, [c for c in claims if c.id in SWEEP_CLAIMS], config)]
+             if sweep else [])
             + ([_edge_section(a.edge, [c for c in claims if c.id not in SWEEP_CLAIMS], config)] if a.edge else []))
 
 
-def _sweep_section(s: SweepAnalysis, claims: list[Claim], config: LrEosConfig) -> Section:
-    table = common.table(
-        ["η", "n", "test error", "λ_max", "η·λ_max", "2/η", "final train loss"],
-        [[f"{lr:g}", count, *(common.ci_text(s.cis[m][j], 3) for m in SWEEP_METRICS[:3]), common.fmt(2 / lr, 3),
-          common.ci_text(s.cis["train_loss"][j], 3)]
-         for j, (lr, count) in enumerate(zip(s.table.axis, s.table.n_runs()))])
+def _sweep_section(s: SweepAnalysis | None, missed: list[Run], claims: list[Claim], config: LrEosConfig) -> Section:
     train = config.train
-    text = (f"Plain SGD (momentum {train.get('momentum', 0.0)}), batch {train.get('batch_size')}, "
-            f"{train.get('epochs', train.get('steps'))} {'epochs' if 'epochs' in train else 'steps'} at every η; "
-            f"λ_max of the training loss on {config.sharpness_examples} training examples at the end; mean over seeds "
-            f"with a 95% t-interval.\n\n{table}\n\n{_sweep_reading(s)}")
+    where = "where each run stopped" if _has_target(train) else "at the end"
+    protocol = (f"Plain SGD (momentum {train.get('momentum', 0.0)}), batch {train.get('batch_size')}, every η trained "
+                f"{common.target_text(train)}; λ_max of the training loss on {config.sharpness_examples} training "
+                f"examples {where}; mean over seeds with a 95% t-interval.")
+    misses = common.misses_text(missed, lambda r: f"η = {_lr(r):g}")
+    if s is None:  # every finished run missed the target
+        return Section(SWEEP_TITLE, f"{protocol}\n\n{misses}", [], claims)
+    table = common.table(
+        ["η", "n", "test error", "λ_max", "η·λ_max", "2/η", "final train loss", "epochs trained"],
+        [[f"{lr:g}", count, *(common.ci_text(s.cis[m][j], 3) for m in SWEEP_METRICS[:3]), common.fmt(2 / lr, 3),
+          common.ci_text(s.cis["train_loss"][j], 3), common.ci_text(s.cis["epochs"][j], 3)]
+         for j, (lr, count) in enumerate(zip(s.table.axis, s.table.n_runs()))])
+    text = "\n\n".join(part for part in (protocol, misses, table, _sweep_reading(s, _has_target(train))) if part)
     return Section(SWEEP_TITLE, text, [("lr_eos_lr_sweep", _sweep_figure(s))], claims)
 
 
-def _sweep_reading(s: SweepAnalysis) -> str:
+def _sweep_reading(s: SweepAnalysis, to_target: bool) -> str:
     lrs, n_runs = s.table.axis, sum(s.table.n_runs())
     lam, err, ratio = ([c[0] for c in s.cis[m]] for m in ("lambda_max", "test_error", "lr_times_lambda_max"))
     peak, best = lrs[int(np.argmax(lam))], lrs[int(np.argmin(err))]
     above = [f"{lr:g}" for lr, r in zip(lrs, ratio) if r > 2]
-    return (
-        f"The lowest test error is at η = {best:g}, the sharpest mean λ_max at η = {peak:g}"
-        + (": λ_max is not monotone in η, it rises with η (in a fixed budget a small step gets less far along "
-           "progressive sharpening) and falls beyond, where the 2/η ceiling and the shrinking cross-entropy loss pull "
-           "it down. " if min(lrs) < peak < max(lrs) else ". ")
-        + (f"Mean η·λ_max exceeds 2 at η = {', '.join(above)}. " if above else
-           "Every η ends with mean η·λ_max below 2 (inside the GD stability bound). ")
-        + "Confounds, plainly: with one epoch budget for every η, the small-η runs are far from converged (see the "
+    turn = ("it rises with η (in a fixed budget a small step gets less far along progressive sharpening)" if not
+            to_target else "it rises with η")
+    confounds = (
+        "Every η was trained to the same training loss (the table's final train loss; each run stops at the first "
+        "epoch-end check at or below the target, so a fast run can overshoot it by up to one epoch's progress), so the "
+        "comparison is between solutions at one loss level, not between runs at different stages of training; the "
+        "small η take proportionally more epochs. What remains mixed into the rank correlation: the 2/η stability "
+        "ceiling, which binds only the large η, and the path each η took to the same loss. It is still not a "
+        "controlled test of flatness → generalization." if to_target else
+        "Confounds, plainly: with one epoch budget for every η, the small-η runs are far from converged (see the "
         "final train loss), and their λ_max reflects how far progressive sharpening got, not a 2/η ceiling; with "
         "cross-entropy the Hessian also shrinks as the margins grow, so the well-fitted large-η runs are flat partly "
         "because their loss is near zero. The rank correlation therefore mixes the stability bound, under-training "
-        "and the loss level; it is not a controlled test of flatness → generalization."
+        "and the loss level; it is not a controlled test of flatness → generalization.")
+    return (
+        f"The lowest test error is at η = {best:g}, the sharpest mean λ_max at η = {peak:g}"
+        + (f": λ_max is not monotone in η, {turn} and falls beyond, where the 2/η ceiling pulls it down. "
+           if min(lrs) < peak < max(lrs) else ". ")
+        + (f"Mean η·λ_max exceeds 2 at η = {', '.join(above)}. " if above else
+           "Every η ends with mean η·λ_max below 2 (inside the GD stability bound). ")
+        + confounds
         + (f" {s.unconverged} of {n_runs} λ_max values did not meet the Lanczos tolerance within "
            f"{FINAL_MAX_HVPS} HVPs." if s.unconverged else ""))
 
@@ -585,19 +639,24 @@ STUDY = Study(
     presets={
         "tiny": {"data": {"name": "mnist1d", "n_train": 200, "n_test": 100, "seed": 0},
                  "model": {"name": "mlp", "width": 16, "depth": 1},
-                 "train": {"optimizer": "sgd", "momentum": 0.0, "batch_size": 50, "epochs": 1},
+                 # the target path on a small scale: η = 0.1 and 0.5 reach train loss 2.3 within 3 epochs
+                 # (2.22-2.25 and 2.1 at the cap), η = 0.01 misses it (2.38-2.53) and is listed
+                 "train": {"optimizer": "sgd", "momentum": 0.0, "batch_size": 50, "epochs": 3, "target_loss": 2.3},
                  "lrs": [0.01, 0.1, 0.5], "seeds": 2, "sharpness_examples": 100,
                  "eos_data": {"name": "mnist1d", "n_train": 100, "n_test": 100, "seed": 0},
                  "eos_model": {"name": "mlp", "width": 16, "depth": 2, "activation": "tanh"},
                  "eos_train": {"optimizer": "gd", "loss": "mse", "momentum": 0.0, "steps": 150, "eval_every": 50},
                  "eos_lrs": [0.5, 1.0], "eos_seeds": 1, "track_every": 10},
-        # (a) the paper's four LRs plus their midpoints; (b) η·λ_max starts near 1.1-1.9 at
-        # step 0 (λ_0 ≈ 2.7) and progressive sharpening reaches 2/η within 4000 steps for η >= 0.5
-        "quick": {"lrs": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 0.5], "seeds": 5, "eos_seeds": 5},
+        # (a) every η to train loss 0.01 (module docstring: epochs to it ≈ 8.5/η, 82 at η = 0.1, so the cap
+        # of 150 epochs leaves 1.8x); (b) η·λ_max starts near 1.1-1.9 at step 0 (λ_0 ≈ 2.7) and progressive
+        # sharpening reaches 2/η within 4000 steps for η >= 0.5
+        "quick": {"lrs": [0.1, 0.15, 0.2, 0.3, 0.5], "seeds": 5, "eos_seeds": 5},
+        # (a) the paper's LRs from 0.01 (0.001 would need ~10x the epochs of 0.01 to the target) plus midpoints;
+        # the target and cap are not measured on this CPU (a miss is listed in the report)
         "paper": {"data": {"name": "mnist", "seed": 0, "standardize": True},
                   "model": {"name": "mlp", "width": 512, "depth": 2},
-                  "train": {"optimizer": "sgd", "momentum": 0.0, "batch_size": 64, "epochs": 20},
-                  "lrs": [0.001, 0.01, 0.1, 0.5], "seeds": 5, "sharpness_examples": 5000,
+                  "train": {"optimizer": "sgd", "momentum": 0.0, "batch_size": 64, "epochs": 200, "target_loss": 0.01},
+                  "lrs": [0.01, 0.03, 0.1, 0.3, 0.5], "seeds": 5, "sharpness_examples": 5000,
                   # Cohen et al.'s setting at MNIST scale: 5k examples, a tanh MLP; λ_0 ≈ 17.5 there,
                   # so η <= 0.08 starts below the edge
                   "eos_data": {"name": "mnist", "n_train": 5000, "seed": 0, "standardize": True},

@@ -20,6 +20,7 @@ from overparam.errors import ConfigError, check_positive_int
 from overparam.studies import get_study
 from overparam.studies.base import RunOutcome, RunSpec, Study, config_dict
 from overparam.sweep.store import ResultsStore
+from overparam.threads import worker_environment
 
 
 @dataclass
@@ -54,7 +55,8 @@ def _execute(study_name: str, specs: list[RunSpec], device: str | None) -> list[
 def _limit_threads(threads: int) -> None:
     """Pool-worker initializer: split the cores between the workers. Oversubscribed OpenMP
     threads spin against each other: measured here, a small MLP's training step took 86 ms
-    instead of 0.09 ms with two 2-thread processes on 2 cores."""
+    instead of 0.09 ms with two 2-thread processes on 2 cores. (The OpenMP wait policy cannot
+    be set here, torch is imported already: the pool is started in ``worker_environment``.)"""
     import torch
 
     torch.set_num_threads(threads)
@@ -142,8 +144,11 @@ def run_sweep(study: Study, config: Any, out: str | Path, *, workers: int = 1, d
             else:
                 context = multiprocessing.get_context("spawn")
                 threads = max(1, (os.cpu_count() or 1) // workers)
-                with futures.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_limit_threads,
-                                                 initargs=(threads,)) as pool:
+                # workers are spawned (torch imported afresh) inside this block: they get the
+                # OpenMP defaults of overparam.threads unless the user set their own
+                with worker_environment(), futures.ProcessPoolExecutor(
+                        max_workers=workers, mp_context=context, initializer=_limit_threads,
+                        initargs=(threads,)) as pool:
                     pending = []
                     for unit in units:
                         start(unit)
@@ -166,7 +171,8 @@ def _ray_results(study_name: str, units: list[list[RunSpec]], device: str | None
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=max(workers, int(num_cpus)), include_dashboard=False, log_to_driver=False)
+            with worker_environment():  # the local raylet, and so its workers, inherit the environment
+                ray.init(num_cpus=max(workers, int(num_cpus)), include_dashboard=False, log_to_driver=False)
     try:
         remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(_execute)
         pending = {}

@@ -8,6 +8,7 @@ from overparam.errors import DataError
 from overparam.report import ReportPaths, Section, render_report, status_line
 from overparam.studies import get_study
 from overparam.sweep.store import FILENAME, ResultsStore
+from overparam.threads import describe
 
 
 def build_report(directory: str | Path) -> ReportPaths:
@@ -59,6 +60,8 @@ def _setup_line(name: str, rows: list[dict], stored: dict) -> str:
     done = [r for r in rows if r["status"] in ("done", "diverged")]
     devices = sorted({r["device"] for r in done if r.get("device")})
     threads = sorted({str(r["provenance"].get("torch_threads")) for r in done if r.get("provenance")} - {"None"})
+    waits = sorted({describe(r["provenance"].get("omp_wait_policy"), r["provenance"].get("gomp_spincount"))
+                    for r in done if r.get("provenance") and "gomp_spincount" in r["provenance"]})
     versions = sorted({f"overparam {r['package_version']}" for r in done if r.get("package_version")})
     revisions = sorted({r["git_revision"][:12] for r in done if r.get("git_revision")})
     when = ""
@@ -69,8 +72,8 @@ def _setup_line(name: str, rows: list[dict], stored: dict) -> str:
                        (min(r["updated_at"] for r in done), max(r["updated_at"] for r in done)))
         when = f", finished {first} to {last}"
     hardware = ", ".join(devices) or "no finished runs"
-    if threads:
-        hardware += f" ({'/'.join(threads)} torch threads)"
+    if threads or waits:
+        hardware += " (" + ", ".join(([f"{'/'.join(threads)} torch threads"] if threads else []) + waits) + ")"
     return (f"- `{name}`: preset {', '.join(presets) or 'none (defaults)'}; {data_text}"
             f"{stored.get('seeds', '?')} seed(s) per grid point; {hardware}; {', '.join(versions) or '?'}"
             f"{' at ' + ', '.join(revisions) if revisions else ''}; {len(done)} runs{when}.")
