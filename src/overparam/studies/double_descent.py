@@ -8,10 +8,10 @@ noise. Grid: family x width x label noise x seed; one dataset (subset and noisy 
 seeds when ``data.seed`` is set, so seeds differ in initialization and data order only and are
 trained together as one vectorized model.
 
-The ``quick`` preset follows the MNIST-1D double-descent protocol (Greydanus & Kobak, "Scaling
+The ``quick`` and ``notebook`` presets follow the MNIST-1D double-descent protocol (Greydanus & Kobak, "Scaling
 down deep learning with MNIST-1D", ICML 2024; greydanus/mnist1d, notebooks/deep-double-descent.ipynb):
 MNIST-1D generated with 16000 samples and train_split 0.25 (4000 train / 12000 test, the mnist1d
-package's generator seed 42, which is the notebook's, so the examples are the notebook's);
+package's generator seed 42, the notebook's, so with the same mnist1d version the examples are its own);
 MLP Linear(40, h)-ReLU-Linear(h, h)-ReLU-Linear(h, 10) (``mlp_depth`` 2) and the notebook's CNN
 (overparam's ``cnn1d``: Conv1d(1, c, 5, s2, p1)-ReLU-Conv1d(c, c, 3, s2, p1)-ReLU-Conv1d(c, c, 3,
 s2, p1)-ReLU-Flatten-Linear(5c, 10)); SGD lr 0.01, momentum 0.9, batch 100, reshuffled every
@@ -19,7 +19,8 @@ epoch, 500 epochs, cross-entropy, no weight decay, the final model measured; the
 with 15% label noise, the CNN with 15% only (``cnn_label_noise``). Where it differs from the
 notebook:
 
-- widths: a subset of the notebook's grids (the preset's comment gives the measured costs);
+- widths: ``notebook`` runs the notebook's grids; ``quick`` a subset of the MLP's and no CNN, which does
+  not fit the suite's 15 minutes on 2 CPU cores (the preset's comment gives the measured costs);
 - MLP init: overparam's MLP draws weights N(0, w_std^2 / fan_in) and biases N(0, b_std^2); the
   preset's ``mlp_options`` w_std = 1/sqrt(3) gives PyTorch's default weight variance
   (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) has variance 1/(3 fan_in)), but Gaussian, and the biases
@@ -472,7 +473,7 @@ def _reading(curve: CurveAnalysis, config: DoubleDescentConfig, claims: list[Cla
     else:
         text += f", then rises to a peak at width {widths[p]}"
         if t >= 0:
-            text += ", at the threshold" if steps == 0 else (f", {abs(steps):g} doubling{'s' * (abs(steps) != 1)} of "
+            text += ", at the threshold" if steps == 0 else (f", {abs(steps):.2g} doubling{'s' * (abs(steps) != 1)} of "
                                                             f"width {'below' if steps < 0 else 'above'} the threshold")
         text += ("; the peak is the largest width, so test error does not come down again within this sweep."
                  if p == len(widths) - 1 else f"; from there to the largest width ({widths[-1]}) it changes by "
@@ -501,8 +502,11 @@ def _settings_text(config: DoubleDescentConfig, a: DoubleDescentAnalysis) -> str
     decay = f"weight decay {train['weight_decay']}" if train.get("weight_decay") else "no weight decay"
     declared = ("name", "n_train", "n_test", "label_noise", "standardize", "flatten", "options", "seed")
     source = ", ".join(f"{k}={v}" for k, v in data.items() if k not in declared)  # e.g. mnist1d's num_samples
-    n_test = next(iter(a.curves.values())).n_test
-    sizes = f"{data.get('n_train') or 'all'} training examples" + f", {n_test} test examples" * (n_test is not None)
+    first = next(iter(a.curves.values()))
+    with quiet():
+        n_train = float(np.nanmax(first.table["n_train"]))  # as the runs report it
+    n_train = int(n_train) if math.isfinite(n_train) else data.get("n_train") or "all"
+    sizes = f"{n_train} training examples" + f", {first.n_test} test examples" * (first.n_test is not None)
     mlp = ""
     if "mlp" in as_tuple(config.models):
         layers = f"{config.mlp_depth} hidden layer{'s' * (config.mlp_depth > 1)}"
@@ -656,16 +660,18 @@ STUDY = Study(
                  "models": ["mlp", "cnn"], "mlp_widths": [4, 16, 64], "cnn_widths": [2, 4, 8],
                  "label_noise": [0.0, 0.2], "seeds": 2},
         # The MNIST-1D double-descent protocol (module docstring): the notebook's data, models, SGD (lr 0.01,
-        # momentum 0.9, batch 100), 500 epochs and 15% label noise, 5 seeds, on a subset of its grids.
-        # Measured on this project's 2-core CPU, one batch of 5 seeds for 500 epochs (20,000 steps), extrapolated
-        # from 10-epoch runs: see the study's notes in the report of the change that set this preset.
-        # MLP (bmm kernel, 2 threads): width 4-16 about 4-5 s, 47 8 s, 104 12 s, 300 53 s; these 9 widths about
-        # 110 s per noise level, 3.5-4 min for both. The notebook's full grid (19 widths) would take about 4 min
-        # per noise level. CNN1D (vmap kernel): 60-70 s per batch at 4 channels, 2-4 min at 10-24 and more
-        # beyond, so even the thin channel grid below (about 10 min) does not fit the 15 minutes of
-        # `overparam run paper`: the CNN is off here (models: [mlp]); --set "models=[mlp, cnn]" runs it on
-        # that grid (around the notebook's sweet spot 10, peak 18 and threshold 24), the `notebook` preset
-        # on the full one.
+        # momentum 0.9, batch 100), 500 epochs and 15% label noise, 5 seeds, on a subset of its width grid:
+        # both sides of the interpolation threshold (notebook: width 61 with noise, 47 without), its sweet spot
+        # (16) and peak (47-61), and its largest width (300). Cost on this project's 2-core CPU (2026-12-08, other
+        # jobs running), one batch of 5 seeds for 500 epochs (20,000 steps), from 10-epoch runs: MLP with 2
+        # threads at load ~5 (CPU time 2x wall): width 2-16 4-5 s, 47 8 s, 104 12 s, 300 53 s; 1 thread, CPU
+        # time at load 12: 7-9 s, 17 s, 26 s, 129 s. This preset ran in 5 min 1 s of CPU time on 1 thread (20.5
+        # min wall at load 10-15); on a quiet machine with 2 threads about 3.5 min. The notebook's 19 widths
+        # would take about twice that. The CNN (vmap kernel) costs 60-90 s per batch at 2-16 channels and
+        # 220 s at 32 (2 threads, load ~5), so the thin channel grid below (about 10 min) does not fit the
+        # 15 minutes of `overparam run paper` and is off here (models: [mlp]): --set "models=[mlp, cnn]" runs
+        # it (around the notebook's CNN sweet spot 10, peak 18 and threshold 24), the `notebook` preset runs
+        # the full grids.
         "quick": {"data": {"name": "mnist1d", "num_samples": 16000, "train_split": 0.25, "seed": 0},
                   "train": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "batch_size": 100, "epochs": 500,
                             "eval_every": 4000},
