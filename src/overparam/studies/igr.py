@@ -451,9 +451,9 @@ def _training_text(t: Training, config: IGRConfig) -> str:
                 f"flow time) within the same time cap t = steps·h <= {config.time:g}")
         level = ("Every run in the table stopped at the same training loss (up to one check's progress), so the final "
                  "R_IG and λ_max compare solutions at one loss level, where the backward error analysis makes its "
-                 "prediction (at a matched L, the larger h has followed the larger penalty (h/4)‖∇L‖²); the t column is "
-                 "the flow time each needed, and the R_IG-vs-loss panel of the training figure shows the whole way "
-                 "there.")
+                 "prediction (at a matched L, the larger h has followed the larger penalty (h/4)‖∇L‖²); the t column "
+                 "is the flow time each needed, and the R_IG-vs-loss panel of the training figure shows the whole "
+                 "way there.")
     return (f"{head}; means over seeds with 95% t-intervals. The EGR row trains at the smallest h on L + λ|∇L|² "
             f"(λ = {config.penalty:g}).\n\n{table}\n\n{level} At the end h·λ_max/2 = {edge}: 1 is the stability "
             f"limit λ_max = 2/h, where GD oscillates (the edge of stability) and the small-h expansion behind the "
