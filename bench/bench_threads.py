@@ -26,10 +26,13 @@ environment before setting each cell's own.
 Each of ``--repeats`` rounds times every cell once (cells in turn, so slow drifts in the
 machine's background load hit them alike); the table gives the median seconds and the ratio
 to the quiet default (2 threads, libgomp default) of the same workload. A child that exceeds
-``--timeout`` seconds is killed and counted as that many seconds (marked '>').
+``--timeout`` seconds is killed and counted as that many seconds (the cell is marked '>' when
+any of its repetitions was). Other people's jobs on the machine count as load too: the load
+average is printed before, after each round, and after.
 
     python bench/bench_threads.py [--repeats 3] [--load 2] [--small-steps 600] [--large-steps 30]
                                   [--threads 1 2] [--spincounts 1000 10000 100000] [--only small|large]
+                                  [--conditions quiet busy] [--timeout 120]
 """
 
 from __future__ import annotations
@@ -140,6 +143,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--spincounts", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--only", choices=("small", "large"), help="time one workload only")
+    parser.add_argument("--conditions", nargs="+", choices=("quiet", "busy"), default=["quiet", "busy"],
+                        help="time without and/or with the synthetic load")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a child is killed")
     parser.add_argument("--child", choices=("small", "large"), help=argparse.SUPPRESS)
     parser.add_argument("--child-threads", type=int, help=argparse.SUPPRESS)
@@ -161,7 +166,7 @@ def main() -> None:
           f"busy = {args.load} busy-loop processes", flush=True)
     started = time.perf_counter()
     for repeat in range(args.repeats):
-        for busy in (False, True):
+        for busy in [condition == "busy" for condition in args.conditions]:
             with Load(args.load if busy else 0):
                 for workload in workloads:
                     for name, threads, env in cells:
@@ -173,16 +178,19 @@ def main() -> None:
         print(f"round {repeat + 1}/{args.repeats} done ({time.perf_counter() - started:.0f} s), "
               f"load average {load_average()}", flush=True)
     print(f"load average after: {load_average()}\n")
-    print("median seconds (ratio to the quiet default: 2 threads or the most asked, libgomp default)")
-    header = f"{'workload':<8} {'threads':>7} {'OpenMP env':<12} {'quiet s':>8} {'ratio':>6} {'busy s':>8} {'ratio':>6}"
+    busy_flags = [condition == "busy" for condition in args.conditions]
+    reference_busy = busy_flags[0]
+    print(f"median seconds (ratio to the {args.conditions[0]} default: 2 threads or the most asked, libgomp default)")
+    header = f"{'workload':<8} {'threads':>7} {'OpenMP env':<12}" + "".join(
+        f" {condition + ' s':>8} {'ratio':>6}" for condition in args.conditions)
     print(header)
     print("-" * len(header))
     for workload in workloads:
         reference_threads = 2 if 2 in args.threads else max(args.threads)
-        reference = statistics.median(times[(workload, False, reference_threads, "default")])
+        reference = statistics.median(times[(workload, reference_busy, reference_threads, "default")])
         for name, threads, _ in cells:
             row = f"{workload:<8} {threads:>7} {name:<12}"
-            for busy in (False, True):
+            for busy in busy_flags:
                 key = (workload, busy, threads, name)
                 median = statistics.median(times[key])
                 mark = ">" if key in timeouts else " "

@@ -21,7 +21,7 @@ from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # either one set by the user: no defaults
-DEFAULTS = {"GOMP_SPINCOUNT": "10000"}
+DEFAULTS = {"GOMP_SPINCOUNT": "1000"}
 
 
 def openmp_defaults(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
