@@ -240,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address to join (default: start a local instance)")
     run.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     run.add_argument("--threads", type=int,
-                     help="torch CPU threads for inline runs (default: all cores; 1 is faster on a busy machine)")
+                     help="torch CPU threads for inline runs (default: all cores; 1 can be faster for small models "
+                          "on a busy machine)")
     run.add_argument("--no-batch", action="store_true",
                      help="train every run alone (default: runs differing only in seed/LR train as one batched model)")
     run.add_argument("--quiet", action="store_true", help="no progress display")

@@ -3,8 +3,15 @@
 torch's CPU kernels run on GNU OpenMP (libgomp), whose worker threads spin-wait after each
 parallel region (by default ~300 000 spins) before they sleep. On cores that other processes
 also want (several studies at once, other jobs), that spinning takes the time slices the
-other worker thread needs, and a small model trains many times slower. See
-bench/bench_threads.py for the measurements behind ``DEFAULTS``.
+other worker thread needs, and a small model trains many times slower.
+
+``DEFAULTS`` (GOMP_SPINCOUNT=1000: spin briefly, then sleep) from bench/bench_threads.py on the
+project's 2-core CPU, 2 torch threads, medians, relative to libgomp's default on a quiet
+machine. Small MLP (40-128-128-10, batch 64): quiet 1.15-1.18x (PASSIVE 2.9-3.0x); with two
+busy-loop processes 0.65 s vs 1.17 s; with other people's jobs as well (load average 5-15)
+2.3 s vs >60 s. Large MLP (784-512-512-10, batch 1024): quiet 0.98-1.01x (PASSIVE 1.08x);
+busy 1.11 s vs 1.82 s, and 2.5-4.7 s vs 14-33 s under the heavier load. GOMP_SPINCOUNT=10000
+was as fast as the default when quiet but still collapsed when busy (14-26 s, small).
 
 libgomp reads its environment once, when torch is imported, so the defaults must be in the
 environment before that: :func:`apply_defaults` runs first thing in the CLI, and
